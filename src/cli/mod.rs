@@ -1,0 +1,12 @@
+//! One file per subcommand: clap arguments in, library calls out.
+
+pub mod apply;
+pub mod demo;
+pub mod experiment;
+pub mod gradcheck;
+pub mod inspect;
+pub mod learn_policy;
+pub mod pack;
+pub mod precompute;
+pub mod preview;
+pub mod stream;

@@ -1,0 +1,1 @@
+//! CUDA: device discovery, NVRTC-compiled kernels, the GPU augmentation path.

@@ -1,0 +1,4 @@
+//! The prefetching loader.
+
+/// Placeholder until the loader lands.
+pub struct Loader;

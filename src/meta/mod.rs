@@ -1,0 +1,1 @@
+//! The meta-gradient engine: reverse-mode autodiff tape, MLP, MAML and Reptile.

@@ -1,0 +1,1 @@
+//! Packing datasets into shards: IDX (MNIST / Fashion-MNIST) and image folders.

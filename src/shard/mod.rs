@@ -1,0 +1,1 @@
+//! The on-disk shard format: safetensors shards and the dataset `index.json`.
