@@ -13,6 +13,7 @@ Examples:
       --classes fashion-mnist -o fmnist-train
   metaug pack idx --images X.gz --labels Y.gz --encoding png -o out --shard-size 16MiB
   metaug pack folder photos/ -o photos-packed
+  metaug pack folder data/photos-png --flat -o photos-png-packed
 
 The output directory gets shard-00000.safetensors, ... and index.json (written last, so a
 directory without index.json is an unfinished run). Packing is deterministic: the same input
@@ -57,6 +58,10 @@ struct IdxArgs {
 struct FolderArgs {
     /// The folder holding one sub-folder per class.
     root: PathBuf,
+    /// Take the images directly in ROOT as one class named after ROOT
+    /// (e.g. data/photos-png) instead of one class per sub-folder.
+    #[arg(long)]
+    flat: bool,
     #[command(flatten)]
     output: Output,
 }
@@ -125,6 +130,7 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                 overwrite: a.output.force,
                 progress: true,
                 limits: limits(&a.output),
+                flat: a.flat,
                 ..FolderOptions::default()
             };
             let index = pack::pack_folder(&a.root, &a.output.out, &options)?;

@@ -5,7 +5,8 @@
 //! Names starting with `.` are skipped; files directly in `root` are
 //! ignored (a `README` or `labels.csv` may sit there); anything else that is
 //! not a JPEG or PNG file (by its magic bytes) is an error, as is a
-//! directory inside a class. Symbolic links are followed.
+//! directory inside a class. Symbolic links are followed. With
+//! [`FolderOptions::flat`], the images directly in `root` form one class.
 //!
 //! Each file is stored byte for byte (no re-encoding): only its header is
 //! read, with [`ImageLimits`], for the shape. A dataset has one encoding, so
@@ -33,6 +34,10 @@ pub struct FolderOptions {
     pub limits: ImageLimits,
     /// Largest file accepted, in bytes.
     pub max_file_bytes: u64,
+    /// Take the images directly in `root` as one class, named after `root`
+    /// (for a flat folder such as `data/photos-png`), instead of one class
+    /// per sub-folder.
+    pub flat: bool,
 }
 
 impl Default for FolderOptions {
@@ -43,6 +48,7 @@ impl Default for FolderOptions {
             progress: false,
             limits: ImageLimits::default(),
             max_file_bytes: 256 << 20,
+            flat: false,
         }
     }
 }
@@ -78,6 +84,26 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
     }
     out.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
     Ok(out)
+}
+
+/// Lists the images directly in `root` as one class named after `root`
+/// (sub-folders are ignored).
+pub fn list_flat_folder(root: &Path) -> Result<FolderListing> {
+    let name = fs::canonicalize(root)
+        .map_err(|e| Error::io(root, e))?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("images")
+        .to_string();
+    let files: Vec<(PathBuf, i64)> = sorted_entries(root)?
+        .into_iter()
+        .filter(|(_, is_dir)| !is_dir)
+        .map(|(p, _)| (p, 0))
+        .collect();
+    Ok(FolderListing {
+        classes: vec![name],
+        files,
+    })
 }
 
 /// Lists the classes and files of the image folder `root`.
@@ -160,7 +186,11 @@ fn folder_encoding(files: &[(PathBuf, i64)]) -> Result<Option<Encoding>> {
 
 /// Packs the image folder `root` into a dataset at `out`.
 pub fn pack_folder(root: &Path, out: &Path, options: &FolderOptions) -> Result<DatasetIndex> {
-    let listing = list_folder(root)?;
+    let listing = if options.flat {
+        list_flat_folder(root)?
+    } else {
+        list_folder(root)?
+    };
     let encoding = folder_encoding(&listing.files)?
         .ok_or_else(|| Error::format(root, "no image files in the class folders"))?;
     let mut writer = DatasetWriter::create(
