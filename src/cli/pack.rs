@@ -138,7 +138,7 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
         }
     };
     eprintln!(
-        "packed {} records ({}, {} classes) into {} shard(s) in {}",
+        "packed {} records (encoding {}, classes: {}) into {} shard(s) in {}",
         index.total_records,
         index.encoding,
         index.classes.len(),

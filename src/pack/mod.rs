@@ -66,3 +66,20 @@ pub(crate) fn progress_bar(show: bool, len: Option<u64>, what: &str) -> indicati
     bar.set_message(what.to_string());
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("500k").unwrap(), 500 << 10);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("2 m").unwrap(), 2 << 20);
+        for bad in ["", "MiB", "1.5M", "-1", "12XB", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -35,12 +35,10 @@ impl Default for ImageLimits {
 }
 
 impl ImageLimits {
-    fn image_limits(&self, with_dimensions: bool) -> Limits {
+    /// The `image` crate's limits: allocations bounded; dimensions left to
+    /// [`ImageLimits::check`], called as soon as the header is read.
+    fn image_limits(&self) -> Limits {
         let mut limits = Limits::default();
-        if with_dimensions {
-            limits.max_image_width = Some(self.max_width);
-            limits.max_image_height = Some(self.max_height);
-        }
         limits.max_alloc = Some(self.max_alloc);
         limits
     }
@@ -88,7 +86,7 @@ pub fn probe(
     let format = image_format(encoding).expect("sniff gives png or jpeg");
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Dimensions are checked by hand below, for a message that says them.
-    reader.limits(limits.image_limits(false));
+    reader.limits(limits.image_limits());
     let decoder = reader
         .into_decoder()
         .map_err(|e| format!("unreadable {encoding} header: {e}"))?;
@@ -126,7 +124,9 @@ pub fn check_decodes(record: &Record<'_>, limits: &ImageLimits) -> Result<()> {
         )));
     }
     let mut reader = ImageReader::with_format(Cursor::new(record.bytes), format);
-    reader.limits(limits.image_limits(true));
+    // Dimensions are checked by hand right after the header is read (for a
+    // message that says them), before any pixel buffer exists.
+    reader.limits(limits.image_limits());
     let decoder = reader
         .into_decoder()
         .map_err(|e| Error::Decode(format!("unreadable {} header: {e}", record.encoding)))?;

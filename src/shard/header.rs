@@ -228,9 +228,14 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
     for (name, _, size) in TENSORS {
         let entry = &parsed[name];
         let [begin, end] = entry.data_offsets;
-        if begin > end || end > data_len {
+        if begin > end {
             return Err(bad(format!(
-                "tensor {name:?} data offsets [{begin}, {end}] lie outside the data area of {data_len} bytes"
+                "tensor {name:?} data offsets [{begin}, {end}] are reversed"
+            )));
+        }
+        if end > data_len {
+            return Err(bad(format!(
+                "truncated: tensor {name:?} ends at data byte {end} but the file holds only {data_len} bytes of data"
             )));
         }
         let elements = entry
@@ -287,14 +292,15 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
     ] {
         let key = crc_key(name);
         let text = meta(&key)?;
-        let stated = (text.len() == 8 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| u32::from_str_radix(text, 16).ok())
-            .flatten()
-            .ok_or_else(|| bad(format!("metadata {key:?} = {text:?} is not 8 hex digits")))?;
-        let actual = crc32c::crc32c(&file[span.clone()]);
-        if stated != actual {
+        if text.len() != 8 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(bad(format!(
-                "checksum mismatch in tensor {name:?}: metadata says {stated:08x}, data has {actual:08x}"
+                "metadata {key:?} = {text:?} is not 8 lowercase hex digits"
+            )));
+        }
+        let actual = format!("{:08x}", crc32c::crc32c(&file[span.clone()]));
+        if text != actual {
+            return Err(bad(format!(
+                "checksum mismatch in tensor {name:?}: metadata says {text}, data has {actual}"
             )));
         }
     }

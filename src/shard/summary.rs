@@ -117,24 +117,27 @@ impl Dataset {
     where
         F: Fn(&Record<'_>) -> Result<()> + Sync,
     {
-        let bad: Vec<Error> = (0..self.len())
-            .into_par_iter()
-            .filter_map(|g| {
-                let record = match self.record(g) {
-                    Ok(r) => r,
-                    Err(e) => return Some(e),
-                };
-                match decode_check(&record) {
-                    Ok(()) => None,
-                    Err(e @ Error::Record { .. }) => Some(e),
-                    Err(e) => Some(Error::record(
-                        self.shard_path(record.shard),
-                        record.index,
-                        e.to_string(),
-                    )),
-                }
-            })
-            .collect();
+        let check = |g: u64| -> Option<Error> {
+            let record = match self.record(g) {
+                Ok(r) => r,
+                Err(e) => return Some(e),
+            };
+            match decode_check(&record) {
+                Ok(()) => None,
+                Err(e @ Error::Record { .. }) => Some(e),
+                Err(e) => Some(Error::record(
+                    self.shard_path(record.shard),
+                    record.index,
+                    e.to_string(),
+                )),
+            }
+        };
+        // Small datasets are not worth waking the thread pool for.
+        let bad: Vec<Error> = if self.len() < 1024 {
+            (0..self.len()).filter_map(check).collect()
+        } else {
+            (0..self.len()).into_par_iter().filter_map(check).collect()
+        };
         VerifyReport {
             checked: self.len(),
             bad,
