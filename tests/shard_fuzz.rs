@@ -87,9 +87,9 @@ fn fuzz_dataset(dir: &Path, iterations: usize, seed: u64) -> (usize, usize) {
 #[test]
 fn random_byte_flips_never_panic_and_are_detected() {
     let start = Instant::now();
-    let raw = tempfile::tempdir().unwrap();
+    let raw = shard_util::memory_tempdir();
     shard_util::small_fashion(raw.path(), 40, Encoding::Raw, u64::MAX);
-    let png = tempfile::tempdir().unwrap();
+    let png = shard_util::memory_tempdir();
     shard_util::small_fashion(png.path(), 12, Encoding::Png, u64::MAX);
 
     let (d1, b1) = fuzz_dataset(raw.path(), 2500, 1);
@@ -103,7 +103,7 @@ fn random_byte_flips_never_panic_and_are_detected() {
 
 #[test]
 fn every_prefix_of_a_shard_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shard_util::memory_tempdir();
     shard_util::small_fashion(dir.path(), 3, Encoding::Png, u64::MAX);
     let bytes = std::fs::read(dir.path().join("shard-00000.safetensors")).unwrap();
     let path = dir.path().join("prefix.safetensors");
@@ -118,7 +118,7 @@ fn every_prefix_of_a_shard_is_an_error() {
 
 #[test]
 fn random_index_json_bytes_never_panic() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shard_util::memory_tempdir();
     shard_util::small_fashion(dir.path(), 20, Encoding::Raw, 5 * 784);
     let path = dir.path().join("index.json");
     let original = std::fs::read(&path).unwrap();

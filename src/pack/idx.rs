@@ -4,7 +4,8 @@
 //! `rank` big-endian u32 dimensions, then the data. Images are rank 3
 //! (`count, rows, columns`), labels rank 1 (`count`). Gzip is detected by
 //! its magic bytes. Images are read one at a time; nothing is allocated from
-//! a count or dimension read from the file beyond what the file delivers.
+//! a count or dimension read from the file beyond what the file delivers:
+//! memory use is constant (plus the writer's one shard).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -172,21 +173,28 @@ fn idx_read_error(path: &Path, e: std::io::Error, what: &str) -> Error {
     }
 }
 
-/// Reads a whole IDX labels file (rank 1).
-pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
+/// Streams an IDX labels file (rank 1) once: checks that it holds exactly
+/// the labels its header declares, and returns the largest label (`None`
+/// when empty). Memory use is constant whatever the file claims.
+pub fn scan_labels(path: &Path) -> Result<Option<u8>> {
     let mut file = IdxFile::open(path, 1)?;
-    let mut labels = Vec::new();
-    file.read_item(&mut labels, file.count(), 0).map_err(|_| {
-        Error::format(
-            path,
-            format!(
-                "truncated: the header declares {} labels but the file holds fewer",
-                file.count()
-            ),
-        )
-    })?;
+    let count = file.count();
+    let mut max = None;
+    let mut chunk = Vec::with_capacity(1 << 16);
+    let mut done = 0u64;
+    while done < count {
+        let size = (count - done).min(1 << 16);
+        file.read_item(&mut chunk, size, done).map_err(|_| {
+            Error::format(
+                path,
+                format!("truncated: the header declares {count} labels but the file holds fewer"),
+            )
+        })?;
+        max = chunk.iter().copied().max().max(max);
+        done += size;
+    }
     file.expect_end()?;
-    Ok(labels)
+    Ok(max)
 }
 
 /// Encodes a grey image as PNG, deterministically (fixed compression and
@@ -213,16 +221,17 @@ pub fn pack_idx(
             "IDX images can be stored raw or as PNG, not JPEG (lossy)",
         ));
     }
-    let labels_data = read_labels(labels)?;
+    let max_label = scan_labels(labels)?;
+    let mut label_source = IdxFile::open(labels, 1)?;
     let mut source = IdxFile::open(images, 3)?;
     let (count, rows, cols) = (source.count(), source.dims[1], source.dims[2]);
-    if count != labels_data.len() as u64 {
+    if count != label_source.count() {
         return Err(Error::format(
             images,
             format!(
                 "count mismatch: {count} images but {} holds {} labels",
                 labels.display(),
-                labels_data.len()
+                label_source.count()
             ),
         ));
     }
@@ -238,7 +247,6 @@ pub fn pack_idx(
         .check(cols, rows, size)
         .map_err(|e| Error::format(images, e))?;
 
-    let max_label = labels_data.iter().copied().max();
     let classes = match &options.classes {
         Some(c) => {
             if let Some(m) = max_label.filter(|&m| usize::from(m) >= c.len()) {
@@ -269,19 +277,23 @@ pub fn pack_idx(
     )?;
     let bar = super::progress_bar(options.progress, Some(count), "packing IDX");
     let mut pixels = Vec::new();
-    for (i, &label) in labels_data.iter().enumerate() {
-        source.read_item(&mut pixels, size, i as u64)?;
+    let mut label_buf = Vec::with_capacity(1);
+    for i in 0..count {
+        source.read_item(&mut pixels, size, i)?;
+        label_source.read_item(&mut label_buf, 1, i)?;
+        let label = i64::from(label_buf[0]);
         let shape = [rows, cols, 1];
         match options.encoding {
             Encoding::Png => {
                 let png = encode_png_grey(&pixels, cols, rows)?;
-                writer.push(&png, i64::from(label), shape)?;
+                writer.push(&png, label, shape)?;
             }
-            _ => writer.push(&pixels, i64::from(label), shape)?,
+            _ => writer.push(&pixels, label, shape)?,
         }
         bar.inc(1);
     }
     source.expect_end()?;
+    label_source.expect_end()?;
     bar.finish_and_clear();
     writer.finish()
 }

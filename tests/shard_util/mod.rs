@@ -228,3 +228,16 @@ pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
     png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
     png
 }
+
+/// A temporary directory in memory (`/dev/shm`) where there is one, for
+/// tests that rewrite files thousands of times (disk writeback under a busy
+/// machine makes them slow); else in the default temporary directory.
+pub fn memory_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new().prefix("metaug-").tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
