@@ -27,17 +27,8 @@ use image::{ColorType, ImageDecoder};
 use crate::ops::Size;
 use crate::{Error, Result};
 
-/// How a record's payload is encoded.
-// provisional: moves to shard at merge
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    /// Raw HWC `u8` pixels, exactly `height × width × channels` bytes.
-    Raw,
-    /// A PNG file.
-    Png,
-    /// A JPEG file.
-    Jpeg,
-}
+pub use crate::shard::Encoding;
+use crate::shard::Record;
 
 /// Bounds on what a decoder may accept and allocate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +215,19 @@ pub fn probe_bytes(bytes: &[u8], encoding: Encoding, limits: &DecodeLimits) -> R
         Encoding::Jpeg => Header::of(&jpeg_decoder(bytes, limits)?)?,
     };
     Ok([header.height, header.width, header.color_channels])
+}
+
+/// Decodes one shard record to `channels` (1 or 3) channels: raw records
+/// whose channels match are borrowed from the shard (no copy). Errors name
+/// what is wrong with the payload; the caller adds the shard and record.
+pub fn decode<'a>(record: &Record<'a>, channels: u32, limits: &DecodeLimits) -> Result<Pixels<'a>> {
+    decode_bytes(
+        record.bytes,
+        record.encoding,
+        record.shape,
+        channels,
+        limits,
+    )
 }
 
 /// Decodes one payload to `channels` (1 or 3) channels, checking that the

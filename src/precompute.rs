@@ -62,9 +62,17 @@ impl std::str::FromStr for Part {
     /// Parses `i/n` with `1 <= i <= n`.
     fn from_str(s: &str) -> Result<Part> {
         let bad = |why: &str| Error::invalid("part", format!("{s:?}: {why}"));
-        let (i, n) = s.split_once('/').ok_or_else(|| bad("expected i/n, e.g. 2/4"))?;
-        let index: u32 = i.trim().parse().map_err(|_| bad("i is not a whole number"))?;
-        let count: u32 = n.trim().parse().map_err(|_| bad("n is not a whole number"))?;
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected i/n, e.g. 2/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| bad("i is not a whole number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| bad("n is not a whole number"))?;
         if count == 0 || index == 0 || index > count {
             return Err(bad("need 1 <= i <= n"));
         }
@@ -332,9 +340,13 @@ fn write_shard(
             let item = first + k as u64;
             let (copy, index) = (item / n, item % n);
             let record = dataset.record(index)?;
-            let pixels = decode(&record, cfg.spec.channels, &DecodeLimits::default())
-                .map_err(|e| {
-                    Error::record(dataset.shard_path(record.shard), record.index, e.to_string())
+            let pixels =
+                decode(&record, cfg.spec.channels, &DecodeLimits::default()).map_err(|e| {
+                    Error::record(
+                        dataset.shard_path(record.shard),
+                        record.index,
+                        e.to_string(),
+                    )
                 })?;
             let params = cfg.policy.sample_hard(cfg.seed, copy, index);
             let noise = PhiloxStream::new(cfg.seed, copy, index, STREAM_NOISE);

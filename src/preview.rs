@@ -42,7 +42,10 @@ const GAP: u32 = 4;
 /// Renders the grid.
 pub fn preview_grid(dataset: &Dataset, policy: &Policy, cfg: &PreviewConfig) -> Result<RgbImage> {
     if cfg.samples == 0 || cfg.cell.height == 0 || cfg.cell.width == 0 {
-        return Err(Error::invalid("preview", "samples and cell size must be at least 1"));
+        return Err(Error::invalid(
+            "preview",
+            "samples and cell size must be at least 1",
+        ));
     }
     if cfg.cell.height > 1024 || cfg.cell.width > 1024 || cfg.samples > 64 || cfg.copies > 64 {
         return Err(Error::invalid(

@@ -190,7 +190,9 @@ fn prefetch_one_thread_one_does_not_deadlock() {
         let n = loader.map(|b| b.unwrap().len()).sum::<usize>();
         tx.send(n).unwrap();
     });
-    let n = rx.recv_timeout(Duration::from_secs(60)).expect("no deadlock");
+    let n = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("no deadlock");
     assert_eq!(n, 4000);
 }
 
@@ -202,7 +204,9 @@ fn corrupt_copy(src: &Dataset, victim: u64) -> (tempfile::TempDir, Dataset) {
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
     }
     let rec = src.record(victim).unwrap();
-    let shard_path = dir.path().join(src.shard_path(rec.shard).file_name().unwrap());
+    let shard_path = dir
+        .path()
+        .join(src.shard_path(rec.shard).file_name().unwrap());
     let file = std::fs::read(src.shard_path(rec.shard)).unwrap();
     // Find the record's payload inside the shard file and flip its middle byte.
     let start = file
@@ -289,8 +293,7 @@ fn invalid_options_are_clear_errors() {
     assert!(err(Loader::builder(ds.clone()).rank(4, 4)).contains("rank"));
     assert!(err(Loader::builder(ds.clone()).size(0, 5)).contains("size"));
     assert!(err(Loader::builder(ds.clone()).prefetch(0)).contains("prefetch"));
-    assert!(err(
-        Loader::builder(ds.clone()).resume(Position { epoch: 3, batch: 0 })
-    )
-    .contains("resume"));
+    assert!(
+        err(Loader::builder(ds.clone()).resume(Position { epoch: 3, batch: 0 })).contains("resume")
+    );
 }

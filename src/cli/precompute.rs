@@ -85,9 +85,13 @@ pub fn run(args: PrecomputeArgs) -> Result<()> {
     let total_mine = part_images(dataset.len(), &cfg);
     let bar = progress_bar(total_mine, "images");
     let start = Instant::now();
-    let summary = precompute(&dataset, &args.out, &cfg, &AtomicBool::new(false), &|done| {
-        bar.set_position(done)
-    })?;
+    let summary = precompute(
+        &dataset,
+        &args.out,
+        &cfg,
+        &AtomicBool::new(false),
+        &|done| bar.set_position(done),
+    )?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     println!(

@@ -110,7 +110,7 @@ pub fn run(args: StreamArgs) -> Result<()> {
     let (mut epoch_images, mut epoch_bytes) = (0u64, 0u64);
     let mut current_epoch = None;
     let mut skipped = 0u64;
-    let mut report = |epoch: u64, images: u64, bytes: u64, secs: f64| {
+    let report = |epoch: u64, images: u64, bytes: u64, secs: f64| {
         bar.println(format!(
             "epoch {epoch}: {images} images in {secs:.2} s: {:.0} images/s, {:.1} MB/s",
             images as f64 / secs,
@@ -122,7 +122,12 @@ pub fn run(args: StreamArgs) -> Result<()> {
         let pos = batch.position();
         if current_epoch != Some(pos.epoch) {
             if let Some(e) = current_epoch {
-                report(e, epoch_images, epoch_bytes, epoch_start.elapsed().as_secs_f64());
+                report(
+                    e,
+                    epoch_images,
+                    epoch_bytes,
+                    epoch_start.elapsed().as_secs_f64(),
+                );
             }
             current_epoch = Some(pos.epoch);
             epoch_start = Instant::now();
@@ -145,7 +150,12 @@ pub fn run(args: StreamArgs) -> Result<()> {
         bar.inc(1);
     }
     if let Some(e) = current_epoch {
-        report(e, epoch_images, epoch_bytes, epoch_start.elapsed().as_secs_f64());
+        report(
+            e,
+            epoch_images,
+            epoch_bytes,
+            epoch_start.elapsed().as_secs_f64(),
+        );
     }
     bar.finish_and_clear();
     if skipped > 0 {

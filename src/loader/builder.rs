@@ -32,7 +32,9 @@ impl std::str::FromStr for Device {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
-                .ok_or_else(|| Error::invalid("device", format!("{s:?}: expected cpu, cuda or cuda:N"))),
+                .ok_or_else(|| {
+                    Error::invalid("device", format!("{s:?}: expected cpu, cuda or cuda:N"))
+                }),
         }
     }
 }
@@ -253,7 +255,10 @@ impl LoaderBuilder {
         if self.rank >= self.world_size {
             return Err(Error::invalid(
                 "rank",
-                format!("{} is not below the world size {}", self.rank, self.world_size),
+                format!(
+                    "{} is not below the world size {}",
+                    self.rank, self.world_size
+                ),
             ));
         }
         let threads = match self.threads {
@@ -315,10 +320,7 @@ impl LoaderBuilder {
         if start.epoch < self.epoch || start.epoch >= end_epoch {
             return Err(Error::invalid(
                 "resume position",
-                format!(
-                    "{start} is outside epochs {}..{end_epoch}",
-                    self.epoch
-                ),
+                format!("{start} is outside epochs {}..{end_epoch}", self.epoch),
             ));
         }
         Ok(LoaderConfig {

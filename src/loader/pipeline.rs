@@ -58,10 +58,8 @@ impl Pipeline {
                 }
                 let position = Position { epoch, batch: b };
                 let indices = plan.batch(b).unwrap_or_default();
-                let built = catch_unwind(AssertUnwindSafe(|| {
-                    self.build(position, indices)
-                }))
-                .unwrap_or_else(|panic| Err(Error::Pipeline(panic_message(&panic))));
+                let built = catch_unwind(AssertUnwindSafe(|| self.build(position, indices)))
+                    .unwrap_or_else(|panic| Err(Error::Pipeline(panic_message(&panic))));
                 let failed = built.is_err();
                 if self.tx.send(Msg::Batch(built)).is_err() || failed {
                     return;
@@ -100,9 +98,7 @@ impl Pipeline {
                     labels.push(label);
                     kept.push(index);
                 }
-                Err(SampleError::Stopped) => {
-                    return Err(Error::Pipeline("loader stopped".into()))
-                }
+                Err(SampleError::Stopped) => return Err(Error::Pipeline("loader stopped".into())),
                 Err(SampleError::Bad(e)) => match cfg.bad_records {
                     BadRecords::Fail => return Err(e),
                     BadRecords::Skip => skipped.push(index),

@@ -62,7 +62,9 @@ impl EpochPlan {
             let per_rank = cfg.len / world / batch * batch;
             let start = (cfg.rank * per_rank) as usize;
             let mine = order[start..start + per_rank as usize].to_vec();
-            let bounds = (0..=per_rank / batch).map(|k| (k * batch) as usize).collect();
+            let bounds = (0..=per_rank / batch)
+                .map(|k| (k * batch) as usize)
+                .collect();
             (mine, bounds)
         } else {
             // Balanced contiguous shares (sizes differ by at most one); every
@@ -215,7 +217,9 @@ mod tests {
     #[test]
     fn full_batches_come_first() {
         let p = EpochPlan::new(&cfg(10, 4, false, 0, 1), 0);
-        let sizes: Vec<_> = (0..p.batches()).map(|b| p.batch(b).unwrap().len()).collect();
+        let sizes: Vec<_> = (0..p.batches())
+            .map(|b| p.batch(b).unwrap().len())
+            .collect();
         assert_eq!(sizes, vec![4, 4, 2]);
     }
 }
