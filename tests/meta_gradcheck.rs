@@ -20,3 +20,18 @@ fn augmentation_node_and_relaxed_sampler_match_finite_differences() {
     assert_all(&gradcheck::check_augment(11));
     assert_all(&gradcheck::check_augment(12));
 }
+
+#[test]
+fn double_backward_hessian_vector_product_matches_finite_differences() {
+    assert_all(&gradcheck::check_hvp(3));
+}
+
+#[test]
+fn maml_hypergradient_matches_finite_differences_of_the_validation_loss() {
+    assert_all(&gradcheck::check_hypergradient(5));
+}
+
+#[test]
+fn reptile_first_order_estimate_aligns_with_the_exact_hypergradient() {
+    assert_all(&gradcheck::check_reptile(5));
+}

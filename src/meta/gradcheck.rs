@@ -515,3 +515,210 @@ pub fn check_augment(seed: u64) -> Vec<Check> {
     ));
     out
 }
+
+/// Double-backward Hessian-vector product of an MLP's loss (ReLU and tanh)
+/// in its weights against central differences of its gradient.
+pub fn check_hvp(seed: u64) -> Vec<Check> {
+    use super::mlp::{Activation, Mlp};
+    let mut out = Vec::new();
+    for act in [Activation::Tanh, Activation::Relu] {
+        let mut rng = SplitMix::new(seed);
+        let model = Mlp::<f64>::new(&[6, 8, 4], act, seed);
+        let x = random(&mut rng, &[5, 6], -1.0, 1.0);
+        let labels = [0, 3, 1, 2, 1];
+        let v: Vec<Tensor<f64>> = model
+            .params
+            .iter()
+            .map(|p| random(&mut rng, p.shape(), -1.0, 1.0))
+            .collect();
+        // analytic: ∇⟨∇L, v⟩
+        let mut tape = Tape::new();
+        let ws: Vec<Var> = model.params.iter().map(|p| tape.param(p.clone())).collect();
+        let xv = tape.constant(x.clone());
+        let loss = Mlp::loss(act, &mut tape, &ws, xv, &labels);
+        let g = tape.grad(loss, &ws, true);
+        let mut gv = None;
+        for (gi, vi) in g.iter().zip(&v) {
+            let c = tape.constant(vi.clone());
+            let d = tape.dot(*gi, c);
+            gv = Some(match gv {
+                Some(t) => tape.add(t, d),
+                None => d,
+            });
+        }
+        let hv = tape.grad(gv.expect("layers"), &ws, false);
+        let hv: Vec<f64> = hv
+            .iter()
+            .flat_map(|h| tape.value(*h).data().to_vec())
+            .collect();
+        // numeric: (∇L(w+εv) − ∇L(w−εv)) / 2ε
+        let grad_at = |e: f64| {
+            let mut m = model.clone();
+            for (p, vi) in m.params.iter_mut().zip(&v) {
+                p.axpy(e, vi);
+            }
+            m.loss_and_grads(&x, &labels)
+                .1
+                .iter()
+                .flat_map(|t| t.data().to_vec())
+                .collect::<Vec<f64>>()
+        };
+        let (gp, gm) = (grad_at(EPS), grad_at(-EPS));
+        let fd: Vec<f64> = gp
+            .iter()
+            .zip(&gm)
+            .map(|(a, b)| (a - b) / (2.0 * EPS))
+            .collect();
+        out.push(Check::rel(
+            format!("Hessian-vector product (double backward, {act:?} MLP)"),
+            rel_err(&hv, &fd),
+        ));
+    }
+    out
+}
+
+/// A small random bilevel problem: `k` train batches of relaxed-augmented
+/// 8×8 images, a validation batch, a ReLU MLP 36-12-4, and φ.
+pub struct MetaProblem {
+    /// Initial weights.
+    pub w0: Vec<Tensor<f64>>,
+    /// φ.
+    pub phi: [f64; NUM_PHI],
+    /// One batch per inner step.
+    pub batches: Vec<super::bilevel::TrainBatch<f64>>,
+    /// Validation batch.
+    pub val: super::bilevel::ValBatch<f64>,
+    /// Inner settings.
+    pub inner: super::bilevel::Inner,
+}
+
+impl MetaProblem {
+    /// A random problem with `k` inner steps.
+    pub fn random(seed: u64, k: usize) -> Self {
+        use super::bilevel::{Inner, TrainBatch, ValBatch};
+        use super::mlp::{Activation, Mlp};
+        let mut rng = SplitMix::new(seed);
+        let shape = AugmentShape {
+            channels: 1,
+            src: Size::new(8, 8),
+            out: Size::new(6, 6),
+        };
+        let (b, classes) = (8usize, 4usize);
+        let batches = (0..k)
+            .map(|j| {
+                let keys: Vec<SampleKey> = (0..b as u64)
+                    .map(|i| SampleKey {
+                        seed,
+                        epoch: j as u64,
+                        sample: i,
+                    })
+                    .collect();
+                let draws: Vec<[f32; NUM_DRAWS]> = keys
+                    .iter()
+                    .map(|k| super::relaxed::draws(k.seed, k.epoch, k.sample))
+                    .collect();
+                TrainBatch {
+                    images: random(&mut rng, &[b, 1, 8, 8], 0.0, 1.0),
+                    labels: (0..b).map(|_| rng.below(classes)).collect(),
+                    keys: keys.into(),
+                    draws: draws.into(),
+                }
+            })
+            .collect();
+        let val = ValBatch {
+            x: random(&mut rng, &[16, 36], 0.0, 1.0),
+            labels: (0..16).map(|_| rng.below(classes)).collect(),
+        };
+        let phi = std::array::from_fn(|_| rng.range(-1.0, 1.0));
+        MetaProblem {
+            w0: Mlp::<f64>::new(&[36, 12, classes], Activation::Relu, seed).params,
+            phi,
+            batches,
+            val,
+            inner: Inner {
+                alpha: 0.3,
+                tau: 0.5,
+                shape,
+                activation: Activation::Relu,
+            },
+        }
+    }
+
+    /// The exact hypergradient (MAML machinery).
+    pub fn exact(&self) -> [f64; NUM_PHI] {
+        super::maml::hypergradient(&self.w0, &self.phi, &self.batches, &self.val, &self.inner).1
+    }
+
+    /// Central differences of `L_val(w_k(φ))` over a sweep of steps, the
+    /// entrywise median over the sweep.
+    pub fn finite_difference(&self) -> [f64; NUM_PHI] {
+        let steps = [1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7];
+        let f = |phi: &[f64; NUM_PHI]| {
+            super::maml::val_loss_after(&self.w0, phi, &self.batches, &self.val, &self.inner)
+        };
+        std::array::from_fn(|q| {
+            let mut est: Vec<f64> = steps
+                .iter()
+                .map(|&e| {
+                    let (mut p, mut m) = (self.phi, self.phi);
+                    p[q] += e;
+                    m[q] -= e;
+                    (f(&p) - f(&m)) / (2.0 * e)
+                })
+                .collect();
+            est.sort_by(|a, b| a.total_cmp(b));
+            (est[est.len() / 2 - 1] + est[est.len() / 2]) / 2.0
+        })
+    }
+}
+
+/// The exact MAML hypergradient against finite differences of
+/// `L_val(w_k(φ))`, for `k = 1, 2, 3`.
+pub fn check_hypergradient(seed: u64) -> Vec<Check> {
+    (1..=3)
+        .map(|k| {
+            let p = MetaProblem::random(seed + k as u64, k);
+            Check::rel(
+                format!("MAML hypergradient vs finite differences (k = {k})"),
+                rel_err(&p.exact(), &p.finite_difference()),
+            )
+        })
+        .collect()
+}
+
+/// Cosine between the first-order (Reptile) estimates and the exact
+/// hypergradient, `k = 1, 2, 3`: the adjoint estimator is checked; the
+/// greedy one (DESIGN.md's literal `v`) is reported.
+pub fn check_reptile(seed: u64) -> Vec<Check> {
+    use super::reptile::{first_order_hypergradient, Estimator};
+    let mut out = Vec::new();
+    for k in 1..=3 {
+        let p = MetaProblem::random(seed + k as u64, k);
+        let exact = p.exact();
+        for est in [Estimator::Adjoint, Estimator::Greedy] {
+            let g =
+                first_order_hypergradient(&p.w0, &p.phi, &p.batches, &p.val, &p.inner, est, 1e-4)
+                    .grad;
+            out.push(Check {
+                name: format!("Reptile {est:?} estimate: cosine with exact (k = {k})"),
+                value: cosine(&g, &exact),
+                criterion: if est == Estimator::Adjoint {
+                    Criterion::AtLeast(COS_TOL)
+                } else {
+                    Criterion::Info
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Every check, in the order `metaug gradcheck` prints them.
+pub fn run_all(seed: u64) -> Vec<Check> {
+    let mut out = check_ops(seed);
+    out.extend(check_hvp(seed));
+    out.extend(check_augment(seed));
+    out.extend(check_hypergradient(seed));
+    out.extend(check_reptile(seed));
+    out
+}

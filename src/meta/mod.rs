@@ -11,10 +11,14 @@
 //! - [`gradcheck`]: finite-difference checks of all of the above.
 
 pub mod augment;
+pub mod bilevel;
 pub mod float;
 pub mod gradcheck;
+pub mod maml;
+pub mod mlp;
 mod ops;
 pub mod relaxed;
+pub mod reptile;
 pub mod rng;
 pub mod tape;
 pub mod tensor;
