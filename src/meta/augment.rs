@@ -162,42 +162,82 @@ pub fn affine_with_jacobian(g: [f64; 5], src: Size, out: Size) -> ([f64; 6], [[f
     (m, jac)
 }
 
-/// One bilinear sample: the four neighbours' flat indices (`None` outside
-/// the image), their weights, and the value's derivative factors.
+/// One bilinear sample: the top-left neighbour, the fractional offsets,
+/// and whether all four neighbours are inside the image (the fast path).
 struct Tap<F> {
-    idx: [Option<usize>; 4],
+    x0: i64,
+    y0: i64,
     fx: F,
     fy: F,
+    interior: bool,
+    h: usize,
+    w: usize,
 }
 
 impl<F: Float> Tap<F> {
     #[inline]
     fn new(x: F, y: F, h: usize, w: usize) -> Self {
-        let (x0f, y0f) = (x.floor(), y.floor());
-        // saturating casts: NaN → 0, huge → i64 bounds, then range-checked
-        let (x0, y0) = (x0f.to_f64() as i64, y0f.to_f64() as i64);
-        let at = |yy: i64, xx: i64| {
-            if yy >= 0 && xx >= 0 && (yy as u64) < h as u64 && (xx as u64) < w as u64 {
-                Some(yy as usize * w + xx as usize)
-            } else {
-                None
-            }
-        };
+        // neighbours are range-checked, so a saturated floor is harmless
+        let (x0, y0) = (x.floor_i64(), y.floor_i64());
+        let interior = x0 >= 0 && y0 >= 0 && x0 + 1 < w as i64 && y0 + 1 < h as i64;
         Tap {
-            idx: [
-                at(y0, x0),
-                at(y0, x0.saturating_add(1)),
-                at(y0.saturating_add(1), x0),
-                at(y0.saturating_add(1), x0.saturating_add(1)),
-            ],
-            fx: x - x0f,
-            fy: y - y0f,
+            x0,
+            y0,
+            fx: x - F::from_f64(x0 as f64),
+            fy: y - F::from_f64(y0 as f64),
+            interior,
+            h,
+            w,
+        }
+    }
+
+    /// Flat index of neighbour `k` (0: top-left, 1: top-right, 2: bottom-left,
+    /// 3: bottom-right), `None` outside the image.
+    #[inline]
+    fn index(&self, k: usize) -> Option<usize> {
+        let (yy, xx) = (
+            self.y0.saturating_add((k / 2) as i64),
+            self.x0.saturating_add((k % 2) as i64),
+        );
+        if yy >= 0 && xx >= 0 && (yy as u64) < self.h as u64 && (xx as u64) < self.w as u64 {
+            Some(yy as usize * self.w + xx as usize)
+        } else {
+            None
         }
     }
 
     #[inline]
     fn pixels(&self, plane: &[F]) -> [F; 4] {
-        self.idx.map(|i| i.map_or(F::ZERO, |i| plane[i]))
+        if self.interior {
+            let b = self.y0 as usize * self.w + self.x0 as usize;
+            [
+                plane[b],
+                plane[b + 1],
+                plane[b + self.w],
+                plane[b + self.w + 1],
+            ]
+        } else {
+            std::array::from_fn(|k| self.index(k).map_or(F::ZERO, |i| plane[i]))
+        }
+    }
+
+    /// `plane[neighbour k] += d · weight k` for the neighbours inside.
+    #[inline]
+    fn scatter(&self, plane: &mut [F], d: F) {
+        let wts = self.weights();
+        if self.interior {
+            let b = self.y0 as usize * self.w + self.x0 as usize;
+            plane[b] += d * wts[0];
+            plane[b + 1] += d * wts[1];
+            plane[b + self.w] += d * wts[2];
+            plane[b + self.w + 1] += d * wts[3];
+        } else {
+            for (k, wt) in wts.into_iter().enumerate() {
+                if let Some(i) = self.index(k) {
+                    plane[i] += d * wt;
+                }
+            }
+        }
     }
 
     /// CONTRACT.md step 2, operation for operation.
@@ -311,12 +351,25 @@ pub fn augment_forward<F: Float>(
     keys: &[SampleKey],
     shape: &AugmentShape,
 ) -> Tensor<F> {
+    forward_impl(images, params, keys, shape, false).0
+}
+
+/// The forward pass; with `keep_noise`, also each sample's noise when it was
+/// drawn (for the backward pass to reuse).
+fn forward_impl<F: Float>(
+    images: &Tensor<F>,
+    params: &Tensor<F>,
+    keys: &[SampleKey],
+    shape: &AugmentShape,
+    keep_noise: bool,
+) -> (Tensor<F>, Vec<Option<Vec<F>>>) {
     let batch = check_shapes(images, params, keys, shape);
     let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
     let plane_out = shape.channels * ho * wo;
     let plane_in = images.len() / batch.max(1);
     let mut out = vec![F::ZERO; batch * plane_out];
     let mut view = vec![F::ZERO; plane_out];
+    let mut kept = Vec::with_capacity(if keep_noise { batch } else { 0 });
     for b in 0..batch {
         let p = row_params(params, b);
         let m = coefficients::<F>(&p, shape);
@@ -338,13 +391,19 @@ pub fn augment_forward<F: Float>(
             }
         }
         let sigma = params.data()[b * NUM_PARAMS + Param::Sigma as usize];
+        let mut eps = None;
         if sigma > F::ZERO {
-            for (v, e) in o.iter_mut().zip(noise::<F>(&keys[b], plane_out)) {
+            let e = noise::<F>(&keys[b], plane_out);
+            for (v, &e) in o.iter_mut().zip(&e) {
                 *v += sigma * e;
             }
+            eps = Some(e);
+        }
+        if keep_noise {
+            kept.push(eps);
         }
     }
-    Tensor::new(&[batch, shape.channels, ho, wo], out)
+    (Tensor::new(&[batch, shape.channels, ho, wo], out), kept)
 }
 
 /// Vector-Jacobian product of [`augment_forward`]: given the output gradient
@@ -358,6 +417,29 @@ pub fn augment_vjp<F: Float>(
     gy: &Tensor<F>,
     want_images: bool,
     want_params: bool,
+) -> (Option<Tensor<F>>, Option<Tensor<F>>) {
+    vjp_impl(
+        images,
+        params,
+        keys,
+        shape,
+        gy,
+        want_images,
+        want_params,
+        &[],
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vjp_impl<F: Float>(
+    images: &Tensor<F>,
+    params: &Tensor<F>,
+    keys: &[SampleKey],
+    shape: &AugmentShape,
+    gy: &Tensor<F>,
+    want_images: bool,
+    want_params: bool,
+    kept_noise: &[Option<Vec<F>>],
 ) -> (Option<Tensor<F>>, Option<Tensor<F>>) {
     let batch = check_shapes(images, params, keys, shape);
     let (h, w) = (shape.src.height as usize, shape.src.width as usize);
@@ -381,49 +463,49 @@ pub fn augment_vjp<F: Float>(
                 row_s[j] = (F::ONE - g) * row_y[j] + g * row_y[wo - 1 - j];
             }
         }
-        if let Some(g_img) = g_img.as_mut() {
-            let gi = &mut g_img.data_mut()[b * plane_in..(b + 1) * plane_in];
-            for i in 0..ho {
-                for j in 0..wo {
-                    let (x, y) = position(&m, i, j);
-                    let tap = Tap::new(x, y, h, w);
-                    let wts = tap.weights();
-                    for c in 0..shape.channels {
-                        let d = gs[(c * ho + i) * wo + j];
-                        for (idx, wt) in tap.idx.iter().zip(wts) {
-                            if let Some(idx) = idx {
-                                gi[c * h * w + idx] += d * wt;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(g_par) = g_par.as_mut() {
-            // ∂/∂m through the bilinear slopes, accumulated in f64
-            let mut dm = [0f64; 6];
-            for i in 0..ho {
-                for j in 0..wo {
-                    let (x, y) = position(&m, i, j);
-                    let tap = Tap::new(x, y, h, w);
-                    let (mut dx, mut dy) = (F::ZERO, F::ZERO);
-                    for c in 0..shape.channels {
-                        let plane = &img[c * h * w..(c + 1) * h * w];
-                        let (sx, sy) = tap.slopes(tap.pixels(plane));
-                        let d = gs[(c * ho + i) * wo + j];
+        // one pass over the output: the view S (for the flip), the scatter
+        // to the image, and ∂/∂m through the bilinear slopes (in f64)
+        let mut dm = [0f64; 6];
+        let mut gi = g_img
+            .as_mut()
+            .map(|t| &mut t.data_mut()[b * plane_in..(b + 1) * plane_in]);
+        for i in 0..ho {
+            let (mut sx_i, mut sy_i, mut sxj_i, mut syj_i) = (F::ZERO, F::ZERO, F::ZERO, F::ZERO);
+            for j in 0..wo {
+                let (x, y) = position(&m, i, j);
+                let tap = Tap::new(x, y, h, w);
+                let (mut dx, mut dy) = (F::ZERO, F::ZERO);
+                for c in 0..shape.channels {
+                    let plane = &img[c * h * w..(c + 1) * h * w];
+                    let px = tap.pixels(plane);
+                    let o = (c * ho + i) * wo + j;
+                    let d = gs[o];
+                    if want_params {
+                        view[o] = tap.value(px);
+                        let (sx, sy) = tap.slopes(px);
                         dx += d * sx;
                         dy += d * sy;
                     }
-                    let (dx, dy) = (dx.to_f64(), dy.to_f64());
-                    let (fi, fj) = (i as f64, j as f64);
-                    dm[0] += dx * fj;
-                    dm[1] += dx * fi;
-                    dm[2] += dx;
-                    dm[3] += dy * fj;
-                    dm[4] += dy * fi;
-                    dm[5] += dy;
+                    if let Some(gi) = gi.as_mut() {
+                        tap.scatter(&mut gi[c * h * w..(c + 1) * h * w], d);
+                    }
                 }
+                let fj = F::from_f64(j as f64);
+                sx_i += dx;
+                sy_i += dy;
+                sxj_i += dx * fj;
+                syj_i += dy * fj;
             }
+            let fi = i as f64;
+            let (sx, sy) = (sx_i.to_f64(), sy_i.to_f64());
+            dm[0] += sxj_i.to_f64();
+            dm[1] += sx * fi;
+            dm[2] += sx;
+            dm[3] += syj_i.to_f64();
+            dm[4] += sy * fi;
+            dm[5] += sy;
+        }
+        if let Some(g_par) = g_par.as_mut() {
             let (_, jac) =
                 affine_with_jacobian([p[0], p[1], p[2], p[3], p[4]], shape.src, shape.out);
             let row = &mut g_par.data_mut()[b * NUM_PARAMS..(b + 1) * NUM_PARAMS];
@@ -431,30 +513,39 @@ pub fn augment_vjp<F: Float>(
                 row[q] = F::from_f64((0..6).map(|k| jac[k][q] * dm[k]).sum());
             }
             // flip: ∂out/∂g = S(i, W−1−j) − S(i, j)
-            sample_view(img, &m, shape, &mut view);
             let mut dflip = 0f64;
             for (row_v, row_y) in view.chunks(wo).zip(gyb.chunks(wo)) {
+                let mut acc = F::ZERO;
                 for j in 0..wo {
-                    dflip += (row_y[j] * (row_v[wo - 1 - j] - row_v[j])).to_f64();
+                    acc += row_y[j] * (row_v[wo - 1 - j] - row_v[j]);
                 }
+                dflip += acc.to_f64();
             }
             row[Param::Flip as usize] = F::from_f64(dflip);
-            let eps = noise::<F>(&keys[b], plane_out);
-            let dsigma: f64 = gyb.iter().zip(&eps).map(|(a, e)| (*a * *e).to_f64()).sum();
-            row[Param::Sigma as usize] = F::from_f64(dsigma);
+            let fresh;
+            let eps = match kept_noise.get(b) {
+                Some(Some(e)) => e,
+                _ => {
+                    fresh = noise::<F>(&keys[b], plane_out);
+                    &fresh
+                }
+            };
+            let dsigma: F = gyb.iter().zip(eps).map(|(&a, &e)| a * e).sum();
+            row[Param::Sigma as usize] = F::from_f64(dsigma.to_f64());
         }
     }
     (g_img, g_par)
 }
 
 /// The augmentation as a [`CustomOp`] of the tape.
-struct AugmentOp {
+struct AugmentOp<F> {
     inputs: [Var; 2],
     keys: Rc<[SampleKey]>,
     shape: AugmentShape,
+    noise: Vec<Option<Vec<F>>>,
 }
 
-impl<F: Float> CustomOp<F> for AugmentOp {
+impl<F: Float> CustomOp<F> for AugmentOp<F> {
     fn name(&self) -> &'static str {
         "augment"
     }
@@ -468,7 +559,7 @@ impl<F: Float> CustomOp<F> for AugmentOp {
         gy: &Tensor<F>,
         wanted: &[bool],
     ) -> Vec<Option<Tensor<F>>> {
-        let (gi, gp) = augment_vjp(
+        let (gi, gp) = vjp_impl(
             inputs[0],
             inputs[1],
             &self.keys,
@@ -476,6 +567,7 @@ impl<F: Float> CustomOp<F> for AugmentOp {
             gy,
             wanted[0],
             wanted[1],
+            &self.noise,
         );
         vec![gi, gp]
     }
@@ -492,11 +584,13 @@ impl<F: Float> Tape<F> {
         keys: Rc<[SampleKey]>,
         shape: AugmentShape,
     ) -> Var {
-        let value = augment_forward(self.value(images), self.value(params), &keys, &shape);
+        let (value, noise) =
+            forward_impl(self.value(images), self.value(params), &keys, &shape, true);
         let op = AugmentOp {
             inputs: [images, params],
             keys,
             shape,
+            noise,
         };
         self.custom(Rc::new(op), value)
     }

@@ -47,6 +47,8 @@ pub trait Float:
     fn sqrt(self) -> Self;
     /// Largest integer not above `self`.
     fn floor(self) -> Self;
+    /// `floor(self)` as an integer, saturating (NaN → 0), without a libm call.
+    fn floor_i64(self) -> i64;
     /// The larger of two values.
     fn max(self, other: Self) -> Self;
     /// The smaller of two values.
@@ -118,6 +120,15 @@ macro_rules! impl_float {
             #[inline]
             fn floor(self) -> Self {
                 <$t>::floor(self)
+            }
+            #[inline]
+            fn floor_i64(self) -> i64 {
+                let t = self as i64;
+                if (t as $t) > self {
+                    t - 1
+                } else {
+                    t
+                }
             }
             #[inline]
             fn max(self, other: Self) -> Self {

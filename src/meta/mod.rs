@@ -12,6 +12,7 @@
 
 pub mod augment;
 pub mod bilevel;
+pub mod experiment;
 pub mod float;
 pub mod gradcheck;
 pub mod maml;
@@ -22,6 +23,7 @@ pub mod reptile;
 pub mod rng;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use float::Float;
 pub use ops::softmax_rows;
