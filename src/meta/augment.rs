@@ -451,6 +451,7 @@ fn vjp_impl<F: Float>(
     let mut g_par = want_params.then(|| Tensor::zeros(params.shape()));
     let mut gs = vec![F::ZERO; plane_out];
     let mut view = vec![F::ZERO; plane_out];
+    #[allow(clippy::needless_range_loop)]
     for b in 0..batch {
         let p = row_params(params, b);
         let m = coefficients::<F>(&p, shape);

@@ -422,7 +422,7 @@ pub fn write_section(path: &Path, title: &str, body: &str) -> Result<()> {
                 .map_or(old.len(), |e| start + head.len() + e + 1);
             format!("{}{}\n{}", &old[..start], section, &old[end..])
         }
-        None => format!("{}\n{}", old.trim_end(), format!("\n{section}")),
+        None => format!("{}\n\n{section}", old.trim_end()),
     };
     std::fs::write(path, new.trim_end().to_string() + "\n").map_err(|e| Error::io(path, e))
 }

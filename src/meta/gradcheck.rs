@@ -484,11 +484,11 @@ pub fn check_augment(seed: u64) -> Vec<Check> {
     let mut out = vec![
         Check::rel(
             "augment: VJP to the image",
-            grad_error(&to_image, &[p.images.clone()]),
+            grad_error(&to_image, std::slice::from_ref(&p.images)),
         ),
         Check::rel(
             "augment: VJP to the parameters",
-            grad_error(&to_params, &[p.params.clone()]),
+            grad_error(&to_params, std::slice::from_ref(&p.params)),
         ),
     ];
     for tau in [0.5, 1.0] {
@@ -499,7 +499,7 @@ pub fn check_augment(seed: u64) -> Vec<Check> {
         };
         out.push(Check::rel(
             format!("relaxed φ → parameters (τ = {tau})"),
-            grad_error(&relaxed, &[p.phi.clone()]),
+            grad_error(&relaxed, std::slice::from_ref(&p.phi)),
         ));
     }
     let (keys, images, draws) = (p.keys.clone(), p.images.clone(), p.draws.clone());
@@ -511,7 +511,7 @@ pub fn check_augment(seed: u64) -> Vec<Check> {
     };
     out.push(Check::rel(
         "chain φ → augmented image",
-        grad_error(&chain, &[p.phi.clone()]),
+        grad_error(&chain, std::slice::from_ref(&p.phi)),
     ));
     out
 }

@@ -70,7 +70,7 @@ pub fn learn_policy(
     }
     let n = labels.len();
     let classes = labels.iter().max().map_or(0, |m| m + 1);
-    if classes < 2 || classes > MAX_CLASSES {
+    if !(2..=MAX_CLASSES).contains(&classes) {
         return Err(Error::invalid(
             "labels",
             format!("need between 2 and {MAX_CLASSES} classes, got {classes}"),

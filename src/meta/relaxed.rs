@@ -163,6 +163,7 @@ pub fn relaxed_params(
     // aspect
     jac[1][0] = aspect * ell * dg[0];
     // centre through the crop size
+    #[allow(clippy::needless_range_loop)]
     for k in 0..2 {
         let (da, dr) = (jac[0][k], jac[1][k]);
         if cw_raw < 1.0 {
