@@ -73,6 +73,15 @@ fn bench(c: &mut Criterion) {
         let mut m = model.clone();
         bch.iter(|| m.sgd_step(&flat, &batch.labels, 0.1))
     });
+    g.bench_function("plain_step_with_hard_augmentation_default_policy", |bch| {
+        let mut m = model.clone();
+        let phi = metaug::meta::experiment::phi_default();
+        bch.iter(|| {
+            let x =
+                metaug::meta::train::augment_hard(&batch.images, &batch.keys, &phi, &inner.shape);
+            m.sgd_step(&x, &batch.labels, 0.1)
+        })
+    });
     g.bench_function("maml_meta_step", |bch| {
         let mut phi = phi_init();
         let mut adam = Adam::new(0.05);

@@ -35,3 +35,8 @@ fn maml_hypergradient_matches_finite_differences_of_the_validation_loss() {
 fn reptile_first_order_estimate_aligns_with_the_exact_hypergradient() {
     assert_all(&gradcheck::check_reptile(5));
 }
+
+#[test]
+fn reptile_estimate_in_f32_at_the_training_radius_aligns_with_the_exact_one() {
+    assert_all(&[gradcheck::check_reptile_f32(2)]);
+}

@@ -16,13 +16,13 @@ pub struct ExperimentArgs {
     #[arg(long, default_value = "../shared/data/fashion-mnist")]
     pub data: PathBuf,
     /// SGD steps per training run (the budget).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 800)]
     pub steps: usize,
     /// Number of seeds (0, 1, …).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
     /// One meta step every N training steps.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     pub meta_every: usize,
     /// Inner steps k of a meta step.
     #[arg(long, default_value_t = 1)]

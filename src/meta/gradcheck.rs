@@ -713,6 +713,67 @@ pub fn check_reptile(seed: u64) -> Vec<Check> {
     out
 }
 
+/// The Reptile estimate in f32 at the training radius (‖εv‖ = 10⁻²) on a
+/// 784-64-10 ReLU MLP, 28×28 images, batch 32, against the f32 exact
+/// hypergradient: what online training relies on.
+pub fn check_reptile_f32(seed: u64) -> Check {
+    use super::bilevel::{Inner, TrainBatch, ValBatch};
+    use super::mlp::{Activation, Mlp};
+    use super::reptile::{first_order_hypergradient, Estimator};
+    let mut rng = SplitMix::new(seed);
+    let b = 32;
+    let model = Mlp::<f32>::new(&[784, 64, 10], Activation::Relu, seed);
+    let keys: Vec<SampleKey> = (0..b as u64)
+        .map(|i| SampleKey {
+            seed,
+            epoch: 0,
+            sample: i,
+        })
+        .collect();
+    let draws: Vec<[f32; NUM_DRAWS]> = keys
+        .iter()
+        .map(|k| super::relaxed::draws(k.seed, k.epoch, k.sample))
+        .collect();
+    let batch = TrainBatch {
+        images: random(&mut rng, &[b, 1, 28, 28], 0.0, 1.0).cast(),
+        labels: (0..b).map(|_| rng.below(10)).collect(),
+        keys: keys.into(),
+        draws: draws.into(),
+    };
+    let val = ValBatch {
+        x: random(&mut rng, &[b, 784], 0.0, 1.0).cast(),
+        labels: (0..b).map(|_| rng.below(10)).collect(),
+    };
+    let inner = Inner {
+        alpha: 0.1,
+        tau: 0.5,
+        shape: AugmentShape {
+            channels: 1,
+            src: Size::new(28, 28),
+            out: Size::new(28, 28),
+        },
+        activation: Activation::Relu,
+    };
+    let phi = std::array::from_fn(|_| rng.range(-1.0, 1.0));
+    let batches = [batch.clone(), batch];
+    let exact = super::maml::hypergradient(&model.params, &phi, &batches, &val, &inner).1;
+    let est = first_order_hypergradient(
+        &model.params,
+        &phi,
+        &batches,
+        &val,
+        &inner,
+        Estimator::Adjoint,
+        1e-2,
+    )
+    .grad;
+    Check {
+        name: "Reptile estimate in f32, 784-64-10, k = 2: cosine with exact".into(),
+        value: cosine(&est, &exact),
+        criterion: Criterion::AtLeast(COS_TOL),
+    }
+}
+
 /// Every check, in the order `metaug gradcheck` prints them.
 pub fn run_all(seed: u64) -> Vec<Check> {
     let mut out = check_ops(seed);
@@ -720,5 +781,6 @@ pub fn run_all(seed: u64) -> Vec<Check> {
     out.extend(check_augment(seed));
     out.extend(check_hypergradient(seed));
     out.extend(check_reptile(seed));
+    out.push(check_reptile_f32(seed));
     out
 }

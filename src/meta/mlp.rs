@@ -73,6 +73,45 @@ impl<F: Float> Mlp<F> {
         h
     }
 
+    /// [`Mlp::forward`] with the ReLU activation pattern either recorded
+    /// (`frozen = None`; the `1[z > 0]` masks are returned) or frozen to
+    /// given masks, so that the output is polynomial in the weights — the
+    /// function whose derivatives autodiff computes (ReLU'' = 0).
+    pub fn forward_frozen(
+        activation: Activation,
+        tape: &mut Tape<F>,
+        params: &[Var],
+        x: Var,
+        frozen: Option<&[Tensor<F>]>,
+    ) -> (Var, Vec<Tensor<F>>) {
+        let layers = params.len() / 2;
+        let mut h = x;
+        let mut masks = Vec::new();
+        for l in 0..layers {
+            let z = tape.matmul(h, params[2 * l]);
+            let z = tape.add_bias(z, params[2 * l + 1]);
+            h = if l + 1 == layers {
+                z
+            } else {
+                match (activation, frozen.and_then(|f| f.get(l))) {
+                    (Activation::Relu, Some(mask)) => {
+                        let m = tape.constant(mask.clone());
+                        tape.mul(z, m)
+                    }
+                    (Activation::Relu, None) => {
+                        masks.push(
+                            tape.value(z)
+                                .map(|v| if v > F::ZERO { F::ONE } else { F::ZERO }),
+                        );
+                        tape.relu(z)
+                    }
+                    (Activation::Tanh, _) => tape.tanh(z),
+                }
+            };
+        }
+        (h, masks)
+    }
+
     /// Mean cross-entropy of the model with parameters `params` on `(x, labels)`.
     pub fn loss(
         activation: Activation,

@@ -115,7 +115,7 @@ impl Default for MetaConfig {
     fn default() -> Self {
         MetaConfig {
             method: Method::Maml,
-            every: 2,
+            every: 4,
             inner_steps: 1,
             meta_lr: 0.05,
             tau: 0.5,
