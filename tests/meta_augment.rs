@@ -229,6 +229,7 @@ fn learn_policy_rejects_bad_input_and_learns_on_a_tiny_set() {
     cfg.train.batch = 16;
     cfg.train.hidden = 16;
     cfg.meta.val_batch = 8;
+    cfg.meta.every = 2;
     let mut calls = 0;
     let out = learn_policy(
         &Tensor::new(&[n, 1, 8, 8], data),
