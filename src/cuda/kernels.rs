@@ -434,10 +434,16 @@ pub fn cache_file_name(def: &ModuleDef, arch: &str, nvrtc: (i32, i32)) -> Result
     Ok(format!("{}-{}.ptx", def.key, &digest[..24]))
 }
 
-/// The PTX of `def` for `arch`, from the disk cache when a good copy is there,
-/// else compiled (and stored). The flag says whether it came from the cache.
+/// The PTX of `def` for `arch`, from the disk cache ([`cache_dir`]) when a
+/// good copy is there, else compiled (and stored). The flag says whether it
+/// came from the cache.
 pub fn ptx_for(def: &ModuleDef, arch: &str) -> Result<(String, bool)> {
-    if let Some(dir) = cache_dir() {
+    ptx_cached(def, arch, cache_dir().as_deref())
+}
+
+/// [`ptx_for`] with the cache in `dir` (`None`: no cache).
+pub fn ptx_cached(def: &ModuleDef, arch: &str, dir: Option<&Path>) -> Result<(String, bool)> {
+    if let Some(dir) = dir {
         let path = dir.join(cache_file_name(def, arch, nvrtc_version()?)?);
         if let Ok(text) = std::fs::read_to_string(&path) {
             if check_ptx(&text, def).is_ok() {
@@ -445,16 +451,20 @@ pub fn ptx_for(def: &ModuleDef, arch: &str) -> Result<(String, bool)> {
             }
         }
     }
-    Ok((compile_and_store(def, arch)?, false))
+    Ok((compile_and_store_in(def, arch, dir)?, false))
 }
 
 /// Compiles `def` and writes it to the cache (best effort).
 pub fn compile_and_store(def: &ModuleDef, arch: &str) -> Result<String> {
+    compile_and_store_in(def, arch, cache_dir().as_deref())
+}
+
+fn compile_and_store_in(def: &ModuleDef, arch: &str, dir: Option<&Path>) -> Result<String> {
     let ptx = compile(def, arch)?;
     check_ptx(&ptx, def)?;
-    if let Some(dir) = cache_dir() {
+    if let Some(dir) = dir {
         if let Ok(name) = cache_file_name(def, arch, nvrtc_version()?) {
-            let _ = write_atomic(&dir, &name, ptx.as_bytes());
+            let _ = write_atomic(dir, &name, ptx.as_bytes());
         }
     }
     Ok(ptx)
