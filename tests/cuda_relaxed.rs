@@ -10,7 +10,7 @@ use metaug::ops::Size;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-const SEED: u64 = 0x5EED_0F_A11;
+const SEED: u64 = 0x0005_EED0_FA11;
 const EPOCH: u64 = 3;
 
 struct Case {
