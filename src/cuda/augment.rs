@@ -836,6 +836,18 @@ mod tests {
     }
 
     #[test]
+    fn handles_can_move_to_loader_threads() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<GpuAugmenter>();
+        send::<DeviceBatch>();
+        sync::<DeviceBatch>();
+        send::<super::super::RelaxedGpu>();
+        sync::<super::super::Device>();
+        send::<super::super::Device>();
+    }
+
+    #[test]
     fn norm_pads_unused_channels() {
         let mut s = spec(1);
         s.mean = vec![0.5];
