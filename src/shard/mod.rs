@@ -1,1 +1,57 @@
 //! The on-disk shard format: safetensors shards and the dataset `index.json`.
+//!
+//! A dataset is a directory holding `index.json` ([`DatasetIndex`]) and the
+//! shard files it lists (`shard-00000.safetensors`, ...). A shard is a plain
+//! safetensors file with five tensors (any safetensors reader opens it):
+//!
+//! | tensor | dtype | shape | content |
+//! | --- | --- | --- | --- |
+//! | `bytes` | U8 | `[total]` | record payloads back to back |
+//! | `offsets` | U64 | `[n + 1]` | record `i` is `bytes[offsets[i]..offsets[i+1]]` |
+//! | `labels` | I64 | `[n]` | class labels |
+//! | `shapes` | U32 | `[n, 3]` | height, width, channels of each decoded image |
+//! | `crc32c` | U32 | `[n]` | crc32c of each payload |
+//!
+//! and `__metadata__` with `format=metaug-shard`, `version=1`,
+//! `encoding=raw|png|jpeg`, `count=n` and the crc32c (8 lowercase hex digits)
+//! of the `offsets`, `labels`, `shapes` and `crc32c` tensors under the keys
+//! `crc32c_offsets`, `crc32c_labels`, `crc32c_shapes`, `crc32c_crc32c`.
+//!
+//! [`Dataset::open`] trusts nothing: the header length is bounded by
+//! [`MAX_HEADER_BYTES`] and the file, the JSON is parsed and every tensor's
+//! presence, dtype, shape and data offsets are checked (the tensors must tile
+//! the data area up to the end of the file), counts must agree between
+//! tensors, with the metadata and with `index.json`, the metadata checksums
+//! are verified, offsets must start at 0, never decrease and end at the
+//! payload total, and every label must name a class. Numbers are read with
+//! `from_le_bytes`, never by casting possibly unaligned bytes. Each record's
+//! payload crc32c is checked when [`Dataset::record`] hands it out.
+//!
+//! [`DatasetWriter`] writes shards of bounded size atomically (temporary
+//! name, fsync, rename, fsync of the directory) and `index.json` last, so a
+//! killed run never leaves a dataset that looks complete; the same records
+//! always give the same bytes.
+//!
+//! ```no_run
+//! let dataset = metaug::shard::Dataset::open("data/fashion-mnist-train")?;
+//! let record = dataset.record(0)?;
+//! println!("{} bytes, label {}, shape {:?}", record.bytes.len(), record.label, record.shape);
+//! # Ok::<(), metaug::Error>(())
+//! ```
+
+mod format;
+mod header;
+mod index;
+mod reader;
+mod summary;
+mod writer;
+
+pub use format::{
+    shard_file_name, Encoding, MAX_HEADER_BYTES, SHARD_EXTENSION, SHARD_FORMAT, SHARD_VERSION,
+};
+pub use index::{
+    DatasetIndex, ShardEntry, DATASET_FORMAT, DATASET_VERSION, INDEX_FILE, MAX_INDEX_BYTES,
+};
+pub use reader::{Dataset, Record, Shard};
+pub use summary::{ShardSummary, Summary, VerifyReport};
+pub use writer::{DatasetWriter, WriterOptions, DEFAULT_SHARD_SIZE};
