@@ -331,6 +331,8 @@ pub fn decode_into<'a>(
     })
 }
 
+// One per decode call, on the stack: boxing the decoders would allocate.
+#[allow(clippy::large_enum_variant)]
 enum Source<'a> {
     Raw(&'a [u8]),
     Png(PngDecoder<Cursor<&'a [u8]>>),

@@ -61,9 +61,9 @@ pub const OPS: &str = "crop,rotate,flip,noise";
 /// Default relaxation temperature τ.
 pub const DEFAULT_TAU: f32 = 0.5;
 /// `ln(3/4)`: the log of the smallest crop aspect ratio.
-pub const LN_ASPECT_MIN: f32 = -0.287_682_08;
+pub const LN_ASPECT_MIN: f32 = -0.287_682_1;
 /// `ln(16/9)`: the width of the log-aspect range (3/4 to 4/3).
-pub const LN_ASPECT_RANGE: f32 = 0.575_364_16;
+pub const LN_ASPECT_RANGE: f32 = 0.575_364_2;
 
 const FORMAT: &str = "metaug-policy";
 const VERSION: &str = "1";

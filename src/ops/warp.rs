@@ -434,9 +434,9 @@ impl<'a> Sampler<'a> {
             let (x0, y0) = (x0 as i64, y0 as i64);
             let outside = x0 < -1 || y0 < -1 || x0 >= self.w || y0 >= self.h;
             if !outside {
-                for (k, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                    for c in 0..C {
-                        p[k][c] = self.pixel(c, y0 + dy, x0 + dx);
+                for (pk, (dy, dx)) in p.iter_mut().zip([(0, 0), (0, 1), (1, 0), (1, 1)]) {
+                    for (c, v) in pk.iter_mut().enumerate() {
+                        *v = self.pixel(c, y0 + dy, x0 + dx);
                     }
                 }
             }
@@ -578,6 +578,8 @@ pub(crate) fn floor(x: f32) -> f32 {
 #[inline(always)]
 fn corner(xf: f32) -> i32 {
     const LIM: f32 = 1_073_741_824.0;
+    // Not `clamp`: `clamp` keeps NaN, `max` turns it into -LIM.
+    #[allow(clippy::manual_clamp)]
     let c = xf.max(-LIM).min(LIM);
     // SAFETY: `max`/`min` return the non-NaN operand, so c is in [-2^30, 2^30].
     unsafe { c.to_int_unchecked::<i32>() }
