@@ -255,8 +255,8 @@ pub fn decode_bytes<'a>(
     })
 }
 
-/// Like [`decode_bytes`], decoding into `buf` (cleared and grown as needed,
-/// never shrunk) and returning a view of the pixels: of `bytes` itself for a
+/// Like [`decode_bytes`], decoding into `buf` (resized as needed, its
+/// allocation never shrunk) and returning a view of the pixels: of `bytes` itself for a
 /// raw payload with matching channels, else of `buf`.
 ///
 /// The declared `shape` is `[height, width, channels]`; for PNG and JPEG the
@@ -309,8 +309,13 @@ pub fn decode_into<'a>(
     limits.check_alloc(native.max(wanted))?;
     let len = usize::try_from(native.max(wanted))
         .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
-    buf.clear();
-    buf.resize(len, 0);
+    // The decoder overwrites every byte it is given: no need to zero a
+    // buffer that is already long enough.
+    if buf.len() < len {
+        buf.resize(len, 0);
+    } else {
+        buf.truncate(len);
+    }
     let native = native as usize;
     match decoder {
         Source::Raw(data) => buf[..native].copy_from_slice(data),
