@@ -174,7 +174,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         std: vec![1.0],
     };
     let pcfg = PrecomputeConfig {
-        policy: policy.clone(),
+        policy,
         copies: 2,
         spec,
         seed: 0,
@@ -247,7 +247,7 @@ fn stream(
     let loader = Loader::builder(dataset.clone())
         .batch_size(batch)
         .size(size.height, size.width)
-        .policy(policy.clone())
+        .policy(*policy)
         .threads(threads)
         .epochs(epochs)
         .build()?;

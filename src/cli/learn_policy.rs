@@ -60,7 +60,12 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
     } else {
         Method::Maml
     };
-    if args.images < 10 || args.steps == 0 || args.meta_every == 0 || !(args.tau > 0.0) {
+    if args.images < 10
+        || args.steps == 0
+        || args.meta_every == 0
+        || args.tau.is_nan()
+        || args.tau <= 0.0
+    {
         return Err(Error::invalid(
             "options",
             "need --images ≥ 10, --steps > 0, --meta-every > 0, --tau > 0",
