@@ -20,6 +20,9 @@ use crate::ops::{augment_into, SampleParams};
 use crate::shard::Dataset;
 
 /// What the pipeline sends: a batch or an error, then `Done` at the end.
+// One message per batch, moved once through the channel: boxing it would
+// only add an allocation per batch.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Batch(Result<Batch>),
     Done,
