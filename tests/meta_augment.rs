@@ -1,6 +1,7 @@
 //! The augmentation node against CONTRACT.md's semantics, hard mode against
 //! relaxed mode, and the library entry points on small inputs.
 
+use metaug::decode::ImageView;
 use metaug::meta::augment::{
     affine_with_jacobian, augment_forward, params_row, AugmentShape, SampleKey,
 };
@@ -9,8 +10,9 @@ use metaug::meta::relaxed::{draws, hard_params, physical, relaxed_gates, sigmoid
 use metaug::meta::rng::SplitMix;
 use metaug::meta::{learn_policy, LearnConfig, Tensor};
 use metaug::ops::geometry::{affine_matrix, affine_matrix_f64, SampleParams};
+use metaug::ops::noise::MAX_NORMAL_ERROR;
 use metaug::ops::philox::{PhiloxStream, STREAM_NOISE};
-use metaug::ops::Size;
+use metaug::ops::{augment_into, DType, Layout, OutputSpec, Size};
 
 /// CONTRACT.md steps 1–4, written as plainly as possible (f32, pixels in [0, 1]).
 fn contract_reference(
@@ -103,10 +105,92 @@ fn forward_matches_the_contract_bit_for_bit_in_hard_mode() {
     );
     let plane_in = c * 13 * 17;
     let plane_out = c * 9 * 11;
+    let mut noisy = 0;
     for (s, (p, k)) in params.iter().zip(&keys).enumerate() {
         let want = contract_reference(&images[s * plane_in..(s + 1) * plane_in], c, src, out, p, k);
+        let got = &y.data()[s * plane_out..(s + 1) * plane_out];
+        if p.sigma == 0.0 {
+            assert_eq!(got, &want[..], "sample {s}: {p:?}");
+        } else {
+            // the noise is the loader's vectorised Box–Muller: within
+            // MAX_NORMAL_ERROR of PhiloxStream::normals per draw
+            noisy += 1;
+            for (a, b) in got.iter().zip(&want) {
+                let tol = p.sigma * MAX_NORMAL_ERROR + 2.0 * f32::EPSILON;
+                assert!((a - b).abs() <= tol, "sample {s}: {a} vs {b}");
+            }
+        }
+    }
+    assert!(noisy > 0 && noisy < b, "{noisy} noisy samples");
+}
+
+#[test]
+fn forward_is_the_loaders_augment_into_bit_for_bit() {
+    // On images of bytes / 255, the node's forward is ops::augment_into
+    // (f32 output, mean 0, std 1) exactly, noise included: one semantics.
+    let mut rng = SplitMix::new(8);
+    let (c, src, out) = (3, Size::new(13, 17), Size::new(9, 11));
+    let b = 40;
+    let bytes: Vec<u8> = (0..b * c * 13 * 17).map(|_| rng.below(256) as u8).collect();
+    let plane_in = c * 13 * 17;
+    // [B, C, H, W] f32 from per-sample HWC bytes
+    let mut chw = vec![0f32; bytes.len()];
+    for s in 0..b {
+        for k in 0..13 * 17 {
+            for ch in 0..c {
+                chw[s * plane_in + ch * 13 * 17 + k] =
+                    bytes[s * plane_in + k * c + ch] as f32 / 255.0;
+            }
+        }
+    }
+    let policy = metaug::policy::Policy::default_policy();
+    let keys: Vec<SampleKey> = (0..b as u64)
+        .map(|s| SampleKey {
+            seed: 4,
+            epoch: 7,
+            sample: 50 + s,
+        })
+        .collect();
+    let params: Vec<SampleParams> = keys
+        .iter()
+        .map(|k| policy.sample_hard(k.seed, k.epoch, k.sample))
+        .collect();
+    let rows: Vec<f32> = params.iter().flat_map(params_row).collect();
+    let shape = AugmentShape {
+        channels: c,
+        src,
+        out,
+    };
+    let y = augment_forward(
+        &Tensor::new(&[b, c, 13, 17], chw),
+        &Tensor::new(&[b, 7], rows),
+        &keys,
+        &shape,
+    );
+    let spec = OutputSpec {
+        size: out,
+        channels: c as u32,
+        dtype: DType::F32,
+        layout: Layout::Nchw,
+        mean: vec![0.0; c],
+        std: vec![1.0; c],
+    };
+    let mut buf = vec![0u8; spec.sample_bytes()];
+    for (s, (p, k)) in params.iter().zip(&keys).enumerate() {
+        let view = ImageView {
+            height: 13,
+            width: 17,
+            channels: c as u32,
+            data: &bytes[s * plane_in..(s + 1) * plane_in],
+        };
+        augment_into(view, p, k.noise(), &spec, &mut buf);
+        let want: Vec<f32> = buf
+            .chunks_exact(4)
+            .map(|q| f32::from_le_bytes([q[0], q[1], q[2], q[3]]))
+            .collect();
+        let n = want.len();
         assert_eq!(
-            &y.data()[s * plane_out..(s + 1) * plane_out],
+            &y.data()[s * n..(s + 1) * n],
             &want[..],
             "sample {s}: {p:?}"
         );

@@ -17,10 +17,13 @@
 
 use std::rc::Rc;
 
+use rayon::prelude::*;
+
 use super::float::Float;
 use super::tape::{CustomOp, Tape, Var};
 use super::tensor::Tensor;
 use crate::ops::geometry::{Geometry, SampleParams, Size};
+use crate::ops::noise::fill_normals;
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
 
 /// The per-sample physical parameters, in their column order.
@@ -162,119 +165,157 @@ pub fn affine_with_jacobian(g: [f64; 5], src: Size, out: Size) -> ([f64; 6], [[f
     (m, jac)
 }
 
-/// One bilinear sample: the top-left neighbour, the fractional offsets,
-/// and whether all four neighbours are inside the image (the fast path).
-struct Tap<F> {
-    x0: i64,
-    y0: i64,
-    fx: F,
-    fy: F,
-    interior: bool,
-    h: usize,
-    w: usize,
+/// Scratch buffers of one worker: the sampling plan of one output row and
+/// the per-column work arrays (all `W_out` long, `view` `C·W_out`).
+///
+/// The plan makes the bilinear sample branch-free: each of the four
+/// neighbours of a column has a flat index clamped into the image and a mask
+/// (1 inside, 0 outside), so `p = plane[index] · mask` is the contract's
+/// "a neighbour outside the image counts 0" for finite pixels, and every
+/// loop below except the loads is straight-line arithmetic over arrays
+/// (vectorisable).
+struct Scratch<F> {
+    cols: Vec<F>,
+    fx: Vec<F>,
+    fy: Vec<F>,
+    idx: [Vec<u32>; 4],
+    mask: [Vec<F>; 4],
+    px: [Vec<F>; 4],
+    view: Vec<F>,
+    gs: Vec<F>,
+    dx: Vec<F>,
+    dy: Vec<F>,
+    eps32: Vec<f32>,
+    eps: Vec<F>,
 }
 
-impl<F: Float> Tap<F> {
-    #[inline]
-    fn new(x: F, y: F, h: usize, w: usize) -> Self {
-        // neighbours are range-checked, so a saturated floor is harmless
-        let (x0, y0) = (x.floor_i64(), y.floor_i64());
-        let interior = x0 >= 0 && y0 >= 0 && x0 + 1 < w as i64 && y0 + 1 < h as i64;
-        Tap {
-            x0,
-            y0,
-            fx: x - F::from_f64(x0 as f64),
-            fy: y - F::from_f64(y0 as f64),
-            interior,
-            h,
-            w,
+impl<F: Float> Scratch<F> {
+    fn new(shape: &AugmentShape) -> Self {
+        let wo = shape.out.width as usize;
+        let z = || vec![F::ZERO; wo];
+        Scratch {
+            cols: (0..wo).map(|j| F::from_f64(j as f64)).collect(),
+            fx: z(),
+            fy: z(),
+            idx: std::array::from_fn(|_| vec![0; wo]),
+            mask: std::array::from_fn(|_| z()),
+            px: std::array::from_fn(|_| z()),
+            view: vec![F::ZERO; shape.channels * wo],
+            gs: z(),
+            dx: z(),
+            dy: z(),
+            eps32: Vec::new(),
+            eps: Vec::new(),
         }
     }
 
-    /// Flat index of neighbour `k` (0: top-left, 1: top-right, 2: bottom-left,
-    /// 3: bottom-right), `None` outside the image.
-    #[inline]
-    fn index(&self, k: usize) -> Option<usize> {
-        let (yy, xx) = (
-            self.y0.saturating_add((k / 2) as i64),
-            self.x0.saturating_add((k % 2) as i64),
-        );
-        if yy >= 0 && xx >= 0 && (yy as u64) < self.h as u64 && (xx as u64) < self.w as u64 {
-            Some(yy as usize * self.w + xx as usize)
-        } else {
-            None
+    /// CONTRACT.md step 1 and the corners of step 2 for output row `i`:
+    /// `x = (m[0]·j + m[1]·i) + m[2]` (as `crate::ops::warp`), `y` likewise,
+    /// `x0 = floor(x)`, `fx = x − x0`; the corners' clamped flat indices
+    /// and masks, all in `F` (exact: indices are below 2^24, see
+    /// `check_shapes`), so that the loop vectorises.
+    #[inline(always)]
+    fn plan(&mut self, m: &[F; 6], i: usize, h: usize, w: usize) {
+        let fi = F::from_f64(i as f64);
+        let (bx, by) = (m[1] * fi, m[4] * fi);
+        let (zero, one) = (F::ZERO, F::ONE);
+        let wf = F::from_f64(w as f64);
+        let (wl, hl) = (F::from_f64(w as f64 - 1.0), F::from_f64(h as f64 - 1.0));
+        let wo = self.cols.len();
+        let (fx, fy) = (&mut self.fx[..wo], &mut self.fy[..wo]);
+        let [i0, i1, i2, i3] = &mut self.idx;
+        let [m0, m1, m2, m3] = &mut self.mask;
+        let (i0, i1, i2, i3) = (&mut i0[..wo], &mut i1[..wo], &mut i2[..wo], &mut i3[..wo]);
+        let (m0, m1, m2, m3) = (&mut m0[..wo], &mut m1[..wo], &mut m2[..wo], &mut m3[..wo]);
+        let inside = |v: F, last: F| (v >= zero) & (v <= last);
+        // `max` then `min`: NaN goes to 0 (its masks are 0 anyway)
+        let clamp = |v: F, last: F| v.max(zero).min(last);
+        for (j, &fj) in self.cols.iter().enumerate() {
+            let x = m[0] * fj + bx + m[2];
+            let y = m[3] * fj + by + m[5];
+            let (x0, y0) = (x.floor(), y.floor());
+            fx[j] = x - x0;
+            fy[j] = y - y0;
+            let (x1, y1) = (x0 + one, y0 + one);
+            let (vx0, vx1) = (inside(x0, wl), inside(x1, wl));
+            let (vy0, vy1) = (inside(y0, hl), inside(y1, hl));
+            let (cx0, cx1) = (clamp(x0, wl), clamp(x1, wl));
+            let (ry0, ry1) = (clamp(y0, hl) * wf, clamp(y1, hl) * wf);
+            i0[j] = (ry0 + cx0).to_index();
+            i1[j] = (ry0 + cx1).to_index();
+            i2[j] = (ry1 + cx0).to_index();
+            i3[j] = (ry1 + cx1).to_index();
+            let mask = |v: bool| if v { one } else { zero };
+            m0[j] = mask(vy0 & vx0);
+            m1[j] = mask(vy0 & vx1);
+            m2[j] = mask(vy1 & vx0);
+            m3[j] = mask(vy1 & vx1);
         }
     }
 
-    #[inline]
-    fn pixels(&self, plane: &[F]) -> [F; 4] {
-        if self.interior {
-            let b = self.y0 as usize * self.w + self.x0 as usize;
-            [
-                plane[b],
-                plane[b + 1],
-                plane[b + self.w],
-                plane[b + self.w + 1],
-            ]
-        } else {
-            std::array::from_fn(|k| self.index(k).map_or(F::ZERO, |i| plane[i]))
-        }
-    }
-
-    /// `plane[neighbour k] += d · weight k` for the neighbours inside.
-    #[inline]
-    fn scatter(&self, plane: &mut [F], d: F) {
-        let wts = self.weights();
-        if self.interior {
-            let b = self.y0 as usize * self.w + self.x0 as usize;
-            plane[b] += d * wts[0];
-            plane[b + 1] += d * wts[1];
-            plane[b + self.w] += d * wts[2];
-            plane[b + self.w + 1] += d * wts[3];
-        } else {
-            for (k, wt) in wts.into_iter().enumerate() {
-                if let Some(i) = self.index(k) {
-                    plane[i] += d * wt;
-                }
+    /// The four neighbours of every column of the planned row in `plane`,
+    /// zero outside the image.
+    #[inline(always)]
+    fn gather(&mut self, plane: &[F]) {
+        for k in 0..4 {
+            let (idx, mask) = (&self.idx[k], &self.mask[k]);
+            for ((p, &ix), &mk) in self.px[k].iter_mut().zip(idx).zip(mask) {
+                *p = plane[ix as usize] * mk;
             }
         }
     }
 
-    /// CONTRACT.md step 2, operation for operation.
-    #[inline]
-    fn value(&self, p: [F; 4]) -> F {
+    /// CONTRACT.md step 2, operation for operation, for the gathered row.
+    #[inline(always)]
+    fn blend(&self, out: &mut [F]) {
         let one = F::ONE;
-        (one - self.fy) * ((one - self.fx) * p[0] + self.fx * p[1])
-            + self.fy * ((one - self.fx) * p[2] + self.fx * p[3])
+        let [p0, p1, p2, p3] = &self.px;
+        for j in 0..out.len() {
+            let (fx, fy) = (self.fx[j], self.fy[j]);
+            out[j] = (one - fy) * ((one - fx) * p0[j] + fx * p1[j])
+                + fy * ((one - fx) * p2[j] + fx * p3[j]);
+        }
     }
 
-    /// `(∂v/∂x, ∂v/∂y)`.
-    #[inline]
-    fn slopes(&self, p: [F; 4]) -> (F, F) {
+    /// Adds `gs·(∂v/∂x, ∂v/∂y)` of the gathered row to `dx`, `dy`.
+    #[inline(always)]
+    fn slopes(&mut self) {
         let one = F::ONE;
-        (
-            (one - self.fy) * (p[1] - p[0]) + self.fy * (p[3] - p[2]),
-            (one - self.fx) * (p[2] - p[0]) + self.fx * (p[3] - p[1]),
-        )
+        let [p0, p1, p2, p3] = &self.px;
+        for j in 0..self.gs.len() {
+            let (fx, fy, d) = (self.fx[j], self.fy[j], self.gs[j]);
+            let sx = (one - fy) * (p1[j] - p0[j]) + fy * (p3[j] - p2[j]);
+            let sy = (one - fx) * (p2[j] - p0[j]) + fx * (p3[j] - p1[j]);
+            self.dx[j] += d * sx;
+            self.dy[j] += d * sy;
+        }
     }
 
-    #[inline]
-    fn weights(&self) -> [F; 4] {
+    /// `plane[neighbour k] += gs · weight k · mask k` for the planned row.
+    #[inline(always)]
+    fn scatter(&self, plane: &mut [F]) {
         let one = F::ONE;
-        [
-            (one - self.fy) * (one - self.fx),
-            (one - self.fy) * self.fx,
-            self.fy * (one - self.fx),
-            self.fy * self.fx,
-        ]
+        for j in 0..self.gs.len() {
+            let (fx, fy, d) = (self.fx[j], self.fy[j], self.gs[j]);
+            let wts = [
+                (one - fy) * (one - fx),
+                (one - fy) * fx,
+                fy * (one - fx),
+                fy * fx,
+            ];
+            for k in 0..4 {
+                plane[self.idx[k][j] as usize] += d * wts[k] * self.mask[k][j];
+            }
+        }
     }
-}
 
-/// The source position of output pixel `(i, j)` (CONTRACT.md step 1).
-#[inline]
-fn position<F: Float>(m: &[F; 6], i: usize, j: usize) -> (F, F) {
-    let (fi, fj) = (F::from_f64(i as f64), F::from_f64(j as f64));
-    (m[0] * fj + m[1] * fi + m[2], m[3] * fj + m[4] * fi + m[5])
+    /// The noise of sample `key` into `self.eps` (`len` values).
+    fn draw(&mut self, key: &SampleKey, len: usize) {
+        self.eps32.resize(len, 0.0);
+        fill_normals(&key.noise(), 0, &mut self.eps32);
+        self.eps.clear();
+        self.eps.extend(self.eps32.iter().map(|&z| F::from_f32(z)));
+    }
 }
 
 fn row_params<F: Float>(params: &Tensor<F>, b: usize) -> [f64; NUM_PARAMS] {
@@ -289,20 +330,41 @@ fn coefficients<F: Float>(p: &[f64; NUM_PARAMS], shape: &AugmentShape) -> [F; 6]
     m.map(F::from_f64)
 }
 
-/// The noise of one sample, `C·H_out·W_out` normals in CHW order.
+/// The noise of one sample, `len` normals in CHW order: `eps[e]` is element
+/// `e % 4` of block `e / 4` of the sample's [`STREAM_NOISE`] stream, drawn by
+/// the loader's vectorised Box–Muller ([`fill_normals`], within
+/// [`MAX_NORMAL_ERROR`](crate::ops::noise::MAX_NORMAL_ERROR) of
+/// `PhiloxStream::normals`), so the node's noise is the loader's, bit for bit.
 pub fn noise<F: Float>(key: &SampleKey, len: usize) -> Vec<F> {
-    let stream = key.noise();
-    let mut out = Vec::with_capacity(len);
-    let mut block = 0u32;
-    while out.len() < len {
-        for z in stream.normals(block) {
-            if out.len() < len {
-                out.push(F::from_f32(z));
-            }
-        }
-        block = block.wrapping_add(1);
+    let mut z = vec![0f32; len];
+    fill_normals(&key.noise(), 0, &mut z);
+    z.into_iter().map(F::from_f32).collect()
+}
+
+/// Each sample's noise (`[B, C·H_out·W_out]`, zeros where not drawn),
+/// drawn where `want(b)`, samples in parallel, and which were drawn.
+fn batch_noise<F: Float>(
+    keys: &[SampleKey],
+    len: usize,
+    want: impl Fn(usize) -> bool + Sync,
+) -> (Vec<F>, Vec<bool>) {
+    let drawn: Vec<bool> = (0..keys.len()).map(&want).collect();
+    let mut eps = vec![F::ZERO; keys.len() * len];
+    if len > 0 {
+        eps.par_chunks_mut(len)
+            .enumerate()
+            .with_min_len(8)
+            .for_each_init(Vec::new, |z: &mut Vec<f32>, (b, out)| {
+                if drawn[b] {
+                    z.resize(len, 0.0);
+                    fill_normals(&keys[b].noise(), 0, z);
+                    for (o, &v) in out.iter_mut().zip(z.iter()) {
+                        *o = F::from_f32(v);
+                    }
+                }
+            });
     }
-    out
+    (eps, drawn)
 }
 
 fn check_shapes<F: Float>(
@@ -322,25 +384,14 @@ fn check_shapes<F: Float>(
         ],
         "image shape"
     );
+    // flat pixel indices are computed exactly in f32
+    assert!(
+        (shape.src.height as u64) * (shape.src.width as u64) <= 1 << 24,
+        "source image larger than 2^24 pixels"
+    );
     assert_eq!(params.shape(), [s[0], NUM_PARAMS], "params must be [B, 7]");
     assert_eq!(keys.len(), s[0], "one key per sample");
     s[0]
-}
-
-/// The bilinear view `S` of one sample, all channels, `[C, H_out, W_out]`.
-fn sample_view<F: Float>(img: &[F], m: &[F; 6], shape: &AugmentShape, out: &mut [F]) {
-    let (h, w) = (shape.src.height as usize, shape.src.width as usize);
-    let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
-    for i in 0..ho {
-        for j in 0..wo {
-            let (x, y) = position(m, i, j);
-            let tap = Tap::new(x, y, h, w);
-            for c in 0..shape.channels {
-                let plane = &img[c * h * w..(c + 1) * h * w];
-                out[(c * ho + i) * wo + j] = tap.value(tap.pixels(plane));
-            }
-        }
-    }
 }
 
 /// Forward: augments every sample of `images` (`[B, C, H, W]`) with its row
@@ -351,59 +402,150 @@ pub fn augment_forward<F: Float>(
     keys: &[SampleKey],
     shape: &AugmentShape,
 ) -> Tensor<F> {
-    forward_impl(images, params, keys, shape, false).0
+    let plane_out = shape.channels * shape.out.height as usize * shape.out.width as usize;
+    let sigma = |b: usize| params.data()[b * NUM_PARAMS + Param::Sigma as usize];
+    let (eps, _) = batch_noise::<F>(keys, plane_out, |b| sigma(b) > F::ZERO);
+    forward_impl(images, params, keys, shape, &eps)
 }
 
-/// The forward pass; with `keep_noise`, also each sample's noise when it was
-/// drawn (for the backward pass to reuse).
+/// Calls `$f(args)`, through its AVX2 build (`$f` + `_avx2`) on CPUs that
+/// have AVX2: the same operations (no FMA), so the same bits, with the
+/// per-column loops vectorised 8 wide instead of 4.
+macro_rules! dispatch {
+    ($f:ident($($a:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the `_avx2` build only requires AVX2, which the
+                // CPU was just found to support.
+                unsafe { paste_avx2!($f)($($a),*) }
+            } else {
+                $f($($a),*)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $f($($a),*)
+        }
+    }};
+}
+
+macro_rules! paste_avx2 {
+    (forward_sample) => {
+        forward_sample_avx2
+    };
+    (vjp_sample) => {
+        vjp_sample_avx2
+    };
+}
+
+/// One sample's forward (steps 1–4) into `o`, `[C, H_out, W_out]`.
+#[inline(always)]
+fn forward_sample<F: Float>(
+    s: &mut Scratch<F>,
+    img: &[F],
+    pr: &[F],
+    eps: &[F],
+    shape: &AugmentShape,
+    o: &mut [F],
+) {
+    let (h, w) = (shape.src.height as usize, shape.src.width as usize);
+    let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
+    let p: [f64; NUM_PARAMS] = std::array::from_fn(|q| pr[q].to_f64());
+    let m = coefficients::<F>(&p, shape);
+    let (g, sigma) = (pr[Param::Flip as usize], pr[Param::Sigma as usize]);
+    for i in 0..ho {
+        s.plan(&m, i, h, w);
+        for c in 0..shape.channels {
+            s.gather(&img[c * h * w..(c + 1) * h * w]);
+            let mut view = std::mem::take(&mut s.view);
+            s.blend(&mut view[c * wo..(c + 1) * wo]);
+            s.view = view;
+        }
+        for c in 0..shape.channels {
+            let at = (c * ho + i) * wo;
+            let row = &mut o[at..at + wo];
+            let v = &s.view[c * wo..(c + 1) * wo];
+            if g == F::ZERO {
+                row.copy_from_slice(v);
+            } else if g == F::ONE {
+                for (r, &x) in row.iter_mut().zip(v.iter().rev()) {
+                    *r = x;
+                }
+            } else {
+                for j in 0..wo {
+                    row[j] = (F::ONE - g) * v[j] + g * v[wo - 1 - j];
+                }
+            }
+            if sigma > F::ZERO {
+                for (r, &e) in row.iter_mut().zip(&eps[at..at + wo]) {
+                    *r += sigma * e;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn forward_sample_avx2<F: Float>(
+    s: &mut Scratch<F>,
+    img: &[F],
+    pr: &[F],
+    eps: &[F],
+    shape: &AugmentShape,
+    o: &mut [F],
+) {
+    forward_sample(s, img, pr, eps, shape, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn vjp_sample_avx2<F: Float>(
+    s: &mut Scratch<F>,
+    img: &[F],
+    p: &[f64; NUM_PARAMS],
+    key: &SampleKey,
+    eps: Option<&[F]>,
+    shape: &AugmentShape,
+    gyb: &[F],
+    gi: Option<&mut [F]>,
+    want_params: bool,
+) -> [F; NUM_PARAMS] {
+    vjp_sample(s, img, p, key, eps, shape, gyb, gi, want_params)
+}
+
+/// The forward pass with each sample's noise given (`[B, C·H_out·W_out]`,
+/// read where `sigma > 0`). Samples in parallel, each computed alone, so the
+/// result does not depend on the number of threads.
 fn forward_impl<F: Float>(
     images: &Tensor<F>,
     params: &Tensor<F>,
     keys: &[SampleKey],
     shape: &AugmentShape,
-    keep_noise: bool,
-) -> (Tensor<F>, Vec<Option<Vec<F>>>) {
+    eps: &[F],
+) -> Tensor<F> {
     let batch = check_shapes(images, params, keys, shape);
     let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
     let plane_out = shape.channels * ho * wo;
     let plane_in = images.len() / batch.max(1);
     let mut out = vec![F::ZERO; batch * plane_out];
-    let mut view = vec![F::ZERO; plane_out];
-    let mut kept = Vec::with_capacity(if keep_noise { batch } else { 0 });
-    for b in 0..batch {
-        let p = row_params(params, b);
-        let m = coefficients::<F>(&p, shape);
-        let img = &images.data()[b * plane_in..(b + 1) * plane_in];
-        sample_view(img, &m, shape, &mut view);
-        let o = &mut out[b * plane_out..(b + 1) * plane_out];
-        let g = params.data()[b * NUM_PARAMS + Param::Flip as usize];
-        if g == F::ZERO {
-            o.copy_from_slice(&view);
-        } else {
-            for (row_o, row_v) in o.chunks_mut(wo).zip(view.chunks(wo)) {
-                for j in 0..wo {
-                    row_o[j] = if g == F::ONE {
-                        row_v[wo - 1 - j]
-                    } else {
-                        (F::ONE - g) * row_v[j] + g * row_v[wo - 1 - j]
-                    };
-                }
-            }
-        }
-        let sigma = params.data()[b * NUM_PARAMS + Param::Sigma as usize];
-        let mut eps = None;
-        if sigma > F::ZERO {
-            let e = noise::<F>(&keys[b], plane_out);
-            for (v, &e) in o.iter_mut().zip(&e) {
-                *v += sigma * e;
-            }
-            eps = Some(e);
-        }
-        if keep_noise {
-            kept.push(eps);
-        }
+    if plane_out > 0 {
+        out.par_chunks_mut(plane_out)
+            .enumerate()
+            .with_min_len(4)
+            .for_each_init(
+                || Scratch::new(shape),
+                |s, (b, o)| {
+                    let img = &images.data()[b * plane_in..(b + 1) * plane_in];
+                    let pr = &params.data()[b * NUM_PARAMS..(b + 1) * NUM_PARAMS];
+                    let eps = &eps[b * plane_out..(b + 1) * plane_out];
+                    dispatch!(forward_sample(s, img, pr, eps, shape, o));
+                },
+            );
     }
-    (Tensor::new(&[batch, shape.channels, ho, wo], out), kept)
+    Tensor::new(&[batch, shape.channels, ho, wo], out)
 }
 
 /// Vector-Jacobian product of [`augment_forward`]: given the output gradient
@@ -418,6 +560,9 @@ pub fn augment_vjp<F: Float>(
     want_images: bool,
     want_params: bool,
 ) -> (Option<Tensor<F>>, Option<Tensor<F>>) {
+    let plane_out = shape.channels * shape.out.height as usize * shape.out.width as usize;
+    let (eps, drawn) = batch_noise::<F>(keys, plane_out, |_| want_params);
+    let noise = BatchNoise { eps, drawn };
     vjp_impl(
         images,
         params,
@@ -426,8 +571,105 @@ pub fn augment_vjp<F: Float>(
         gy,
         want_images,
         want_params,
-        &[],
+        &noise,
     )
+}
+
+/// Each sample's noise, as drawn for the forward pass.
+struct BatchNoise<F> {
+    /// `[B, C·H_out·W_out]`.
+    eps: Vec<F>,
+    /// Whether sample `b`'s noise is in `eps` (else it is drawn again).
+    drawn: Vec<bool>,
+}
+
+/// The gradient of one sample: into `gi` (its image's gradient) when given,
+/// and the parameters' gradient when `want_params`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn vjp_sample<F: Float>(
+    s: &mut Scratch<F>,
+    img: &[F],
+    p: &[f64; NUM_PARAMS],
+    key: &SampleKey,
+    eps: Option<&[F]>,
+    shape: &AugmentShape,
+    gyb: &[F],
+    mut gi: Option<&mut [F]>,
+    want_params: bool,
+) -> [F; NUM_PARAMS] {
+    let (h, w) = (shape.src.height as usize, shape.src.width as usize);
+    let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
+    let m = coefficients::<F>(p, shape);
+    let g = F::from_f64(p[Param::Flip as usize]);
+    let mut dm = [0f64; 6];
+    let mut dflip = 0f64;
+    for i in 0..ho {
+        s.plan(&m, i, h, w);
+        s.dx.fill(F::ZERO);
+        s.dy.fill(F::ZERO);
+        for c in 0..shape.channels {
+            let at = (c * ho + i) * wo;
+            let gyr = &gyb[at..at + wo];
+            // gradient with respect to the unflipped view S
+            for j in 0..wo {
+                s.gs[j] = (F::ONE - g) * gyr[j] + g * gyr[wo - 1 - j];
+            }
+            s.gather(&img[c * h * w..(c + 1) * h * w]);
+            if want_params {
+                s.slopes();
+                let mut view = std::mem::take(&mut s.view);
+                let v = &mut view[..wo];
+                s.blend(v);
+                // flip: ∂out/∂g = S(i, W−1−j) − S(i, j)
+                let mut acc = F::ZERO;
+                for j in 0..wo {
+                    acc += gyr[j] * (v[wo - 1 - j] - v[j]);
+                }
+                dflip += acc.to_f64();
+                s.view = view;
+            }
+            if let Some(gi) = gi.as_mut() {
+                s.scatter(&mut gi[c * h * w..(c + 1) * h * w]);
+            }
+        }
+        if want_params {
+            let (mut sx, mut sy, mut sxj, mut syj) = (F::ZERO, F::ZERO, F::ZERO, F::ZERO);
+            for j in 0..wo {
+                let (dx, dy, fj) = (s.dx[j], s.dy[j], s.cols[j]);
+                sx += dx;
+                sy += dy;
+                sxj += dx * fj;
+                syj += dy * fj;
+            }
+            let fi = i as f64;
+            let (sx, sy) = (sx.to_f64(), sy.to_f64());
+            dm[0] += sxj.to_f64();
+            dm[1] += sx * fi;
+            dm[2] += sx;
+            dm[3] += syj.to_f64();
+            dm[4] += sy * fi;
+            dm[5] += sy;
+        }
+    }
+    let mut row = [F::ZERO; NUM_PARAMS];
+    if want_params {
+        let (_, jac) = affine_with_jacobian([p[0], p[1], p[2], p[3], p[4]], shape.src, shape.out);
+        for q in 0..5 {
+            row[q] = F::from_f64((0..6).map(|k| jac[k][q] * dm[k]).sum());
+        }
+        row[Param::Flip as usize] = F::from_f64(dflip);
+        let eps = match eps {
+            Some(e) => e,
+            None => {
+                s.draw(key, gyb.len());
+                &s.eps
+            }
+        };
+        let dsigma: F = gyb.iter().zip(eps).map(|(&a, &e)| a * e).sum();
+        row[Param::Sigma as usize] = dsigma;
+    }
+    row
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -439,102 +681,52 @@ fn vjp_impl<F: Float>(
     gy: &Tensor<F>,
     want_images: bool,
     want_params: bool,
-    kept_noise: &[Option<Vec<F>>],
+    noise: &BatchNoise<F>,
 ) -> (Option<Tensor<F>>, Option<Tensor<F>>) {
     let batch = check_shapes(images, params, keys, shape);
-    let (h, w) = (shape.src.height as usize, shape.src.width as usize);
     let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
     let plane_out = shape.channels * ho * wo;
     let plane_in = images.len() / batch.max(1);
     assert_eq!(gy.len(), batch * plane_out, "gradient shape");
-    let mut g_img = want_images.then(|| Tensor::zeros(images.shape()));
-    let mut g_par = want_params.then(|| Tensor::zeros(params.shape()));
-    let mut gs = vec![F::ZERO; plane_out];
-    let mut view = vec![F::ZERO; plane_out];
-    #[allow(clippy::needless_range_loop)]
-    for b in 0..batch {
-        let p = row_params(params, b);
-        let m = coefficients::<F>(&p, shape);
-        let img = &images.data()[b * plane_in..(b + 1) * plane_in];
-        let gyb = &gy.data()[b * plane_out..(b + 1) * plane_out];
-        let g = params.data()[b * NUM_PARAMS + Param::Flip as usize];
-        // gradient with respect to the unflipped view S
-        for (row_s, row_y) in gs.chunks_mut(wo).zip(gyb.chunks(wo)) {
-            for j in 0..wo {
-                row_s[j] = (F::ONE - g) * row_y[j] + g * row_y[wo - 1 - j];
-            }
-        }
-        // one pass over the output: the view S (for the flip), the scatter
-        // to the image, and ∂/∂m through the bilinear slopes (in f64)
-        let mut dm = [0f64; 6];
-        let mut gi = g_img
-            .as_mut()
-            .map(|t| &mut t.data_mut()[b * plane_in..(b + 1) * plane_in]);
-        for i in 0..ho {
-            let (mut sx_i, mut sy_i, mut sxj_i, mut syj_i) = (F::ZERO, F::ZERO, F::ZERO, F::ZERO);
-            for j in 0..wo {
-                let (x, y) = position(&m, i, j);
-                let tap = Tap::new(x, y, h, w);
-                let (mut dx, mut dy) = (F::ZERO, F::ZERO);
-                for c in 0..shape.channels {
-                    let plane = &img[c * h * w..(c + 1) * h * w];
-                    let px = tap.pixels(plane);
-                    let o = (c * ho + i) * wo + j;
-                    let d = gs[o];
-                    if want_params {
-                        view[o] = tap.value(px);
-                        let (sx, sy) = tap.slopes(px);
-                        dx += d * sx;
-                        dy += d * sy;
-                    }
-                    if let Some(gi) = gi.as_mut() {
-                        tap.scatter(&mut gi[c * h * w..(c + 1) * h * w], d);
-                    }
-                }
-                let fj = F::from_f64(j as f64);
-                sx_i += dx;
-                sy_i += dy;
-                sxj_i += dx * fj;
-                syj_i += dy * fj;
-            }
-            let fi = i as f64;
-            let (sx, sy) = (sx_i.to_f64(), sy_i.to_f64());
-            dm[0] += sxj_i.to_f64();
-            dm[1] += sx * fi;
-            dm[2] += sx;
-            dm[3] += syj_i.to_f64();
-            dm[4] += sy * fi;
-            dm[5] += sy;
-        }
-        if let Some(g_par) = g_par.as_mut() {
-            let (_, jac) =
-                affine_with_jacobian([p[0], p[1], p[2], p[3], p[4]], shape.src, shape.out);
-            let row = &mut g_par.data_mut()[b * NUM_PARAMS..(b + 1) * NUM_PARAMS];
-            for q in 0..5 {
-                row[q] = F::from_f64((0..6).map(|k| jac[k][q] * dm[k]).sum());
-            }
-            // flip: ∂out/∂g = S(i, W−1−j) − S(i, j)
-            let mut dflip = 0f64;
-            for (row_v, row_y) in view.chunks(wo).zip(gyb.chunks(wo)) {
-                let mut acc = F::ZERO;
-                for j in 0..wo {
-                    acc += row_y[j] * (row_v[wo - 1 - j] - row_v[j]);
-                }
-                dflip += acc.to_f64();
-            }
-            row[Param::Flip as usize] = F::from_f64(dflip);
-            let fresh;
-            let eps = match kept_noise.get(b) {
-                Some(Some(e)) => e,
-                _ => {
-                    fresh = noise::<F>(&keys[b], plane_out);
-                    &fresh
-                }
-            };
-            let dsigma: F = gyb.iter().zip(eps).map(|(&a, &e)| a * e).sum();
-            row[Param::Sigma as usize] = F::from_f64(dsigma.to_f64());
-        }
+    if !want_images && !want_params {
+        return (None, None);
     }
+    let sample = |s: &mut Scratch<F>, b: usize, gi: Option<&mut [F]>| {
+        let eps = noise
+            .drawn
+            .get(b)
+            .copied()
+            .unwrap_or(false)
+            .then(|| &noise.eps[b * plane_out..(b + 1) * plane_out]);
+        dispatch!(vjp_sample(
+            s,
+            &images.data()[b * plane_in..(b + 1) * plane_in],
+            &row_params(params, b),
+            &keys[b],
+            eps,
+            shape,
+            &gy.data()[b * plane_out..(b + 1) * plane_out],
+            gi,
+            want_params,
+        ))
+    };
+    let mut g_img = want_images.then(|| Tensor::zeros(images.shape()));
+    let rows: Vec<[F; NUM_PARAMS]> = match g_img.as_mut() {
+        Some(t) if plane_in > 0 => t
+            .data_mut()
+            .par_chunks_mut(plane_in)
+            .enumerate()
+            .with_min_len(4)
+            .map_init(|| Scratch::new(shape), |s, (b, gi)| sample(s, b, Some(gi)))
+            .collect(),
+        _ => (0..batch)
+            .into_par_iter()
+            .with_min_len(4)
+            .map_init(|| Scratch::new(shape), |s, b| sample(s, b, None))
+            .collect(),
+    };
+    let g_par = want_params
+        .then(|| Tensor::new(&[batch, NUM_PARAMS], rows.into_iter().flatten().collect()));
     (g_img, g_par)
 }
 
@@ -543,7 +735,7 @@ struct AugmentOp<F> {
     inputs: [Var; 2],
     keys: Rc<[SampleKey]>,
     shape: AugmentShape,
-    noise: Vec<Option<Vec<F>>>,
+    noise: BatchNoise<F>,
 }
 
 impl<F: Float> CustomOp<F> for AugmentOp<F> {
@@ -578,6 +770,10 @@ impl<F: Float> Tape<F> {
     /// Records the augmentation of `images` (`[B, C, H, W]`) with per-sample
     /// `params` (`[B, 7]`, see [`Param`]) and noise keys; differentiable in
     /// both inputs (once: see [`CustomOp`]).
+    ///
+    /// Each sample's noise is drawn once here and kept for the backward
+    /// pass: every sample's when the parameters require a gradient (`∂/∂σ`
+    /// needs the noise even where `σ = 0`), else only where `σ > 0`.
     pub fn augment(
         &mut self,
         images: Var,
@@ -585,13 +781,18 @@ impl<F: Float> Tape<F> {
         keys: Rc<[SampleKey]>,
         shape: AugmentShape,
     ) -> Var {
-        let (value, noise) =
-            forward_impl(self.value(images), self.value(params), &keys, &shape, true);
+        let plane_out = shape.channels * shape.out.height as usize * shape.out.width as usize;
+        let all = self.requires_grad(params);
+        let pv = self.value(params);
+        let (eps, drawn) = batch_noise::<F>(&keys, plane_out, |b| {
+            all || pv.data()[b * NUM_PARAMS + Param::Sigma as usize] > F::ZERO
+        });
+        let value = forward_impl(self.value(images), pv, &keys, &shape, &eps);
         let op = AugmentOp {
             inputs: [images, params],
             keys,
             shape,
-            noise,
+            noise: BatchNoise { eps, drawn },
         };
         self.custom(Rc::new(op), value)
     }

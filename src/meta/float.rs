@@ -49,6 +49,10 @@ pub trait Float:
     fn floor(self) -> Self;
     /// `floor(self)` as an integer, saturating (NaN → 0), without a libm call.
     fn floor_i64(self) -> i64;
+    /// `self` as an array index: exact for integral values in
+    /// `[0, 2^30]`, clamped into that range otherwise (NaN → 0). Branch-free,
+    /// so that a loop of it vectorises.
+    fn to_index(self) -> u32;
     /// The larger of two values.
     fn max(self, other: Self) -> Self;
     /// The smaller of two values.
@@ -129,6 +133,14 @@ macro_rules! impl_float {
                 } else {
                     t
                 }
+            }
+            #[inline(always)]
+            fn to_index(self) -> u32 {
+                // `max` turns NaN into 0
+                #[allow(clippy::manual_clamp)]
+                let c = self.max(0.0).min(1_073_741_824.0);
+                // SAFETY: c is in [0, 2^30], within i32's range.
+                unsafe { c.to_int_unchecked::<i32>() as u32 }
             }
             #[inline]
             fn max(self, other: Self) -> Self {
