@@ -2,7 +2,6 @@
 //! no augmentation, the `default` policy, the best of a 16-policy grid
 //! (chosen on validation), and policies learned online by MAML and Reptile.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -10,9 +9,10 @@ use super::relaxed::NUM_PHI;
 use super::rng::SplitMix;
 use super::tensor::Tensor;
 use super::train::{train, ImageSet, MetaConfig, Method, TrainConfig};
+use crate::pack::idx::IdxFile;
 use crate::{Error, Result};
 
-/// Largest IDX file accepted (decompressed), bytes.
+/// Largest IDX payload accepted, bytes.
 const MAX_IDX_BYTES: u64 = 512 << 20;
 
 /// The four IDX files of Fashion-MNIST, decoded.
@@ -24,63 +24,28 @@ pub struct FashionMnist {
     pub test: ImageSet,
 }
 
-fn read_gz(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(file)
-        .take(MAX_IDX_BYTES + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::io(path, e))?;
-    if out.len() as u64 > MAX_IDX_BYTES {
-        return Err(Error::format(
-            path,
-            format!("larger than {MAX_IDX_BYTES} bytes decompressed"),
-        ));
-    }
-    Ok(out)
-}
-
-fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<u32> {
-    bytes
-        .get(at..at + 4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| Error::format(path, "truncated IDX header"))
-}
-
-/// Parses an IDX file of unsigned bytes with `dims` dimensions: returns the
-/// dimensions and the payload.
-pub fn parse_idx<'a>(bytes: &'a [u8], dims: usize, path: &Path) -> Result<(Vec<usize>, &'a [u8])> {
-    let magic = be_u32(bytes, 0, path)?;
-    if magic != 0x0800 + dims as u32 {
-        return Err(Error::format(
-            path,
-            format!("IDX magic {magic:#010x}, expected u8 data with {dims} dimensions"),
-        ));
-    }
-    let mut shape = Vec::with_capacity(dims);
-    let mut total: usize = 1;
-    for d in 0..dims {
-        let n = be_u32(bytes, 4 + 4 * d, path)? as usize;
-        total = total
-            .checked_mul(n)
-            .ok_or_else(|| Error::format(path, "IDX dimensions overflow"))?;
-        shape.push(n);
-    }
-    let start = 4 + 4 * dims;
-    let payload = bytes
-        .get(start..)
-        .filter(|p| p.len() == total)
-        .ok_or_else(|| Error::format(path, format!("IDX payload is not {total} bytes")))?;
-    Ok((shape, payload))
+/// Reads the whole payload of an IDX file (gzip or plain) through
+/// [`IdxFile`], bounded by [`MAX_IDX_BYTES`].
+fn read_idx(path: &Path, rank: u8) -> Result<(Vec<usize>, Vec<u8>)> {
+    let mut file = IdxFile::open(path, rank)?;
+    let dims: Vec<usize> = file.dims.iter().map(|&d| d as usize).collect();
+    let total = file
+        .dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))
+        .filter(|&t| t <= MAX_IDX_BYTES)
+        .ok_or_else(|| Error::format(path, format!("IDX payload over {MAX_IDX_BYTES} bytes")))?;
+    let mut payload = Vec::new();
+    file.read_item(&mut payload, total, 0)?;
+    file.expect_end()?;
+    Ok((dims, payload))
 }
 
 fn load_pair(dir: &Path, images: &str, labels: &str) -> Result<ImageSet> {
     let ip = dir.join(images);
     let lp = dir.join(labels);
-    let ib = read_gz(&ip)?;
-    let lb = read_gz(&lp)?;
-    let (ishape, ipix) = parse_idx(&ib, 3, &ip)?;
-    let (lshape, lab) = parse_idx(&lb, 1, &lp)?;
+    let (ishape, ipix) = read_idx(&ip, 3)?;
+    let (lshape, lab) = read_idx(&lp, 1)?;
     if ishape[0] != lshape[0] {
         return Err(Error::format(
             &lp,
@@ -430,21 +395,6 @@ pub fn write_section(path: &Path, title: &str, body: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn idx_rejects_bad_headers() {
-        let p = Path::new("x");
-        assert!(parse_idx(&[0, 0, 8, 3], 3, p).is_err());
-        assert!(parse_idx(&[0, 0, 8, 1, 0, 0, 0, 2, 7], 1, p).is_err());
-        let (shape, payload) = parse_idx(&[0, 0, 8, 1, 0, 0, 0, 2, 7, 9], 1, p).expect("valid");
-        assert_eq!((shape, payload), (vec![2], &[7u8, 9][..]));
-        assert!(parse_idx(
-            &[0, 0, 8, 3, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255],
-            3,
-            p
-        )
-        .is_err());
-    }
 
     #[test]
     fn default_phi_has_the_contract_values() {

@@ -106,18 +106,14 @@ pub fn physical(phi: &[f64; NUM_PHI], gates: [f64; 4], u: &[f32; NUM_DRAWS]) -> 
     [area, aspect, cx, cy, angle, gf, sigma]
 }
 
-/// Hard mode (loader semantics): op k applies when `u_gate < sigmoid(logit)`.
+/// Hard mode (loader semantics): op k applies when `u_gate < sigmoid(logit)`;
+/// the loader's own [`Policy::hard_params`](crate::policy::Policy::hard_params).
 pub fn hard_params(phi: &[f32; NUM_PHI], u: &[f32; NUM_DRAWS]) -> SampleParams {
-    let phi = phi.map(|v| v as f64);
-    let gates = GATES.map(|(k, d)| {
-        if (u[d] as f64) < sigmoid(phi[k]) {
-            1.0
-        } else {
-            0.0
-        }
-    });
-    let p = physical(&phi, gates, u).map(|v| v as f32);
-    super::augment::sample_params(&p)
+    crate::policy::Policy {
+        phi: *phi,
+        tau: crate::policy::DEFAULT_TAU,
+    }
+    .hard_params(u)
 }
 
 /// Relaxed gates `sigmoid((logit + ln(1 − u) − ln u) / τ)` for crop, rotate,

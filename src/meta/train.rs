@@ -17,14 +17,19 @@
 
 use std::rc::Rc;
 
+use rayon::prelude::*;
+
 use super::augment::{augment_forward, params_row, AugmentShape, SampleKey, NUM_PARAMS};
 use super::bilevel::{Adam, Inner, TrainBatch, ValBatch};
 use super::maml;
 use super::mlp::{Activation, Mlp};
-use super::relaxed::{draws, hard_params, NUM_PHI};
+use super::relaxed::{draws, NUM_PHI};
 use super::reptile;
 use super::rng::SplitMix;
 use super::tensor::Tensor;
+use crate::decode::ImageView;
+use crate::ops::{augment_into, DType, Layout, OutputSpec};
+use crate::policy::Policy;
 
 /// A labelled image set in `[0, 1]`, `[N, C, H, W]`.
 #[derive(Clone, Debug)]
@@ -216,7 +221,46 @@ fn never_applies(phi: &[f64; NUM_PHI]) -> bool {
     [0, 2, 4, 5].iter().all(|&k| phi[k] == f64::NEG_INFINITY)
 }
 
+/// The loader's policy for φ (hard mode does not use τ).
+fn hard_policy(phi: &[f64; NUM_PHI]) -> Policy {
+    Policy {
+        phi: phi.map(|v| v as f32),
+        tau: crate::policy::DEFAULT_TAU,
+    }
+}
+
+/// Images `[N, C, H, W]` whose every value is a byte / 255 (as loaded
+/// images are), as the loader's sources: `[N, H, W, C]` bytes. `None` when
+/// some value is not on that grid.
+pub fn image_bytes(images: &Tensor<f32>) -> Option<Vec<u8>> {
+    let s = images.shape();
+    if s.len() != 4 {
+        return None;
+    }
+    let (c, hw) = (s[1], s[2] * s[3]);
+    let mut out = vec![0u8; images.len()];
+    for (src, dst) in images.data().chunks(c * hw).zip(out.chunks_mut(c * hw)) {
+        for (ch, plane) in src.chunks(hw).enumerate() {
+            for (k, &v) in plane.iter().enumerate() {
+                let q = (v * 255.0).round();
+                if !(0.0..=255.0).contains(&q) || q as u8 as f32 / 255.0 != v {
+                    return None;
+                }
+                dst[k * c + ch] = q as u8;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Hard-mode augmentation of a batch (loader semantics) to `[n, D]`.
+///
+/// One source of truth with the loader: parameters from
+/// [`Policy::hard_params`](crate::policy::Policy::hard_params) on the
+/// sample's draws and, for images of bytes / 255, the loader's own
+/// [`augment_into`] (f32 output, mean 0, std 1), samples in parallel.
+/// Other images go through the meta node's forward, the same formulas on
+/// f32 pixels.
 pub fn augment_hard(
     images: &Tensor<f32>,
     keys: &[SampleKey],
@@ -228,18 +272,69 @@ pub fn augment_hard(
     if never_applies(phi) {
         return images.clone().reshape(&[n, d]);
     }
-    let phi32 = phi.map(|v| v as f32);
-    let mut params = Vec::with_capacity(n * NUM_PARAMS);
-    for k in keys {
-        params.extend(params_row(&hard_params(
-            &phi32,
-            &draws(k.seed, k.epoch, k.sample),
-        )));
+    match image_bytes(images) {
+        Some(bytes) => {
+            let rows: Vec<usize> = (0..n).collect();
+            augment_hard_bytes(&bytes, &rows, keys, phi, shape)
+        }
+        None => {
+            let policy = hard_policy(phi);
+            let params: Vec<f32> = keys
+                .iter()
+                .flat_map(|k| params_row(&policy.sample_hard(k.seed, k.epoch, k.sample)))
+                .collect();
+            let params = Tensor::new(&[n, NUM_PARAMS], params);
+            let out = augment_forward(images, &params, keys, shape);
+            let d_out = out.len() / n.max(1);
+            out.reshape(&[n, d_out])
+        }
     }
-    let params = Tensor::new(&[n, NUM_PARAMS], params);
-    let out = augment_forward(images, &params, keys, shape);
-    let d_out = out.len() / n.max(1);
-    out.reshape(&[n, d_out])
+}
+
+/// [`augment_hard`] of rows `rows` of the `[N, H, W, C]` source bytes
+/// (from [`image_bytes`]), with the loader's [`augment_into`].
+pub fn augment_hard_bytes(
+    bytes: &[u8],
+    rows: &[usize],
+    keys: &[SampleKey],
+    phi: &[f64; NUM_PHI],
+    shape: &AugmentShape,
+) -> Tensor<f32> {
+    assert_eq!(rows.len(), keys.len(), "one key per row");
+    let (c, src) = (shape.channels, shape.src);
+    let plane_in = c * src.height as usize * src.width as usize;
+    let spec = OutputSpec {
+        size: shape.out,
+        channels: c as u32,
+        dtype: DType::F32,
+        layout: Layout::Nchw,
+        mean: vec![0.0; c],
+        std: vec![1.0; c],
+    };
+    let d_out = spec.sample_elements();
+    let n = rows.len();
+    let mut out = vec![0f32; n * d_out];
+    let policy = hard_policy(phi);
+    if d_out > 0 {
+        out.par_chunks_mut(d_out)
+            .zip(rows.par_iter().zip(keys))
+            .with_min_len(8)
+            .for_each(|(o, (&r, k))| {
+                let view = ImageView {
+                    height: src.height,
+                    width: src.width,
+                    channels: c as u32,
+                    data: &bytes[r * plane_in..(r + 1) * plane_in],
+                };
+                let params = policy.sample_hard(k.seed, k.epoch, k.sample);
+                augment_into(view, &params, k.noise(), &spec, bytemuck::cast_slice_mut(o));
+                // augment_into writes little-endian f32
+                for v in o.iter_mut() {
+                    *v = f32::from_bits(u32::from_le(v.to_bits()));
+                }
+            });
+    }
+    Tensor::new(&[n, d_out], out)
 }
 
 /// Trains an MLP on `train` for `cfg.steps` steps, with the fixed policy
@@ -272,6 +367,8 @@ pub fn train(
     let mut rng = SplitMix::new(cfg.seed ^ 0xA11CE);
     let val_flat = val.flat();
     let lr = cfg.lr as f32;
+    // the loader's sources for hard mode, converted once
+    let bytes = image_bytes(&train.images);
     for step in 0..cfg.steps {
         let (idx, epoch) = batches.next(cfg.batch);
         let (images, labels) = train.gather(&idx);
@@ -328,7 +425,10 @@ pub fn train(
                 continue; // the Reptile step trained the weights
             }
         }
-        let x = augment_hard(&images, &ks, &phi, &shape);
+        let x = match &bytes {
+            Some(b) if !never_applies(&phi) => augment_hard_bytes(b, &idx, &ks, &phi, &shape),
+            _ => augment_hard(&images, &ks, &phi, &shape),
+        };
         model.sgd_step(&x, &labels, lr);
     }
     Trained {
