@@ -340,3 +340,59 @@ fn fashion_mnist_loads_from_shared_data() {
     assert!(d.test.labels.iter().all(|&l| l < 10));
     assert!(load_fashion_mnist("/nonexistent").is_err());
 }
+
+#[test]
+fn large_batches_spread_over_threads_give_the_per_sample_results() {
+    use metaug::meta::augment::{augment_vjp, PARALLEL_MIN_ELEMENTS};
+    let (c, side) = (3usize, 160u32);
+    let b = 16;
+    let plane = c * (side * side) as usize;
+    assert!(b * plane >= PARALLEL_MIN_ELEMENTS);
+    let mut rng = SplitMix::new(12);
+    let images: Vec<f32> = (0..b * plane).map(|_| rng.uniform() as f32).collect();
+    let policy = metaug::policy::Policy::default_policy();
+    let keys: Vec<SampleKey> = (0..b as u64)
+        .map(|s| SampleKey {
+            seed: 2,
+            epoch: 1,
+            sample: s,
+        })
+        .collect();
+    let rows: Vec<f32> = keys
+        .iter()
+        .flat_map(|k| params_row(&policy.sample_hard(k.seed, k.epoch, k.sample)))
+        .collect();
+    let shape = AugmentShape {
+        channels: c,
+        src: Size::new(side, side),
+        out: Size::new(side, side),
+    };
+    let s = side as usize;
+    let x = Tensor::new(&[b, c, s, s], images.clone());
+    let p = Tensor::new(&[b, 7], rows.clone());
+    let y = augment_forward(&x, &p, &keys, &shape);
+    let gy = Tensor::new(
+        &[b, c, s, s],
+        (0..b * plane).map(|_| rng.uniform() as f32 - 0.5).collect(),
+    );
+    let (gi, gp) = augment_vjp(&x, &p, &keys, &shape, &gy, true, true);
+    let (gi, gp) = (gi.expect("image gradient"), gp.expect("parameter gradient"));
+    for k in 0..b {
+        let one = |t: &[f32], n: usize| t[k * n..(k + 1) * n].to_vec();
+        let xk = Tensor::new(&[1, c, s, s], one(&images, plane));
+        let pk = Tensor::new(&[1, 7], one(&rows, 7));
+        let yk = augment_forward(&xk, &pk, &keys[k..k + 1], &shape);
+        assert_eq!(
+            yk.data(),
+            &y.data()[k * plane..(k + 1) * plane],
+            "forward {k}"
+        );
+        let gyk = Tensor::new(&[1, c, s, s], one(gy.data(), plane));
+        let (gik, gpk) = augment_vjp(&xk, &pk, &keys[k..k + 1], &shape, &gyk, true, true);
+        assert_eq!(
+            gik.expect("image").data(),
+            &gi.data()[k * plane..(k + 1) * plane]
+        );
+        assert_eq!(gpk.expect("params").data(), &gp.data()[k * 7..(k + 1) * 7]);
+    }
+}

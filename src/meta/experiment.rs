@@ -228,6 +228,16 @@ pub fn phi_init() -> [f64; NUM_PHI] {
     ]
 }
 
+/// A "little augmentation" start: every op at probability 0.1 with the
+/// default policy's magnitudes.
+pub fn phi_little() -> [f64; NUM_PHI] {
+    let mut phi = phi_default();
+    for k in [0, 2, 4, 5] {
+        phi[k] = logit(0.1);
+    }
+    phi
+}
+
 /// The results of one method over the seeds.
 #[derive(Clone, Debug)]
 pub struct MethodResult {

@@ -17,8 +17,6 @@
 
 use std::rc::Rc;
 
-use rayon::prelude::*;
-
 use super::augment::{augment_forward, params_row, AugmentShape, SampleKey, NUM_PARAMS};
 use super::bilevel::{Adam, Inner, TrainBatch, ValBatch};
 use super::maml;
@@ -258,7 +256,8 @@ pub fn image_bytes(images: &Tensor<f32>) -> Option<Vec<u8>> {
 /// One source of truth with the loader: parameters from
 /// [`Policy::hard_params`](crate::policy::Policy::hard_params) on the
 /// sample's draws and, for images of bytes / 255, the loader's own
-/// [`augment_into`] (f32 output, mean 0, std 1), samples in parallel.
+/// [`augment_into`] (f32 output, mean 0, std 1); large batches spread
+/// over threads (see [`PARALLEL_MIN_ELEMENTS`](super::augment::PARALLEL_MIN_ELEMENTS)).
 /// Other images go through the meta node's forward, the same formulas on
 /// f32 pixels.
 pub fn augment_hard(
@@ -315,25 +314,28 @@ pub fn augment_hard_bytes(
     let n = rows.len();
     let mut out = vec![0f32; n * d_out];
     let policy = hard_policy(phi);
-    if d_out > 0 {
-        out.par_chunks_mut(d_out)
-            .zip(rows.par_iter().zip(keys))
-            .with_min_len(8)
-            .for_each(|(o, (&r, k))| {
-                let view = ImageView {
-                    height: src.height,
-                    width: src.width,
-                    channels: c as u32,
-                    data: &bytes[r * plane_in..(r + 1) * plane_in],
-                };
-                let params = policy.sample_hard(k.seed, k.epoch, k.sample);
-                augment_into(view, &params, k.noise(), &spec, bytemuck::cast_slice_mut(o));
-                // augment_into writes little-endian f32
-                for v in o.iter_mut() {
-                    *v = f32::from_bits(u32::from_le(v.to_bits()));
-                }
-            });
-    }
+    let parallel = out.len() >= super::augment::PARALLEL_MIN_ELEMENTS;
+    super::augment::for_each_chunk(
+        &mut out,
+        d_out,
+        parallel,
+        || (),
+        |_, b, o| {
+            let (r, k) = (rows[b], &keys[b]);
+            let view = ImageView {
+                height: src.height,
+                width: src.width,
+                channels: c as u32,
+                data: &bytes[r * plane_in..(r + 1) * plane_in],
+            };
+            let params = policy.sample_hard(k.seed, k.epoch, k.sample);
+            augment_into(view, &params, k.noise(), &spec, bytemuck::cast_slice_mut(o));
+            // augment_into writes little-endian f32
+            for v in o.iter_mut() {
+                *v = f32::from_bits(u32::from_le(v.to_bits()));
+            }
+        },
+    );
     Tensor::new(&[n, d_out], out)
 }
 
