@@ -1,1 +1,543 @@
-//! decode (under construction).
+//! Records to pixels: JPEG and PNG through the `image` crate with limits,
+//! raw pixels borrowed without a copy, grey ↔ RGB conversion.
+//!
+//! Every image is untrusted: its header is read and checked against
+//! [`DecodeLimits`] and against the shape the record declares *before* any
+//! pixel buffer is allocated, so an image that declares 100000 × 100000
+//! pixels is a clear error, not an allocation.
+//!
+//! Pixels come out as HWC `u8` with 1 (grey) or 3 (RGB) channels:
+//! - 16-bit PNG samples are reduced to 8 bits as `(v + 128) / 257` (as `image` does);
+//! - an alpha channel is dropped (not composited);
+//! - grey → RGB replicates the value;
+//! - RGB → grey uses the integer luma of `image` (`DynamicImage::to_luma8`):
+//!   `(2126·R + 7152·G + 722·B) / 10000`, truncated. These are the sRGB /
+//!   ITU-R BT.709 weights that `image` 0.25 uses (not BT.601's 299/587/114).
+//!
+//! [`decode_into`] writes into a caller-owned `Vec<u8>` that can be reused
+//! from record to record; conversions happen in place in that buffer, so a
+//! decode thread allocates nothing once its buffer has grown.
+
+use std::io::Cursor;
+
+use image::codecs::jpeg::JpegDecoder;
+use image::codecs::png::PngDecoder;
+use image::{ColorType, ImageDecoder};
+
+use crate::ops::Size;
+use crate::{Error, Result};
+
+pub use crate::shard::Encoding;
+use crate::shard::Record;
+
+/// Bounds on what a decoder may accept and allocate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest accepted width, in pixels.
+    pub max_width: u32,
+    /// Largest accepted height, in pixels.
+    pub max_height: u32,
+    /// Largest pixel buffer a decode may allocate, in bytes.
+    pub max_alloc: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 16384 × 16384 pixels and 512 MiB per image.
+    fn default() -> Self {
+        DecodeLimits {
+            max_width: 16_384,
+            max_height: 16_384,
+            max_alloc: 512 << 20,
+        }
+    }
+}
+
+impl DecodeLimits {
+    fn check_dimensions(&self, height: u32, width: u32) -> Result<()> {
+        if width > self.max_width || height > self.max_height {
+            return Err(Error::Decode(format!(
+                "image declares {height}x{width} pixels (height x width), over the limit of {}x{}",
+                self.max_height, self.max_width
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_alloc(&self, bytes: u64) -> Result<()> {
+        if bytes > self.max_alloc {
+            return Err(Error::Decode(format!(
+                "image needs {bytes} bytes of pixels, over the limit of {} bytes",
+                self.max_alloc
+            )));
+        }
+        Ok(())
+    }
+
+    fn to_image(self) -> image::Limits {
+        let mut l = image::Limits::no_limits();
+        l.max_image_width = Some(self.max_width);
+        l.max_image_height = Some(self.max_height);
+        l.max_alloc = Some(self.max_alloc);
+        l
+    }
+}
+
+/// A borrowed HWC `u8` image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageView<'a> {
+    /// Rows.
+    pub height: u32,
+    /// Columns.
+    pub width: u32,
+    /// Channels per pixel (1 or 3 for decoded images).
+    pub channels: u32,
+    /// `height × width × channels` bytes, row-major, channels interleaved.
+    pub data: &'a [u8],
+}
+
+impl<'a> ImageView<'a> {
+    /// A view, checked: `data.len()` must be `height × width × channels`.
+    pub fn new(height: u32, width: u32, channels: u32, data: &'a [u8]) -> Result<Self> {
+        let need = pixel_bytes(height, width, channels)?;
+        if data.len() as u64 != need {
+            return Err(Error::invalid(
+                "image",
+                format!(
+                    "{} bytes for {height}x{width}x{channels} pixels (expected {need})",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(ImageView {
+            height,
+            width,
+            channels,
+            data,
+        })
+    }
+
+    /// Height and width.
+    pub fn size(&self) -> Size {
+        Size::new(self.height, self.width)
+    }
+}
+
+/// Decoded pixels: borrowed from the record when no work was needed, owned
+/// otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pixels<'a> {
+    /// Raw pixels borrowed from the record (no copy).
+    Borrowed(ImageView<'a>),
+    /// Decoded or converted pixels.
+    Owned {
+        /// Rows.
+        height: u32,
+        /// Columns.
+        width: u32,
+        /// Channels per pixel.
+        channels: u32,
+        /// `height × width × channels` bytes, HWC.
+        data: Vec<u8>,
+    },
+}
+
+impl Pixels<'_> {
+    /// A view of the pixels.
+    pub fn view(&self) -> ImageView<'_> {
+        match self {
+            Pixels::Borrowed(v) => *v,
+            Pixels::Owned {
+                height,
+                width,
+                channels,
+                data,
+            } => ImageView {
+                height: *height,
+                width: *width,
+                channels: *channels,
+                data,
+            },
+        }
+    }
+
+    /// Whether the pixels are borrowed from the record (no copy was made).
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self, Pixels::Borrowed(_))
+    }
+
+    /// The pixels, copied if they were borrowed.
+    pub fn into_owned(self) -> Pixels<'static> {
+        match self {
+            Pixels::Borrowed(v) => Pixels::Owned {
+                height: v.height,
+                width: v.width,
+                channels: v.channels,
+                data: v.data.to_vec(),
+            },
+            Pixels::Owned {
+                height,
+                width,
+                channels,
+                data,
+            } => Pixels::Owned {
+                height,
+                width,
+                channels,
+                data,
+            },
+        }
+    }
+}
+
+/// Guesses the encoding of a file from its first bytes (PNG or JPEG
+/// signature); `None` for anything else.
+pub fn sniff(bytes: &[u8]) -> Option<Encoding> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Encoding::Png)
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Encoding::Jpeg)
+    } else {
+        None
+    }
+}
+
+/// Reads only the header of a PNG or JPEG: `[height, width, channels]`,
+/// where `channels` counts colour channels (1 grey, 3 RGB; alpha excluded).
+/// Dimensions are checked against `limits`. Raw payloads have no header.
+pub fn probe_bytes(bytes: &[u8], encoding: Encoding, limits: &DecodeLimits) -> Result<[u32; 3]> {
+    let header = match encoding {
+        Encoding::Raw => {
+            return Err(Error::Decode(
+                "a raw payload has no header to probe".to_string(),
+            ))
+        }
+        Encoding::Png => Header::of(&png_decoder(bytes, limits)?)?,
+        Encoding::Jpeg => Header::of(&jpeg_decoder(bytes, limits)?)?,
+    };
+    Ok([header.height, header.width, header.color_channels])
+}
+
+/// Decodes one shard record to `channels` (1 or 3) channels: raw records
+/// whose channels match are borrowed from the shard (no copy). Errors name
+/// what is wrong with the payload; the caller adds the shard and record.
+pub fn decode<'a>(record: &Record<'a>, channels: u32, limits: &DecodeLimits) -> Result<Pixels<'a>> {
+    decode_bytes(
+        record.bytes,
+        record.encoding,
+        record.shape,
+        channels,
+        limits,
+    )
+}
+
+/// Decodes one payload to `channels` (1 or 3) channels, checking that the
+/// image is `shape = [height, width, channels]` as the record declares.
+///
+/// Raw payloads whose declared channels equal `channels` are borrowed (no
+/// copy); everything else is decoded or converted into a new buffer (see
+/// [`decode_into`] to reuse one).
+pub fn decode_bytes<'a>(
+    bytes: &'a [u8],
+    encoding: Encoding,
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+) -> Result<Pixels<'a>> {
+    if encoding == Encoding::Raw && shape[2] == channels {
+        return Ok(Pixels::Borrowed(raw_view(bytes, shape, channels, limits)?));
+    }
+    let mut data = Vec::new();
+    let v = decode_into(bytes, encoding, shape, channels, limits, &mut data)?;
+    let (height, width, channels) = (v.height, v.width, v.channels);
+    Ok(Pixels::Owned {
+        height,
+        width,
+        channels,
+        data,
+    })
+}
+
+/// Like [`decode_bytes`], decoding into `buf` (cleared and grown as needed,
+/// never shrunk) and returning a view of the pixels: of `bytes` itself for a
+/// raw payload with matching channels, else of `buf`.
+///
+/// The declared `shape` is `[height, width, channels]`; for PNG and JPEG the
+/// channels may count the alpha channel or not (it is dropped either way).
+pub fn decode_into<'a>(
+    bytes: &'a [u8],
+    encoding: Encoding,
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+    buf: &'a mut Vec<u8>,
+) -> Result<ImageView<'a>> {
+    check_channels(channels)?;
+    let [height, width, declared] = shape;
+    let (header, decoder) = match encoding {
+        Encoding::Raw => {
+            let v = raw_view(bytes, shape, declared, limits)?;
+            if declared == channels {
+                return Ok(v);
+            }
+            let header = Header {
+                height,
+                width,
+                color_channels: declared,
+                samples: declared,
+                bytes_per_sample: 1,
+            };
+            (header, Source::Raw(v.data))
+        }
+        Encoding::Png => {
+            let d = png_decoder(bytes, limits)?;
+            (Header::of(&d)?, Source::Png(d))
+        }
+        Encoding::Jpeg => {
+            let d = jpeg_decoder(bytes, limits)?;
+            (Header::of(&d)?, Source::Jpeg(d))
+        }
+    };
+    if header.height != height
+        || header.width != width
+        || (declared != header.color_channels && declared != header.samples)
+    {
+        return Err(Error::Decode(format!(
+            "image is {}x{}x{} (height x width x channels) but the record declares {height}x{width}x{declared}",
+            header.height, header.width, header.color_channels
+        )));
+    }
+    let native = header.bytes()?;
+    let wanted = pixel_bytes(height, width, channels)?;
+    limits.check_alloc(native.max(wanted))?;
+    let len = usize::try_from(native.max(wanted))
+        .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
+    buf.clear();
+    buf.resize(len, 0);
+    let native = native as usize;
+    match decoder {
+        Source::Raw(data) => buf[..native].copy_from_slice(data),
+        Source::Png(d) => d
+            .read_image(&mut buf[..native])
+            .map_err(|e| Error::Decode(format!("png: {e}")))?,
+        Source::Jpeg(d) => d
+            .read_image(&mut buf[..native])
+            .map_err(|e| Error::Decode(format!("jpeg: {e}")))?,
+    }
+    convert_in_place(buf, &header, channels);
+    buf.truncate(wanted as usize);
+    Ok(ImageView {
+        height,
+        width,
+        channels,
+        data: buf,
+    })
+}
+
+enum Source<'a> {
+    Raw(&'a [u8]),
+    Png(PngDecoder<Cursor<&'a [u8]>>),
+    Jpeg(JpegDecoder<Cursor<&'a [u8]>>),
+}
+
+/// What the header says about the pixels the decoder will produce.
+struct Header {
+    height: u32,
+    width: u32,
+    /// 1 (grey) or 3 (RGB).
+    color_channels: u32,
+    /// Samples per pixel, alpha included.
+    samples: u32,
+    /// 1 or 2 (16-bit, native-endian after `read_image`).
+    bytes_per_sample: u32,
+}
+
+impl Header {
+    fn of(d: &impl ImageDecoder) -> Result<Header> {
+        let (width, height) = d.dimensions();
+        let (color_channels, samples, bytes_per_sample) = match d.color_type() {
+            ColorType::L8 => (1, 1, 1),
+            ColorType::La8 => (1, 2, 1),
+            ColorType::Rgb8 => (3, 3, 1),
+            ColorType::Rgba8 => (3, 4, 1),
+            ColorType::L16 => (1, 1, 2),
+            ColorType::La16 => (1, 2, 2),
+            ColorType::Rgb16 => (3, 3, 2),
+            ColorType::Rgba16 => (3, 4, 2),
+            other => return Err(Error::Decode(format!("unsupported colour type {other:?}"))),
+        };
+        Ok(Header {
+            height,
+            width,
+            color_channels,
+            samples,
+            bytes_per_sample,
+        })
+    }
+
+    fn bytes(&self) -> Result<u64> {
+        pixel_bytes(self.height, self.width, self.samples)?
+            .checked_mul(self.bytes_per_sample as u64)
+            .ok_or_else(|| Error::Decode("image size overflows".to_string()))
+    }
+}
+
+fn pixel_bytes(height: u32, width: u32, channels: u32) -> Result<u64> {
+    (height as u64)
+        .checked_mul(width as u64)
+        .and_then(|n| n.checked_mul(channels as u64))
+        .ok_or_else(|| Error::Decode("image size overflows".to_string()))
+}
+
+fn check_channels(channels: u32) -> Result<()> {
+    if channels != 1 && channels != 3 {
+        return Err(Error::invalid(
+            "channels",
+            format!("{channels} (expected 1 or 3)"),
+        ));
+    }
+    Ok(())
+}
+
+fn raw_view<'a>(
+    bytes: &'a [u8],
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+) -> Result<ImageView<'a>> {
+    check_channels(channels)?;
+    let [height, width, declared] = shape;
+    if declared != 1 && declared != 3 {
+        return Err(Error::Decode(format!(
+            "raw record declares {declared} channels (expected 1 or 3)"
+        )));
+    }
+    limits.check_dimensions(height, width)?;
+    let need = pixel_bytes(height, width, declared)?;
+    if bytes.len() as u64 != need {
+        return Err(Error::Decode(format!(
+            "raw record has {} bytes but its shape {height}x{width}x{declared} needs {need}",
+            bytes.len()
+        )));
+    }
+    Ok(ImageView {
+        height,
+        width,
+        channels: declared,
+        data: bytes,
+    })
+}
+
+fn png_decoder<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<PngDecoder<Cursor<&'a [u8]>>> {
+    // `with_limits` checks the dimensions from IHDR before anything is
+    // allocated, and bounds the png crate's own buffers by `max_alloc`.
+    PngDecoder::with_limits(Cursor::new(bytes), limits.to_image())
+        .map_err(|e| Error::Decode(format!("png: {e}")))
+}
+
+fn jpeg_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<JpegDecoder<Cursor<&'a [u8]>>> {
+    let mut d =
+        JpegDecoder::new(Cursor::new(bytes)).map_err(|e| Error::Decode(format!("jpeg: {e}")))?;
+    let (width, height) = d.dimensions();
+    limits.check_dimensions(height, width)?;
+    d.set_limits(limits.to_image())
+        .map_err(|e| Error::Decode(format!("jpeg: {e}")))?;
+    Ok(d)
+}
+
+/// `image`'s integer luma (sRGB / BT.709 weights, truncating division).
+#[inline]
+fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((2126 * r as u32 + 7152 * g as u32 + 722 * b as u32) / 10_000) as u8
+}
+
+/// Turns the decoder's native pixels at the start of `buf` into `channels`
+/// 8-bit channels at the start of `buf`. `buf` holds at least
+/// `max(native bytes, output bytes)`.
+fn convert_in_place(buf: &mut [u8], h: &Header, channels: u32) {
+    let n = h.height as usize * h.width as usize;
+    let sc = h.samples as usize;
+    if h.bytes_per_sample == 2 {
+        // Forward: byte k is written after bytes 2k, 2k+1 were read.
+        for k in 0..n * sc {
+            let v = u16::from_ne_bytes([buf[2 * k], buf[2 * k + 1]]);
+            buf[k] = ((v as u32 + 128) / 257) as u8;
+        }
+    }
+    let (cc, tc) = (h.color_channels as usize, channels as usize);
+    if sc == tc {
+        return; // same samples per pixel: grey -> grey or RGB -> RGB
+    }
+    let px = |buf: &[u8], p: usize| -> [u8; 3] {
+        let s = &buf[p * sc..p * sc + cc];
+        if cc == 1 {
+            [s[0]; 3]
+        } else {
+            [s[0], s[1], s[2]]
+        }
+    };
+    let put = |buf: &mut [u8], p: usize, rgb: [u8; 3]| {
+        if tc == 1 {
+            buf[p] = if cc == 1 {
+                rgb[0]
+            } else {
+                luma(rgb[0], rgb[1], rgb[2])
+            };
+        } else {
+            buf[p * 3..p * 3 + 3].copy_from_slice(&rgb);
+        }
+    };
+    if tc < sc {
+        // Shrinking: front to back never overwrites an unread pixel.
+        for p in 0..n {
+            let rgb = px(buf, p);
+            put(buf, p, rgb);
+        }
+    } else {
+        // Growing: back to front.
+        for p in (0..n).rev() {
+            let rgb = px(buf, p);
+            put(buf, p, rgb);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_is_borrowed_when_channels_match() {
+        let data: Vec<u8> = (0..12).collect();
+        let p = decode_bytes(&data, Encoding::Raw, [2, 2, 3], 3, &DecodeLimits::default()).unwrap();
+        assert!(p.is_borrowed());
+        assert_eq!(p.view().data.as_ptr(), data.as_ptr());
+        let g = decode_bytes(&data, Encoding::Raw, [2, 2, 3], 1, &DecodeLimits::default()).unwrap();
+        assert!(!g.is_borrowed());
+        assert_eq!(
+            g.view().data,
+            &[luma(0, 1, 2), luma(3, 4, 5), luma(6, 7, 8), luma(9, 10, 11)]
+        );
+        let rgb = decode_bytes(
+            &data[..4],
+            Encoding::Raw,
+            [2, 2, 1],
+            3,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(rgb.view().data, &[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn raw_length_and_shape_are_checked() {
+        let l = DecodeLimits::default();
+        let data = [0u8; 12];
+        assert!(decode_bytes(&data, Encoding::Raw, [2, 2, 1], 1, &l).is_err());
+        assert!(decode_bytes(&data, Encoding::Raw, [2, 3, 2], 1, &l).is_err());
+        assert!(decode_bytes(&data, Encoding::Raw, [u32::MAX, u32::MAX, 3], 3, &l).is_err());
+        assert!(decode_bytes(&data, Encoding::Raw, [2, 2, 3], 2, &l).is_err());
+    }
+}

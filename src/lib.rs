@@ -19,7 +19,8 @@
 //! - [`loader`]: the prefetching [`Loader`] a training loop iterates;
 //! - [`cuda`]: device discovery, NVRTC kernels and the GPU augmentation path;
 //! - [`meta`]: the hand-written autodiff engine and MAML / Reptile policy learning;
-//! - [`precompute`]: augmented shards written offline.
+//! - [`precompute`]: augmented shards written offline;
+//! - [`preview`]: a PNG grid of what a policy does.
 #![deny(missing_docs)]
 
 pub mod cuda;
@@ -31,6 +32,7 @@ pub mod ops;
 pub mod pack;
 pub mod policy;
 pub mod precompute;
+pub mod preview;
 pub mod shard;
 
 pub use error::{Error, Result};

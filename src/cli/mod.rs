@@ -1,6 +1,7 @@
 //! One file per subcommand: clap arguments in, library calls out.
 
 pub mod apply;
+pub mod args;
 pub mod demo;
 pub mod experiment;
 pub mod gradcheck;

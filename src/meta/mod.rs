@@ -1,1 +1,53 @@
-//! The meta-gradient engine: reverse-mode autodiff tape, MLP, MAML and Reptile.
+//! The meta-gradient engine: a small reverse-mode autodiff tape, the relaxed
+//! augmentation as a differentiable node, an MLP, and MAML / Reptile policy
+//! learning, online beside training.
+//!
+//! - [`float`], [`tensor`], [`tape`] (+ the ops' forward and backward rules):
+//!   the engine; [`Tape::grad`] with `create_graph` records the backward pass
+//!   so it can be differentiated again (double backward);
+//! - [`augment`]: CONTRACT.md's augmentation as a node, with its
+//!   vector-Jacobian product to the images and to every sample's physical
+//!   parameters (through the 6 affine coefficients);
+//! - [`relaxed`]: φ and the Philox draws to per-sample parameters, hard and
+//!   relaxed mode, with the relaxed map's Jacobian;
+//! - [`mlp`]: the task model; [`bilevel`]: the bilevel problem and Adam;
+//! - [`maml`]: the exact second-order hypergradient through k unrolled steps;
+//! - [`reptile`]: the first-order estimate (finite-difference mixed term);
+//! - [`train`]: online training with a fixed or a learning policy;
+//! - [`learn`], [`plot`]: [`learn_policy`] and the PNG of φ over the steps;
+//! - [`experiment`]: Fashion-MNIST, no-aug vs default vs grid vs learned;
+//! - [`gradcheck`]: finite-difference checks of all of the above.
+//!
+//! ```
+//! use metaug::meta::{Tape, Tensor};
+//! let mut t = Tape::<f64>::new();
+//! let x = t.param(Tensor::new(&[2], vec![1.0, 2.0]));
+//! let y = t.dot(x, x); // |x|²
+//! let g = t.grad(y, &[x], true); // 2x, itself differentiable
+//! let s = t.sum(g[0]);
+//! let h = t.grad(s, &[x], false); // ∇ Σ 2x = [2, 2]
+//! assert_eq!(t.value(h[0]).data(), &[2.0, 2.0]);
+//! ```
+
+pub mod augment;
+pub mod bilevel;
+pub mod experiment;
+pub mod float;
+pub mod gradcheck;
+pub mod learn;
+pub mod maml;
+pub mod mlp;
+mod ops;
+pub mod plot;
+pub mod relaxed;
+pub mod reptile;
+pub mod rng;
+pub mod tape;
+pub mod tensor;
+pub mod train;
+
+pub use float::Float;
+pub use learn::{learn_policy, save_policy, LearnConfig, LearnedPolicy};
+pub use ops::softmax_rows;
+pub use tape::{CustomOp, Tape, Var};
+pub use tensor::Tensor;

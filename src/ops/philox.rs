@@ -63,6 +63,19 @@ impl PhiloxStream {
         }
     }
 
+    /// The key, `[seed low word, seed high word]` (for vectorised generators
+    /// that run several blocks at once).
+    #[inline]
+    pub fn key(&self) -> [u32; 2] {
+        self.key
+    }
+
+    /// The counter of block `block`: `[block, stream, sample, epoch]`.
+    #[inline]
+    pub fn counter(&self, block: u32) -> [u32; 4] {
+        [block, self.stream, self.sample, self.epoch]
+    }
+
     /// Four raw 32-bit words of block `block`.
     #[inline]
     pub fn block(&self, block: u32) -> [u32; 4] {

@@ -1,0 +1,81 @@
+//! Argument types and helpers shared by several subcommands.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use metaug::ops::{DType, Layout};
+
+/// Parses `HxW` (e.g. `224x224`) into `(height, width)`, both at least 1.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected HxW, e.g. 224x224"))?;
+    let parse = |v: &str| -> Result<u32, String> {
+        match v.trim().parse::<u32>() {
+            Ok(0) => Err(format!("{s:?}: a size of 0 is not allowed")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("{s:?}: {v:?} is not a whole number")),
+        }
+    };
+    Ok((parse(h)?, parse(w)?))
+}
+
+/// `--dtype` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DTypeArg {
+    /// 8-bit unsigned, rounded and clamped.
+    U8,
+    /// IEEE half precision.
+    F16,
+    /// IEEE single precision.
+    F32,
+}
+
+impl From<DTypeArg> for DType {
+    fn from(d: DTypeArg) -> DType {
+        match d {
+            DTypeArg::U8 => DType::U8,
+            DTypeArg::F16 => DType::F16,
+            DTypeArg::F32 => DType::F32,
+        }
+    }
+}
+
+/// `--layout` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// Channels first.
+    Nchw,
+    /// Channels last.
+    Nhwc,
+}
+
+impl From<LayoutArg> for Layout {
+    fn from(l: LayoutArg) -> Layout {
+        match l {
+            LayoutArg::Nchw => Layout::Nchw,
+            LayoutArg::Nhwc => Layout::Nhwc,
+        }
+    }
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+pub fn progress_bar(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let template = format!("{{spinner}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_reject_zero() {
+        assert_eq!(parse_size("224x200"), Ok((224, 200)));
+        assert!(parse_size("0x5").unwrap_err().contains("0"));
+        assert!(parse_size("12").is_err());
+        assert!(parse_size("ax3").is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! The producer side: one coordinating thread walks the epochs' plans and
+//! builds each batch on a rayon pool (decode + augment per sample, written
+//! straight into the batch buffer), then hands it over a bounded channel.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use rayon::prelude::*;
+
+use crate::decode::decode;
+use crate::error::{Error, Result};
+use crate::loader::batch::{Batch, HostBuffer};
+use crate::loader::builder::{BadRecords, LoaderConfig};
+use crate::loader::plan::{EpochPlan, Position};
+use crate::ops::augment_into;
+use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
+use crate::shard::Dataset;
+
+/// What the pipeline sends: a batch or an error, then `Done` at the end.
+pub(crate) enum Msg {
+    Batch(Result<Batch>),
+    Done,
+}
+
+pub(crate) struct Pipeline {
+    pub dataset: Arc<Dataset>,
+    pub cfg: Arc<LoaderConfig>,
+    pub pool: rayon::ThreadPool,
+    pub tx: Sender<Msg>,
+    pub recycle_tx: Sender<HostBuffer>,
+    pub recycle_rx: Receiver<HostBuffer>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Why one sample could not be produced.
+enum SampleError {
+    Stopped,
+    Bad(Error),
+}
+
+impl Pipeline {
+    /// Runs until every batch is sent, an error is sent, or the consumer
+    /// goes away.
+    pub fn run(self) {
+        let cfg = self.cfg.clone();
+        for epoch in cfg.start.epoch..cfg.end_epoch {
+            let plan = EpochPlan::new(&cfg.plan, epoch);
+            let first = if epoch == cfg.start.epoch {
+                cfg.start.batch
+            } else {
+                0
+            };
+            for b in first..plan.batches() {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let position = Position { epoch, batch: b };
+                let indices = plan.batch(b).unwrap_or_default();
+                let built = catch_unwind(AssertUnwindSafe(|| self.build(position, indices)))
+                    .unwrap_or_else(|panic| Err(Error::Pipeline(panic_message(&panic))));
+                let failed = built.is_err();
+                if self.tx.send(Msg::Batch(built)).is_err() || failed {
+                    return;
+                }
+            }
+        }
+        let _ = self.tx.send(Msg::Done);
+    }
+
+    fn build(&self, position: Position, indices: &[u64]) -> Result<Batch> {
+        let cfg = &*self.cfg;
+        let sample_bytes = cfg.spec.sample_bytes();
+        let mut images = self.recycle_rx.try_recv().unwrap_or_default();
+        images.resize(sample_bytes * indices.len());
+        let outcomes: Vec<std::result::Result<i64, SampleError>> = self.pool.install(|| {
+            images
+                .bytes_mut()
+                .par_chunks_mut(sample_bytes.max(1))
+                .zip(indices.par_iter())
+                .map(|(out, &index)| self.sample(position.epoch, index, out))
+                .collect()
+        });
+        let mut labels = Vec::with_capacity(indices.len());
+        let mut kept = Vec::with_capacity(indices.len());
+        let mut skipped = Vec::new();
+        for (slot, (outcome, &index)) in outcomes.into_iter().zip(indices).enumerate() {
+            match outcome {
+                Ok(label) => {
+                    if kept.len() != slot {
+                        // Close the gap left by skipped samples.
+                        let to = kept.len() * sample_bytes;
+                        images
+                            .bytes_mut()
+                            .copy_within(slot * sample_bytes..(slot + 1) * sample_bytes, to);
+                    }
+                    labels.push(label);
+                    kept.push(index);
+                }
+                Err(SampleError::Stopped) => return Err(Error::Pipeline("loader stopped".into())),
+                Err(SampleError::Bad(e)) => match cfg.bad_records {
+                    BadRecords::Fail => return Err(e),
+                    BadRecords::Skip => skipped.push(index),
+                },
+            }
+        }
+        images.resize(kept.len() * sample_bytes);
+        Ok(Batch::new(
+            images,
+            labels,
+            kept,
+            cfg.spec.clone(),
+            position,
+            skipped,
+            Some(self.recycle_tx.clone()),
+        ))
+    }
+
+    /// Decodes and augments sample `index` into `out`; returns its label.
+    fn sample(
+        &self,
+        epoch: u64,
+        index: u64,
+        out: &mut [u8],
+    ) -> std::result::Result<i64, SampleError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(SampleError::Stopped);
+        }
+        let cfg = &*self.cfg;
+        let record = self.dataset.record(index).map_err(SampleError::Bad)?;
+        let pixels = decode(&record, cfg.spec.channels, &cfg.limits).map_err(|e| {
+            SampleError::Bad(Error::record(
+                self.dataset.shard_path(record.shard),
+                record.index,
+                e.to_string(),
+            ))
+        })?;
+        let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
+        let noise = PhiloxStream::new(cfg.plan.seed, epoch, index, STREAM_NOISE);
+        augment_into(pixels.view(), &params, noise, &cfg.spec, out);
+        Ok(record.label)
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("a loader worker panicked: {what}")
+}

@@ -1,0 +1,136 @@
+//! The bilevel problem shared by MAML and Reptile:
+//! `min_φ L_val(w_k(φ))`, `w_{j+1} = w_j − α ∇_w L_train(w_j; A(x_j; φ, u_j))`,
+//! where `A` is the relaxed augmentation, and Adam for φ.
+
+use std::rc::Rc;
+
+use super::augment::{AugmentShape, SampleKey};
+use super::float::Float;
+use super::mlp::{Activation, Mlp};
+use super::relaxed::{NUM_DRAWS, NUM_PHI};
+use super::tape::{Tape, Var};
+use super::tensor::Tensor;
+
+/// One inner-step batch: raw images, labels, and each sample's Philox
+/// address (noise keys and parameter draws).
+#[derive(Clone, Debug)]
+pub struct TrainBatch<F: Float> {
+    /// `[B, C, H, W]` in `[0, 1]`.
+    pub images: Tensor<F>,
+    /// One label per image.
+    pub labels: Vec<usize>,
+    /// Noise keys.
+    pub keys: Rc<[SampleKey]>,
+    /// The twelve uniforms of each sample.
+    pub draws: Rc<[[f32; NUM_DRAWS]]>,
+}
+
+/// The validation batch: flattened, unaugmented inputs and labels.
+#[derive(Clone, Debug)]
+pub struct ValBatch<F: Float> {
+    /// `[N, D]`.
+    pub x: Tensor<F>,
+    /// One label per row.
+    pub labels: Vec<usize>,
+}
+
+/// The inner problem's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Inner {
+    /// Inner SGD step size α.
+    pub alpha: f64,
+    /// Relaxation temperature τ.
+    pub tau: f64,
+    /// Augmentation shapes.
+    pub shape: AugmentShape,
+    /// The model's nonlinearity.
+    pub activation: Activation,
+}
+
+/// Records `L_train(w; A(x; φ, u))` on `tape` for vars `w` and `phi`.
+pub fn train_loss<F: Float>(
+    tape: &mut Tape<F>,
+    w: &[Var],
+    phi: Var,
+    batch: &TrainBatch<F>,
+    inner: &Inner,
+) -> Var {
+    let images = tape.constant(batch.images.clone());
+    let params = tape.relaxed_params(phi, inner.tau, batch.draws.clone());
+    let x = tape.augment(images, params, batch.keys.clone(), inner.shape);
+    let n = batch.labels.len();
+    let d = tape.value(x).len() / n.max(1);
+    let x = tape.reshape(x, &[n, d]);
+    Mlp::loss(inner.activation, tape, w, x, &batch.labels)
+}
+
+/// Records `L_val(w)` on `tape`.
+pub fn val_loss<F: Float>(tape: &mut Tape<F>, w: &[Var], val: &ValBatch<F>, inner: &Inner) -> Var {
+    let x = tape.constant(val.x.clone());
+    Mlp::loss(inner.activation, tape, w, x, &val.labels)
+}
+
+/// φ as a tensor of the tape's float type.
+pub fn phi_tensor<F: Float>(phi: &[f64; NUM_PHI]) -> Tensor<F> {
+    Tensor::new(&[NUM_PHI], phi.iter().map(|&v| F::from_f64(v)).collect())
+}
+
+/// A `[7]` tensor as an array of f64.
+pub fn phi_array<F: Float>(t: &Tensor<F>) -> [f64; NUM_PHI] {
+    std::array::from_fn(|k| t.data()[k].to_f64())
+}
+
+/// Adam on φ.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    /// Step size.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator guard.
+    pub eps: f64,
+    m: [f64; NUM_PHI],
+    v: [f64; NUM_PHI],
+    t: i32,
+}
+
+impl Adam {
+    /// Adam with step size `lr` and the usual `β = (0.9, 0.999)`, `ε = 1e-8`.
+    pub fn new(lr: f64) -> Self {
+        Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            m: [0.0; NUM_PHI],
+            v: [0.0; NUM_PHI],
+            t: 0,
+        }
+    }
+
+    /// The displacement Adam takes for gradient `g` (updating its moments);
+    /// non-finite gradients are skipped.
+    pub fn delta(&mut self, g: &[f64; NUM_PHI]) -> [f64; NUM_PHI] {
+        if g.iter().any(|v| !v.is_finite()) {
+            return [0.0; NUM_PHI];
+        }
+        self.t = self.t.saturating_add(1);
+        let c1 = 1.0 - self.beta1.powi(self.t);
+        let c2 = 1.0 - self.beta2.powi(self.t);
+        std::array::from_fn(|k| {
+            self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g[k];
+            self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * g[k] * g[k];
+            -self.lr * (self.m[k] / c1) / ((self.v[k] / c2).sqrt() + self.eps)
+        })
+    }
+
+    /// `φ ← φ + delta(g)`.
+    pub fn step(&mut self, phi: &mut [f64; NUM_PHI], g: &[f64; NUM_PHI]) {
+        let d = self.delta(g);
+        for k in 0..NUM_PHI {
+            phi[k] += d[k];
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The Fashion-MNIST experiment: a small MLP trained for the same budget with
+//! no augmentation, the `default` policy, the best of a 16-policy grid
+//! (chosen on validation), and policies learned online by MAML and Reptile.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use super::relaxed::NUM_PHI;
+use super::rng::SplitMix;
+use super::tensor::Tensor;
+use super::train::{train, ImageSet, MetaConfig, Method, TrainConfig};
+use crate::{Error, Result};
+
+/// Largest IDX file accepted (decompressed), bytes.
+const MAX_IDX_BYTES: u64 = 512 << 20;
+
+/// The four IDX files of Fashion-MNIST, decoded.
+#[derive(Clone, Debug)]
+pub struct FashionMnist {
+    /// 60,000 training images.
+    pub train: ImageSet,
+    /// 10,000 test images.
+    pub test: ImageSet,
+}
+
+fn read_gz(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .take(MAX_IDX_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::io(path, e))?;
+    if out.len() as u64 > MAX_IDX_BYTES {
+        return Err(Error::format(
+            path,
+            format!("larger than {MAX_IDX_BYTES} bytes decompressed"),
+        ));
+    }
+    Ok(out)
+}
+
+fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<u32> {
+    bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| Error::format(path, "truncated IDX header"))
+}
+
+/// Parses an IDX file of unsigned bytes with `dims` dimensions: returns the
+/// dimensions and the payload.
+pub fn parse_idx<'a>(bytes: &'a [u8], dims: usize, path: &Path) -> Result<(Vec<usize>, &'a [u8])> {
+    let magic = be_u32(bytes, 0, path)?;
+    if magic != 0x0800 + dims as u32 {
+        return Err(Error::format(
+            path,
+            format!("IDX magic {magic:#010x}, expected u8 data with {dims} dimensions"),
+        ));
+    }
+    let mut shape = Vec::with_capacity(dims);
+    let mut total: usize = 1;
+    for d in 0..dims {
+        let n = be_u32(bytes, 4 + 4 * d, path)? as usize;
+        total = total
+            .checked_mul(n)
+            .ok_or_else(|| Error::format(path, "IDX dimensions overflow"))?;
+        shape.push(n);
+    }
+    let start = 4 + 4 * dims;
+    let payload = bytes
+        .get(start..)
+        .filter(|p| p.len() == total)
+        .ok_or_else(|| Error::format(path, format!("IDX payload is not {total} bytes")))?;
+    Ok((shape, payload))
+}
+
+fn load_pair(dir: &Path, images: &str, labels: &str) -> Result<ImageSet> {
+    let ip = dir.join(images);
+    let lp = dir.join(labels);
+    let ib = read_gz(&ip)?;
+    let lb = read_gz(&lp)?;
+    let (ishape, ipix) = parse_idx(&ib, 3, &ip)?;
+    let (lshape, lab) = parse_idx(&lb, 1, &lp)?;
+    if ishape[0] != lshape[0] {
+        return Err(Error::format(
+            &lp,
+            format!("{} labels for {} images", lshape[0], ishape[0]),
+        ));
+    }
+    if let Some(i) = lab.iter().position(|&l| l >= 10) {
+        return Err(Error::record(
+            &lp,
+            i as u64,
+            format!("label {} is not below 10", lab[i]),
+        ));
+    }
+    let (n, h, w) = (ishape[0], ishape[1], ishape[2]);
+    Ok(ImageSet {
+        images: Tensor::new(
+            &[n, 1, h, w],
+            ipix.iter().map(|&p| p as f32 / 255.0).collect(),
+        ),
+        labels: lab.iter().map(|&l| l as usize).collect(),
+        classes: 10,
+    })
+}
+
+/// Loads Fashion-MNIST from the four `*-idx?-ubyte.gz` files in `dir`.
+pub fn load_fashion_mnist(dir: impl AsRef<Path>) -> Result<FashionMnist> {
+    let dir = dir.as_ref();
+    Ok(FashionMnist {
+        train: load_pair(
+            dir,
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+        )?,
+        test: load_pair(
+            dir,
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        )?,
+    })
+}
+
+/// A class-balanced split of `set`: `per_class` training images of each
+/// class and `per_class_val` validation images from the rest, chosen with
+/// a fixed seed (the same subset whatever the run's seed).
+pub fn balanced_split(
+    set: &ImageSet,
+    per_class: usize,
+    per_class_val: usize,
+) -> Result<(ImageSet, ImageSet)> {
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    SplitMix::new(0x5EED).shuffle(&mut order);
+    let (mut tr, mut va) = (Vec::new(), Vec::new());
+    let mut counts = vec![(0usize, 0usize); set.classes];
+    for i in order {
+        let c = &mut counts[set.labels[i]];
+        if c.0 < per_class {
+            c.0 += 1;
+            tr.push(i);
+        } else if c.1 < per_class_val {
+            c.1 += 1;
+            va.push(i);
+        }
+    }
+    if counts
+        .iter()
+        .any(|c| c.0 < per_class || c.1 < per_class_val)
+    {
+        return Err(Error::invalid("split", "not enough images of every class"));
+    }
+    let pick = |idx: &[usize]| {
+        let (images, labels) = set.gather(idx);
+        ImageSet {
+            images,
+            labels,
+            classes: set.classes,
+        }
+    };
+    Ok((pick(&tr), pick(&va)))
+}
+
+fn logit(p: f64) -> f64 {
+    (p / (1.0 - p)).ln()
+}
+
+fn softplus_inv(y: f64) -> f64 {
+    y.exp_m1().ln()
+}
+
+/// φ of the `none` policy (no op ever applies).
+pub fn phi_none() -> [f64; NUM_PHI] {
+    let ninf = f64::NEG_INFINITY;
+    [ninf, 0.0, ninf, 0.0, ninf, ninf, 0.0]
+}
+
+/// φ of CONTRACT.md's `default` policy: crop p .8 min area .35; rotate p .5
+/// max 15°; flip p .5; noise p .3 max σ .05.
+pub fn phi_default() -> [f64; NUM_PHI] {
+    [
+        logit(0.8),
+        logit(0.35),
+        logit(0.5),
+        logit(15.0 / 180.0),
+        logit(0.5),
+        logit(0.3),
+        softplus_inv(0.05),
+    ]
+}
+
+/// The 16-policy grid: each of crop, rotate, flip, noise on (at the
+/// default's probability and magnitude) or off.
+pub fn policy_grid() -> Vec<(String, [f64; NUM_PHI])> {
+    let d = phi_default();
+    let names = ["crop", "rotate", "flip", "noise"];
+    let gate = [0usize, 2, 4, 5];
+    (0..16u32)
+        .map(|mask| {
+            let mut phi = d;
+            let mut on = Vec::new();
+            for (b, (&g, n)) in gate.iter().zip(names).enumerate() {
+                if mask & (1 << b) != 0 {
+                    on.push(n);
+                } else {
+                    phi[g] = f64::NEG_INFINITY;
+                }
+            }
+            let name = if on.is_empty() {
+                "none".into()
+            } else {
+                on.join("+")
+            };
+            (name, phi)
+        })
+        .collect()
+}
+
+/// Settings of the experiment.
+#[derive(Clone, Debug)]
+pub struct ExperimentConfig {
+    /// Training settings (the seed is replaced per run).
+    pub train: TrainConfig,
+    /// Seeds, one run of every method each.
+    pub seeds: Vec<u64>,
+    /// Training images per class.
+    pub per_class: usize,
+    /// Validation images per class.
+    pub per_class_val: usize,
+    /// Meta-learning settings (the method is set per run).
+    pub meta: MetaConfig,
+    /// Skip the 16-policy grid (it costs 16 runs per seed).
+    pub skip_grid: bool,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        ExperimentConfig {
+            train: TrainConfig::default(),
+            seeds: vec![0, 1, 2],
+            per_class: 100,
+            per_class_val: 100,
+            meta: MetaConfig {
+                phi_init: phi_init(),
+                ..MetaConfig::default()
+            },
+            skip_grid: false,
+        }
+    }
+}
+
+/// Where learned policies start: every op at probability ½ with medium
+/// magnitudes (min area ½, 30°, σ ≤ 0.1) — neither `none` nor `default`.
+pub fn phi_init() -> [f64; NUM_PHI] {
+    [
+        0.0,
+        0.0,
+        0.0,
+        logit(30.0 / 180.0),
+        0.0,
+        0.0,
+        softplus_inv(0.1),
+    ]
+}
+
+/// The results of one method over the seeds.
+#[derive(Clone, Debug)]
+pub struct MethodResult {
+    /// Method name.
+    pub name: String,
+    /// Test accuracy of each seed.
+    pub test_acc: Vec<f64>,
+    /// Wall time of each seed, seconds (all runs the method needed).
+    pub seconds: Vec<f64>,
+    /// The policy used or learned (last seed), human units.
+    pub policy: String,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
+}
+
+/// A policy in human units.
+pub fn describe(phi: &[f64; NUM_PHI]) -> String {
+    let h = super::relaxed::human_units(phi);
+    format!(
+        "crop p={:.2} min_area={:.2}; rotate p={:.2} max={:.1}°; flip p={:.2}; noise p={:.2} max_σ={:.3}",
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6]
+    )
+}
+
+/// Runs every method on every seed; `log` receives progress lines.
+pub fn run_experiment(
+    data: &FashionMnist,
+    cfg: &ExperimentConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<MethodResult>> {
+    let (tr, va) = balanced_split(&data.train, cfg.per_class, cfg.per_class_val)?;
+    let test_x = data.test.flat();
+    let mut results: Vec<MethodResult> = [
+        "no augmentation",
+        "default policy",
+        "grid best (16, on val)",
+        "MAML (learned)",
+        "Reptile (learned)",
+    ]
+    .iter()
+    .map(|n| MethodResult {
+        name: n.to_string(),
+        test_acc: Vec::new(),
+        seconds: Vec::new(),
+        policy: String::new(),
+    })
+    .collect();
+    for &seed in &cfg.seeds {
+        let tc = TrainConfig {
+            seed,
+            ..cfg.train.clone()
+        };
+        let fixed = |phi: [f64; NUM_PHI]| {
+            let t0 = Instant::now();
+            let out = train(&tr, &va, &tc, phi, None, &mut |_, _| {});
+            (out, t0.elapsed().as_secs_f64())
+        };
+        for (slot, phi) in [(0, phi_none()), (1, phi_default())] {
+            let (out, secs) = fixed(phi);
+            let acc = out.model.accuracy(&test_x, &data.test.labels);
+            results[slot].test_acc.push(acc);
+            results[slot].seconds.push(secs);
+            results[slot].policy = describe(&phi);
+            log(&format!(
+                "seed {seed} {}: test {:.2}% in {secs:.1}s",
+                results[slot].name,
+                100.0 * acc
+            ));
+        }
+        if !cfg.skip_grid {
+            let mut best: Option<(f64, f64, String, [f64; NUM_PHI])> = None;
+            let mut secs = 0.0;
+            for (name, phi) in policy_grid() {
+                let (out, s) = fixed(phi);
+                secs += s;
+                let v = out.model.accuracy(&va.flat(), &va.labels);
+                if best.as_ref().is_none_or(|b| v > b.0) {
+                    let acc = out.model.accuracy(&test_x, &data.test.labels);
+                    best = Some((v, acc, name, phi));
+                }
+            }
+            if let Some((v, acc, name, phi)) = best {
+                results[2].test_acc.push(acc);
+                results[2].seconds.push(secs);
+                results[2].policy = format!("{name}: {}", describe(&phi));
+                log(&format!(
+                    "seed {seed} grid best {name} (val {:.2}%): test {:.2}% in {secs:.1}s",
+                    100.0 * v,
+                    100.0 * acc
+                ));
+            }
+        }
+        for (slot, method) in [(3, Method::Maml), (4, Method::Reptile)] {
+            let mc = MetaConfig {
+                method,
+                ..cfg.meta.clone()
+            };
+            let t0 = Instant::now();
+            let out = train(&tr, &va, &tc, phi_none(), Some(&mc), &mut |_, _| {});
+            let secs = t0.elapsed().as_secs_f64();
+            let acc = out.model.accuracy(&test_x, &data.test.labels);
+            results[slot].test_acc.push(acc);
+            results[slot].seconds.push(secs);
+            results[slot].policy = describe(&out.phi);
+            log(&format!(
+                "seed {seed} {method:?}: test {:.2}% in {secs:.1}s; φ → {}",
+                100.0 * acc,
+                describe(&out.phi)
+            ));
+        }
+    }
+    Ok(results)
+}
+
+/// The results as a Markdown table: test accuracy (mean ± std over seeds)
+/// and wall time relative to one plain training run.
+pub fn markdown_table(results: &[MethodResult]) -> String {
+    let plain = results
+        .first()
+        .map_or(1.0, |r| mean_std(&r.seconds).0.max(1e-9));
+    let mut s = String::from("| method | test accuracy (%) | time vs one plain run | policy (last seed) |\n|---|---|---|---|\n");
+    for r in results.iter().filter(|r| !r.test_acc.is_empty()) {
+        let (m, sd) = mean_std(&r.test_acc);
+        let (t, _) = mean_std(&r.seconds);
+        s += &format!(
+            "| {} | {:.2} ± {:.2} | {:.2}× | {} |\n",
+            r.name,
+            100.0 * m,
+            100.0 * sd,
+            t / plain,
+            r.policy
+        );
+    }
+    s
+}
+
+/// Replaces (or appends) the section titled `title` of the Markdown file
+/// at `path` with `body`.
+pub fn write_section(path: &Path, title: &str, body: &str) -> Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let head = format!("## {title}\n");
+    let section = format!("{head}\n{}\n", body.trim_end());
+    let new = match old.find(&head) {
+        Some(start) => {
+            let rest = &old[start + head.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(old.len(), |e| start + head.len() + e + 1);
+            format!("{}{}\n{}", &old[..start], section, &old[end..])
+        }
+        None => format!("{}\n\n{section}", old.trim_end()),
+    };
+    std::fs::write(path, new.trim_end().to_string() + "\n").map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idx_rejects_bad_headers() {
+        let p = Path::new("x");
+        assert!(parse_idx(&[0, 0, 8, 3], 3, p).is_err());
+        assert!(parse_idx(&[0, 0, 8, 1, 0, 0, 0, 2, 7], 1, p).is_err());
+        let (shape, payload) = parse_idx(&[0, 0, 8, 1, 0, 0, 0, 2, 7, 9], 1, p).expect("valid");
+        assert_eq!((shape, payload), (vec![2], &[7u8, 9][..]));
+        assert!(parse_idx(
+            &[0, 0, 8, 3, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255],
+            3,
+            p
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn default_phi_has_the_contract_values() {
+        let h = super::super::relaxed::human_units(&phi_default());
+        let want = [0.8, 0.35, 0.5, 15.0, 0.5, 0.3, 0.05];
+        for (a, b) in h.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{h:?}");
+        }
+        assert!((super::super::relaxed::softplus(softplus_inv(0.05)) - 0.05).abs() < 1e-12);
+        assert_eq!(policy_grid().len(), 16);
+    }
+}

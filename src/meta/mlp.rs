@@ -1,0 +1,185 @@
+//! The task model: a multilayer perceptron classifier, and a plain SGD step.
+
+use super::float::Float;
+use super::rng::SplitMix;
+use super::tape::{Tape, Var};
+use super::tensor::Tensor;
+
+/// The hidden layers' nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `tanh(x)` (smooth: used where exact second derivatives matter).
+    Tanh,
+}
+
+/// An MLP `sizes[0] → sizes[1] → … → classes`; parameters are
+/// `[w0, b0, w1, b1, …]` with `w_l: [sizes[l], sizes[l+1]]`.
+#[derive(Clone, Debug)]
+pub struct Mlp<F: Float> {
+    /// Layer widths, input first, classes last.
+    pub sizes: Vec<usize>,
+    /// Hidden nonlinearity.
+    pub activation: Activation,
+    /// Weights and biases, alternating.
+    pub params: Vec<Tensor<F>>,
+}
+
+impl<F: Float> Mlp<F> {
+    /// He-uniform weights (`U(±√(6 / fan_in))`), zero biases.
+    pub fn new(sizes: &[usize], activation: Activation, seed: u64) -> Self {
+        assert!(sizes.len() >= 2, "an MLP needs an input and an output size");
+        let mut rng = SplitMix::new(seed);
+        let mut params = Vec::new();
+        for l in 0..sizes.len() - 1 {
+            let (i, o) = (sizes[l], sizes[l + 1]);
+            let bound = (6.0 / i as f64).sqrt();
+            let w = (0..i * o)
+                .map(|_| F::from_f64(rng.range(-bound, bound)))
+                .collect();
+            params.push(Tensor::new(&[i, o], w));
+            params.push(Tensor::zeros(&[o]));
+        }
+        Mlp {
+            sizes: sizes.to_vec(),
+            activation,
+            params,
+        }
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(Tensor::len).sum()
+    }
+
+    /// Logits `[n, classes]` of inputs `x: [n, sizes[0]]` with parameters
+    /// `params` (vars on `tape`, in [`Mlp::params`] order).
+    pub fn forward(activation: Activation, tape: &mut Tape<F>, params: &[Var], x: Var) -> Var {
+        let layers = params.len() / 2;
+        let mut h = x;
+        for l in 0..layers {
+            let z = tape.matmul(h, params[2 * l]);
+            let z = tape.add_bias(z, params[2 * l + 1]);
+            h = if l + 1 == layers {
+                z
+            } else {
+                match activation {
+                    Activation::Relu => tape.relu(z),
+                    Activation::Tanh => tape.tanh(z),
+                }
+            };
+        }
+        h
+    }
+
+    /// [`Mlp::forward`] with the ReLU activation pattern either recorded
+    /// (`frozen = None`; the `1[z > 0]` masks are returned) or frozen to
+    /// given masks, so that the output is polynomial in the weights — the
+    /// function whose derivatives autodiff computes (ReLU'' = 0).
+    pub fn forward_frozen(
+        activation: Activation,
+        tape: &mut Tape<F>,
+        params: &[Var],
+        x: Var,
+        frozen: Option<&[Tensor<F>]>,
+    ) -> (Var, Vec<Tensor<F>>) {
+        let layers = params.len() / 2;
+        let mut h = x;
+        let mut masks = Vec::new();
+        for l in 0..layers {
+            let z = tape.matmul(h, params[2 * l]);
+            let z = tape.add_bias(z, params[2 * l + 1]);
+            h = if l + 1 == layers {
+                z
+            } else {
+                match (activation, frozen.and_then(|f| f.get(l))) {
+                    (Activation::Relu, Some(mask)) => {
+                        let m = tape.constant(mask.clone());
+                        tape.mul(z, m)
+                    }
+                    (Activation::Relu, None) => {
+                        masks.push(
+                            tape.value(z)
+                                .map(|v| if v > F::ZERO { F::ONE } else { F::ZERO }),
+                        );
+                        tape.relu(z)
+                    }
+                    (Activation::Tanh, _) => tape.tanh(z),
+                }
+            };
+        }
+        (h, masks)
+    }
+
+    /// Mean cross-entropy of the model with parameters `params` on `(x, labels)`.
+    pub fn loss(
+        activation: Activation,
+        tape: &mut Tape<F>,
+        params: &[Var],
+        x: Var,
+        labels: &[usize],
+    ) -> Var {
+        let logits = Self::forward(activation, tape, params, x);
+        tape.cross_entropy(logits, labels)
+    }
+
+    /// One SGD step `w ← w − lr·∇L` on `(x, labels)`; returns the loss.
+    pub fn sgd_step(&mut self, x: &Tensor<F>, labels: &[usize], lr: F) -> F {
+        let (loss, grads) = self.loss_and_grads(x, labels);
+        for (p, g) in self.params.iter_mut().zip(&grads) {
+            p.axpy(-lr, g);
+        }
+        loss
+    }
+
+    /// The loss on `(x, labels)` and its gradient in every parameter.
+    pub fn loss_and_grads(&self, x: &Tensor<F>, labels: &[usize]) -> (F, Vec<Tensor<F>>) {
+        let mut tape = Tape::new();
+        let ps: Vec<Var> = self.params.iter().map(|p| tape.param(p.clone())).collect();
+        let xv = tape.constant(x.clone());
+        let loss = Self::loss(self.activation, &mut tape, &ps, xv, labels);
+        let grads = tape.grad(loss, &ps, false);
+        (
+            tape.item(loss),
+            grads.iter().map(|g| tape.value(*g).clone()).collect(),
+        )
+    }
+
+    /// Logits of `x: [n, sizes[0]]`, computed in chunks of 1024 rows.
+    pub fn logits(&self, x: &Tensor<F>) -> Tensor<F> {
+        let (n, d) = x.dims2();
+        let classes = *self.sizes.last().unwrap_or(&0);
+        let mut out = Vec::with_capacity(n * classes);
+        for start in (0..n).step_by(1024) {
+            let rows = (n - start).min(1024);
+            let chunk = Tensor::new(&[rows, d], x.data()[start * d..(start + rows) * d].to_vec());
+            let mut tape = Tape::new();
+            let ps: Vec<Var> = self
+                .params
+                .iter()
+                .map(|p| tape.constant(p.clone()))
+                .collect();
+            let xv = tape.constant(chunk);
+            let y = Self::forward(self.activation, &mut tape, &ps, xv);
+            out.extend_from_slice(tape.value(y).data());
+        }
+        Tensor::new(&[n, classes], out)
+    }
+
+    /// Fraction of rows of `x` whose arg-max logit is the label.
+    pub fn accuracy(&self, x: &Tensor<F>, labels: &[usize]) -> f64 {
+        let logits = self.logits(x);
+        let classes = logits.shape()[1];
+        let correct = logits
+            .data()
+            .chunks(classes)
+            .zip(labels)
+            .filter(|(row, &y)| {
+                let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+                best == y
+            })
+            .count();
+        correct as f64 / labels.len().max(1) as f64
+    }
+}

@@ -1,0 +1,53 @@
+//! Fixtures shared by the integration tests: datasets packed from the
+//! bundled real data in `data/`, and the larger sets in `../shared/data`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use metaug::pack::{pack_folder, pack_idx, FolderOptions, IdxOptions};
+use metaug::shard::{Dataset, Encoding};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/data`, where the full real datasets live (CI has it too).
+pub fn shared_data() -> PathBuf {
+    repo().join("../shared/data")
+}
+
+/// The bundled Fashion-MNIST training subset (2,000 images), packed raw
+/// into `dir` with small shards (several per dataset).
+pub fn fmnist_small(dir: &Path) -> Dataset {
+    fmnist_small_with(dir, Encoding::Raw, 256 << 10)
+}
+
+/// The bundled Fashion-MNIST subset packed with `encoding` and `shard_size`.
+pub fn fmnist_small_with(dir: &Path, encoding: Encoding, shard_size: u64) -> Dataset {
+    let src = repo().join("data/fashion-mnist-small");
+    let options = IdxOptions {
+        encoding,
+        shard_size,
+        ..IdxOptions::default()
+    };
+    pack_idx(
+        &src.join("train-images-idx3-ubyte.gz"),
+        &src.join("train-labels-idx1-ubyte.gz"),
+        dir,
+        &options,
+    )
+    .expect("pack the bundled Fashion-MNIST subset");
+    Dataset::open(dir).expect("open the packed dataset")
+}
+
+/// The 13 bundled PNG photographs, one class.
+pub fn photos_png(dir: &Path) -> Dataset {
+    let options = FolderOptions {
+        flat: true,
+        shard_size: 1 << 20,
+        ..FolderOptions::default()
+    };
+    pack_folder(&repo().join("data/photos-png"), dir, &options).expect("pack the bundled PNGs");
+    Dataset::open(dir).expect("open the packed photos")
+}

@@ -1,0 +1,258 @@
+//! The augmentation node against CONTRACT.md's semantics, hard mode against
+//! relaxed mode, and the library entry points on small inputs.
+
+use metaug::meta::augment::{
+    affine_with_jacobian, augment_forward, params_row, AugmentShape, SampleKey,
+};
+use metaug::meta::experiment::{load_fashion_mnist, phi_default};
+use metaug::meta::relaxed::{draws, hard_params, physical, relaxed_gates, sigmoid};
+use metaug::meta::rng::SplitMix;
+use metaug::meta::{learn_policy, LearnConfig, Tensor};
+use metaug::ops::geometry::{affine_matrix, affine_matrix_f64, SampleParams};
+use metaug::ops::philox::{PhiloxStream, STREAM_NOISE};
+use metaug::ops::Size;
+
+/// CONTRACT.md steps 1–4, written as plainly as possible (f32, pixels in [0, 1]).
+fn contract_reference(
+    img: &[f32],
+    c: usize,
+    src: Size,
+    out: Size,
+    p: &SampleParams,
+    key: &SampleKey,
+) -> Vec<f32> {
+    let (h, w) = (src.height as i64, src.width as i64);
+    let (ho, wo) = (out.height as usize, out.width as usize);
+    let m = affine_matrix(&p.geometry, src, out);
+    let s = |ch: usize, i: usize, j: usize| -> f32 {
+        let x = m[0] * j as f32 + m[1] * i as f32 + m[2];
+        let y = m[3] * j as f32 + m[4] * i as f32 + m[5];
+        let (x0, y0) = (x.floor(), y.floor());
+        let (fx, fy) = (x - x0, y - y0);
+        let px = |yy: i64, xx: i64| {
+            if yy < 0 || xx < 0 || yy >= h || xx >= w {
+                0.0
+            } else {
+                img[ch * (h * w) as usize + (yy * w + xx) as usize]
+            }
+        };
+        let (x0, y0) = (x0 as i64, y0 as i64);
+        let (p00, p01, p10, p11) = (
+            px(y0, x0),
+            px(y0, x0 + 1),
+            px(y0 + 1, x0),
+            px(y0 + 1, x0 + 1),
+        );
+        (1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11)
+    };
+    let noise = PhiloxStream::new(key.seed, key.epoch, key.sample, STREAM_NOISE);
+    let g = p.flip;
+    let mut outv = vec![0f32; c * ho * wo];
+    for ch in 0..c {
+        for i in 0..ho {
+            for j in 0..wo {
+                let mut v = if g == 0.0 {
+                    s(ch, i, j)
+                } else if g == 1.0 {
+                    s(ch, i, wo - 1 - j)
+                } else {
+                    (1.0 - g) * s(ch, i, j) + g * s(ch, i, wo - 1 - j)
+                };
+                let e = (ch * ho + i) * wo + j;
+                if p.sigma > 0.0 {
+                    v += p.sigma * noise.normals((e / 4) as u32)[e % 4];
+                }
+                outv[e] = v;
+            }
+        }
+    }
+    outv
+}
+
+#[test]
+fn forward_matches_the_contract_bit_for_bit_in_hard_mode() {
+    let mut rng = SplitMix::new(3);
+    let (c, src, out) = (3, Size::new(13, 17), Size::new(9, 11));
+    let b = 40;
+    let images: Vec<f32> = (0..b * c * 13 * 17)
+        .map(|_| (rng.below(256) as f32) / 255.0)
+        .collect();
+    let phi = phi_default().map(|v| v as f32);
+    let keys: Vec<SampleKey> = (0..b as u64)
+        .map(|s| SampleKey {
+            seed: 9,
+            epoch: 2,
+            sample: 1000 + s,
+        })
+        .collect();
+    let params: Vec<SampleParams> = keys
+        .iter()
+        .map(|k| hard_params(&phi, &draws(k.seed, k.epoch, k.sample)))
+        .collect();
+    let rows: Vec<f32> = params.iter().flat_map(params_row).collect();
+    let shape = AugmentShape {
+        channels: c,
+        src,
+        out,
+    };
+    let y = augment_forward(
+        &Tensor::new(&[b, c, 13, 17], images.clone()),
+        &Tensor::new(&[b, 7], rows),
+        &keys,
+        &shape,
+    );
+    let plane_in = c * 13 * 17;
+    let plane_out = c * 9 * 11;
+    for (s, (p, k)) in params.iter().zip(&keys).enumerate() {
+        let want = contract_reference(&images[s * plane_in..(s + 1) * plane_in], c, src, out, p, k);
+        assert_eq!(
+            &y.data()[s * plane_out..(s + 1) * plane_out],
+            &want[..],
+            "sample {s}: {p:?}"
+        );
+    }
+}
+
+#[test]
+fn identity_parameters_return_the_image() {
+    let img: Vec<f32> = (0..2 * 28 * 28).map(|i| (i % 251) as f32 / 255.0).collect();
+    let shape = AugmentShape {
+        channels: 2,
+        src: Size::new(28, 28),
+        out: Size::new(28, 28),
+    };
+    let keys = [SampleKey {
+        seed: 0,
+        epoch: 0,
+        sample: 0,
+    }];
+    let p = Tensor::new(&[1, 7], params_row(&SampleParams::IDENTITY).to_vec());
+    let y = augment_forward(
+        &Tensor::new(&[1, 2, 28, 28], img.clone()),
+        &p,
+        &keys,
+        &shape,
+    );
+    assert_eq!(y.data(), &img[..]);
+}
+
+#[test]
+fn affine_coefficients_match_the_geometry_module() {
+    let mut rng = SplitMix::new(5);
+    for _ in 0..100 {
+        let g = [
+            rng.range(0.1, 1.0),
+            rng.range(0.7, 1.4),
+            rng.range(-0.5, 0.5),
+            rng.range(-0.5, 0.5),
+            rng.range(-3.0, 3.0),
+        ]
+        .map(|v| v as f32 as f64);
+        let geo = metaug::ops::Geometry {
+            area: g[0] as f32,
+            aspect: g[1] as f32,
+            center: [g[2] as f32, g[3] as f32],
+            angle: g[4] as f32,
+        };
+        let (src, out) = (Size::new(31, 17), Size::new(8, 12));
+        assert_eq!(
+            affine_with_jacobian(g, src, out).0,
+            affine_matrix_f64(&geo, src, out)
+        );
+    }
+}
+
+#[test]
+fn relaxed_formulas_with_hard_gates_are_hard_mode() {
+    // The relaxed parameter formulas with gates set to the hard decisions
+    // (u < p, same draws) give the hard-mode parameters.
+    let phi = phi_default();
+    let phi32 = phi.map(|v| v as f32);
+    for s in 0..500u64 {
+        let u = draws(4, 1, s);
+        let gates = [(0, 0), (2, 5), (4, 7), (5, 8)].map(|(k, d)| {
+            if (u[d] as f64) < sigmoid(phi[k]) {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        let hard = params_row(&hard_params(&phi32, &u));
+        let relaxed = physical(&phi, gates, &u);
+        for (a, b) in hard.iter().zip(relaxed) {
+            assert!(
+                (*a as f64 - b).abs() < 1e-6,
+                "sample {s}: hard {hard:?} relaxed {relaxed:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn relaxed_gates_snap_to_the_hard_test_u_below_p_as_tau_vanishes() {
+    // The relaxed gate sigmoid((logit p + ln(1−u) − ln u)/τ) tends to [u < p],
+    // so relaxed mode at τ → 0 applies an op on exactly the draws where hard
+    // mode does.
+    let phi = phi_default();
+    for s in 0..500u64 {
+        let u = draws(4, 1, s);
+        let gates = relaxed_gates(&phi, 1e-9, &u);
+        for (g, (k, d)) in gates.iter().zip([(0, 0), (2, 5), (4, 7), (5, 8)]) {
+            let p = sigmoid(phi[k]);
+            if ((u[d] as f64) - p).abs() > 1e-6 {
+                assert_eq!(*g, if (u[d] as f64) < p { 1.0 } else { 0.0 });
+            }
+        }
+    }
+}
+
+#[test]
+fn learn_policy_rejects_bad_input_and_learns_on_a_tiny_set() {
+    let cfg = LearnConfig::default();
+    let images = Tensor::<f32>::zeros(&[4, 1, 8, 8]);
+    assert!(learn_policy(&images, &[0, 1, 0], &cfg, &mut |_, _| {}).is_err());
+    assert!(learn_policy(&images, &[0, 0, 0, 0], &cfg, &mut |_, _| {}).is_err());
+    let mut rng = SplitMix::new(1);
+    let n = 64;
+    let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
+    let data: Vec<f32> = (0..n * 64)
+        .map(|i| {
+            if (i / 64) % 2 == 0 {
+                rng.uniform() as f32 * 0.5
+            } else {
+                0.5 + rng.uniform() as f32 * 0.5
+            }
+        })
+        .collect();
+    let mut cfg = LearnConfig::default();
+    cfg.train.steps = 12;
+    cfg.train.batch = 16;
+    cfg.train.hidden = 16;
+    cfg.meta.val_batch = 8;
+    cfg.meta.every = 2;
+    let mut calls = 0;
+    let out = learn_policy(
+        &Tensor::new(&[n, 1, 8, 8], data),
+        &labels,
+        &cfg,
+        &mut |_, _| calls += 1,
+    )
+    .expect("learns");
+    assert_eq!(out.history.len(), calls);
+    assert_eq!(calls, 6);
+    assert!(out.phi.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn fashion_mnist_loads_from_shared_data() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/fashion-mnist");
+    if !std::path::Path::new(dir).exists() {
+        eprintln!("skipped: {dir} not found");
+        return;
+    }
+    let d = load_fashion_mnist(dir).expect("loads");
+    assert_eq!(d.train.images.shape(), [60_000, 1, 28, 28]);
+    assert_eq!(d.test.len(), 10_000);
+    assert!(d.test.labels.iter().all(|&l| l < 10));
+    assert!(load_fashion_mnist("/nonexistent").is_err());
+}
