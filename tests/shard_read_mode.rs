@@ -147,3 +147,64 @@ fn a_shard_replaced_by_rename_keeps_reading_the_file_that_was_opened() {
         std::fs::write(dir.path().join(name), saved).unwrap();
     }
 }
+
+/// The mode travels with the dataset: the loader, precompute and preview
+/// give the same bytes whichever mode the dataset was opened in.
+#[test]
+fn loader_precompute_and_preview_agree_in_both_modes() {
+    use metaug::loader::Loader;
+    use metaug::ops::{DType, Layout, OutputSpec, Size};
+    use metaug::policy::Policy;
+    use metaug::precompute::{precompute, Part, PrecomputeConfig};
+    use metaug::preview::{preview_grid, PreviewConfig};
+    use std::sync::atomic::AtomicBool;
+
+    let dir = shard_util::memory_tempdir();
+    shard_util::small_fashion(dir.path(), 300, Encoding::Png, 16 << 10);
+    let mut outputs = Vec::new();
+    for mode in [ReadMode::Mmap, ReadMode::Pread] {
+        let ds = std::sync::Arc::new(open(dir.path(), mode));
+        let batches: Vec<(Vec<u8>, Vec<i64>)> = Loader::builder(ds.clone())
+            .batch_size(64)
+            .policy(Policy::default_policy())
+            .threads(2)
+            .seed(3)
+            .epochs(2)
+            .build()
+            .unwrap()
+            .map(|b| {
+                let b = b.unwrap();
+                (b.image_bytes().to_vec(), b.labels().to_vec())
+            })
+            .collect();
+        let out = tempfile::tempdir().unwrap();
+        let cfg = PrecomputeConfig {
+            policy: Policy::default_policy(),
+            copies: 2,
+            spec: OutputSpec {
+                size: Size::new(24, 24),
+                channels: 1,
+                dtype: DType::U8,
+                layout: Layout::Nchw,
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
+            seed: 9,
+            shard_items: 256,
+            part: Part::WHOLE,
+            threads: 2,
+        };
+        precompute(&ds, out.path(), &cfg, &AtomicBool::new(false), &|_| {}).unwrap();
+        let shards: Vec<Vec<u8>> = (0..3)
+            .map(|s| std::fs::read(out.path().join(metaug::precompute::shard_name(s))).unwrap())
+            .collect();
+        let grid = preview_grid(&ds, &Policy::default_policy(), &PreviewConfig::default())
+            .unwrap()
+            .into_raw();
+        outputs.push((batches, shards, grid));
+    }
+    assert_eq!(outputs[0].0.len(), 10);
+    assert!(outputs[0].0 == outputs[1].0, "loader batches differ between modes");
+    assert!(outputs[0].1 == outputs[1].1, "precompute shards differ between modes");
+    assert!(outputs[0].2 == outputs[1].2, "preview grids differ between modes");
+}

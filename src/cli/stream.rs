@@ -7,7 +7,7 @@ use std::time::Instant;
 use metaug::loader::{BadRecords, Device, Loader};
 use metaug::ops::{DType, Layout};
 use metaug::policy::Policy;
-use metaug::shard::Dataset;
+use metaug::shard::{Dataset, OpenOptions, ReadMode};
 use metaug::{Error, Result};
 use sha2::{Digest, Sha256};
 
@@ -69,11 +69,19 @@ pub struct StreamArgs {
     /// Print a SHA-256 of each batch (images and labels), then of the run.
     #[arg(long)]
     digest: bool,
+    /// How to read the shards: `mmap` (zero copy, fastest; a shard truncated
+    /// underneath kills the process with SIGBUS) or `pread` (one copy per
+    /// record; errors instead; use it on NFS, Lustre, GPFS).
+    #[arg(long, default_value = "mmap", value_name = "mmap|pread")]
+    read_mode: ReadMode,
 }
 
 /// Runs the command.
 pub fn run(args: StreamArgs) -> Result<()> {
-    let dataset = Dataset::open(&args.dir)?;
+    let options = OpenOptions {
+        read_mode: args.read_mode,
+    };
+    let dataset = Dataset::open_with(&args.dir, options)?;
     let policy = Policy::from_arg(&args.policy)?;
     let device: Device = args.device.parse()?;
     let mut builder = Loader::builder(dataset)

@@ -283,7 +283,7 @@ impl LoaderBuilder {
             ));
         }
         let first = if self.size.is_none() || self.channels.is_none() {
-            Some(self.dataset.record(0)?.shape)
+            Some(self.dataset.shape(0)?)
         } else {
             None
         };

@@ -18,6 +18,13 @@ use crate::ops::augment_into;
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
 use crate::shard::Dataset;
 
+thread_local! {
+    /// Each decode thread's payload buffer, reused for every record it
+    /// reads in pread mode (untouched in mmap mode). Taken out while in use,
+    /// so that a nested rayon job on the same thread gets one of its own.
+    static RECORD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// What the pipeline sends: a batch or an error, then `Done` at the end.
 pub(crate) enum Msg {
     Batch(Result<Batch>),
@@ -128,18 +135,26 @@ impl Pipeline {
             return Err(SampleError::Stopped);
         }
         let cfg = &*self.cfg;
-        let record = self.dataset.record(index).map_err(SampleError::Bad)?;
-        let pixels = decode(&record, cfg.spec.channels, &cfg.limits).map_err(|e| {
-            SampleError::Bad(Error::record(
-                self.dataset.shard_path(record.shard),
-                record.index,
-                e.to_string(),
-            ))
-        })?;
-        let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
-        let noise = PhiloxStream::new(cfg.plan.seed, epoch, index, STREAM_NOISE);
-        augment_into(pixels.view(), &params, noise, &cfg.spec, out);
-        Ok(record.label)
+        let mut buf = RECORD_BUF.take();
+        let label = (|| {
+            let record = self
+                .dataset
+                .read_record(index, &mut buf)
+                .map_err(SampleError::Bad)?;
+            let pixels = decode(&record, cfg.spec.channels, &cfg.limits).map_err(|e| {
+                SampleError::Bad(Error::record(
+                    self.dataset.shard_path(record.shard),
+                    record.index,
+                    e.to_string(),
+                ))
+            })?;
+            let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
+            let noise = PhiloxStream::new(cfg.plan.seed, epoch, index, STREAM_NOISE);
+            augment_into(pixels.view(), &params, noise, &cfg.spec, out);
+            Ok(record.label)
+        })();
+        RECORD_BUF.set(buf);
+        label
     }
 }
 
