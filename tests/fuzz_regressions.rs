@@ -54,6 +54,22 @@ fn index_json_inputs() {
 }
 
 #[test]
+fn policy_inputs() {
+    assert!(
+        replay("policy", harness::policy) >= 3,
+        "the seeds are missing"
+    );
+}
+
+#[test]
+fn decode_inputs() {
+    assert!(
+        replay("decode", harness::decode) >= 3,
+        "the seeds are missing"
+    );
+}
+
+#[test]
 fn fixing_the_table_checksums_of_a_real_shard_changes_nothing() {
     let seed =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/shard/raw-2-records.safetensors");
@@ -89,4 +105,31 @@ fn fixing_the_table_checksums_of_a_real_shard_changes_nothing() {
     let shard = metaug::shard::Shard::open(&path, 0).expect("the fixed copy opens");
     assert_eq!(shard.label(0).unwrap(), (bytes[8 + n + begin] ^ 1) as i64);
     harness::shard(&bad);
+}
+
+#[test]
+fn decode_seeds_are_valid_images() {
+    use metaug::decode::{decode_bytes, Encoding};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    for (name, encoding) in [
+        ("jpeg-iron", Encoding::Jpeg),
+        ("png-fmnist", Encoding::Png),
+        ("raw-fmnist", Encoding::Raw),
+    ] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let shape = [
+            u32::from(u16::from_le_bytes([bytes[0], bytes[1]])),
+            u32::from(u16::from_le_bytes([bytes[2], bytes[3]])),
+            u32::from(bytes[4]),
+        ];
+        let pixels = decode_bytes(
+            &bytes[5..],
+            encoding,
+            shape,
+            3,
+            &harness::FUZZ_DECODE_LIMITS,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(pixels.view().height, shape[0], "{name}");
+    }
 }

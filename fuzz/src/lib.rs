@@ -12,7 +12,9 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metaug::shard::{Dataset, DatasetIndex, OpenOptions, ReadMode, Shard};
+use metaug::decode::{decode_bytes, probe_bytes, DecodeLimits};
+use metaug::policy::Policy;
+use metaug::shard::{Dataset, DatasetIndex, Encoding, OpenOptions, ReadMode, Shard};
 
 /// A scratch directory for this thread, removed when the thread ends.
 struct Scratch(PathBuf);
@@ -159,5 +161,60 @@ pub fn index_json(data: &[u8]) {
         let text = index.to_json();
         let again = DatasetIndex::parse(path, text.as_bytes()).expect("the index we write parses");
         assert_eq!(again, index, "index.json round trip");
+    }
+}
+
+/// Policy files: `Policy::from_bytes`; a policy that loads must save and
+/// load back to the same φ and τ (bit for bit), and describe and sample.
+pub fn policy(data: &[u8]) {
+    let path = Path::new("policy.safetensors");
+    if let Ok(p) = Policy::from_bytes(data, path) {
+        let bytes = p.to_bytes().expect("a policy that loaded saves");
+        let again = Policy::from_bytes(&bytes, path).expect("a saved policy loads");
+        assert_eq!(again.phi.map(f32::to_bits), p.phi.map(f32::to_bits));
+        assert_eq!(again.tau.to_bits(), p.tau.to_bits());
+        let _ = p.describe();
+        let _ = p.sample_hard(1, 2, 3);
+    }
+}
+
+/// Limits of the decode target: small, so that an input declaring a huge
+/// image is refused quickly (the checks are the same whatever the limits).
+pub const FUZZ_DECODE_LIMITS: DecodeLimits = DecodeLimits {
+    max_width: 2048,
+    max_height: 2048,
+    max_alloc: 16 << 20,
+};
+
+/// Record decoding: the input is a declared shape (height and width as
+/// little-endian u16, then channels as one byte) followed by the payload,
+/// decoded as PNG, JPEG and raw to 1 and 3 channels. Whatever decodes must
+/// have the declared height and width and exactly `h * w * channels` bytes,
+/// and a PNG or JPEG that decodes must probe to the same size.
+pub fn decode(data: &[u8]) {
+    let Some((head, payload)) = data.split_first_chunk::<5>() else {
+        return;
+    };
+    let height = u32::from(u16::from_le_bytes([head[0], head[1]]));
+    let width = u32::from(u16::from_le_bytes([head[2], head[3]]));
+    let shape = [height, width, u32::from(head[4])];
+    for encoding in [Encoding::Png, Encoding::Jpeg, Encoding::Raw] {
+        for channels in [1, 3] {
+            let Ok(pixels) = decode_bytes(payload, encoding, shape, channels, &FUZZ_DECODE_LIMITS)
+            else {
+                continue;
+            };
+            let v = pixels.view();
+            assert_eq!((v.height, v.width, v.channels), (height, width, channels));
+            assert_eq!(
+                v.data.len() as u64,
+                u64::from(height) * u64::from(width) * u64::from(channels)
+            );
+            if encoding != Encoding::Raw {
+                let probed = probe_bytes(payload, encoding, &FUZZ_DECODE_LIMITS)
+                    .expect("an image that decodes probes");
+                assert_eq!(probed[..2], [height, width]);
+            }
+        }
     }
 }
