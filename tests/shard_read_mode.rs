@@ -204,7 +204,16 @@ fn loader_precompute_and_preview_agree_in_both_modes() {
         outputs.push((batches, shards, grid));
     }
     assert_eq!(outputs[0].0.len(), 10);
-    assert!(outputs[0].0 == outputs[1].0, "loader batches differ between modes");
-    assert!(outputs[0].1 == outputs[1].1, "precompute shards differ between modes");
-    assert!(outputs[0].2 == outputs[1].2, "preview grids differ between modes");
+    assert!(
+        outputs[0].0 == outputs[1].0,
+        "loader batches differ between modes"
+    );
+    assert!(
+        outputs[0].1 == outputs[1].1,
+        "precompute shards differ between modes"
+    );
+    assert!(
+        outputs[0].2 == outputs[1].2,
+        "preview grids differ between modes"
+    );
 }
