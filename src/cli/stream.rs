@@ -119,11 +119,13 @@ pub fn run(args: StreamArgs) -> Result<()> {
     let mut current_epoch = None;
     let mut skipped = 0u64;
     let report = |epoch: u64, images: u64, bytes: u64, secs: f64| {
-        bar.println(format!(
-            "epoch {epoch}: {images} images in {secs:.2} s: {:.0} images/s, {:.1} MB/s",
-            images as f64 / secs,
-            bytes as f64 / secs / 1e6
-        ));
+        bar.suspend(|| {
+            println!(
+                "epoch {epoch}: {images} images in {secs:.2} s: {:.0} images/s, {:.1} MB/s",
+                images as f64 / secs,
+                bytes as f64 / secs / 1e6
+            )
+        });
     };
     for batch in loader {
         let batch = batch?;
@@ -143,17 +145,18 @@ pub fn run(args: StreamArgs) -> Result<()> {
             epoch_bytes = 0;
         }
         epoch_images += batch.len() as u64;
-        epoch_bytes += batch.image_bytes().len() as u64;
+        epoch_bytes += (batch.len() * batch.spec().sample_bytes()) as u64;
         skipped += batch.skipped().len() as u64;
         if args.digest {
             let mut h = Sha256::new();
-            h.update(batch.image_bytes());
+            // Device batches are copied back for the digest.
+            h.update(&*batch.to_host_bytes()?);
             for l in batch.labels() {
                 h.update(l.to_le_bytes());
             }
             let d = h.finalize();
             run_digest.update(d);
-            bar.println(format!("{pos}: {} {}", batch.len(), hex::encode(d)));
+            bar.suspend(|| println!("{pos}: {} {}", batch.len(), hex::encode(d)));
         }
         bar.inc(1);
     }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# metaug's CPU loader vs PyTorch's DataLoader on the same 300 JPEG photos, same
+# output (224x224x3 float32 NCHW, ImageNet normalisation), same augmentation
+# (metaug's `default` policy; torchvision v2 set to the same ops and odds),
+# same batch, same number of threads/workers, one after the other in one run.
+#
+#   bash benches/peers/run_peers.sh [--workers N] [--batch B] [--passes P] [--backend pil|tensor]
+#
+# Needs: cargo, and a Python with torch + torchvision + pillow (PYTHON, default
+# .venv-peers/bin/python; see benches/peers/README.md). The photos are packed
+# once into target/peers/photos-jpeg (a JPEG dataset, records byte for byte).
+# Rates: images of passes 2..P over their wall time (pass 1 warms up threads,
+# page cache and, for PyTorch, worker processes). Prints both rates as JSON
+# lines, then the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+workers=2 batch=64 passes=5 backend=pil
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --workers) workers=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --passes) passes=$2; shift 2 ;;
+    --backend) backend=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+py=${PYTHON:-.venv-peers/bin/python}
+photos=../shared/data/photos-jpeg
+packed=target/peers/photos-jpeg
+
+"$py" -c 'import torch, torchvision, PIL' 2>/dev/null || {
+  echo "run_peers: $py has no torch/torchvision/pillow (see benches/peers/README.md)" >&2; exit 1; }
+cargo build --release --quiet --bin metaug
+metaug=target/release/metaug
+[ -f "$packed/index.json" ] || "$metaug" pack folder "$photos" --flat -o "$packed" --force >/dev/null
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# metaug: `metaug bench --json` would also do; `stream` is the plain user path.
+mout=$("$metaug" bench "$packed" --end-to-end-only --threads "$workers" --batch "$batch" \
+  --size 224x224 --policy default --passes "$passes" --json)
+echo "$mout"
+pout=$("$py" benches/peers/pytorch_loader.py --dir "$photos" --workers "$workers" --batch "$batch" \
+  --passes "$passes" --backend "$backend")
+echo "$pout"
+python3 - "$mout" "$pout" "$workers" <<'PY'
+import json, sys
+m, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+r = m["images_per_s"] / p["images_per_s"]
+print(f"metaug {m['images_per_s']:.0f} images/s vs PyTorch DataLoader {p['images_per_s']:.0f} images/s "
+      f"at {sys.argv[3]} workers: {r:.2f}x (goal >= 1.5x)")
+PY
