@@ -127,6 +127,13 @@ fn run(mode: ReadMode, epochs: u64, warm: usize, check: std::ops::Range<u64>) ->
         s.secs,
         (epochs * ds.len()) as f64 / s.secs
     );
+    let quarters: Vec<String> = (1..=4)
+        .map(|q| {
+            let e = warm + (epochs as usize - warm) * q / 4;
+            format!("{e}: {}", s.rss_kib[e - 1])
+        })
+        .collect();
+    eprintln!("{mode}: RssAnon KiB by epoch: {}", quarters.join(", "));
     // Flat: no growth past warm-up beyond a few MiB (allocator noise).
     assert!(
         peak <= at_warm + 4 * 1024,
