@@ -4,24 +4,25 @@
 # (metaug's `default` policy; torchvision v2 set to the same ops and odds),
 # same batch, same number of threads/workers, one after the other in one run.
 #
-#   bash benches/peers/run_peers.sh [--workers N] [--batch B] [--passes P] [--backend pil|tensor]
+#   bash benches/peers/run_peers.sh [--workers N] [--batch B] [--passes P] [--seconds S] [--backend pil|tensor]
 #
 # Needs: cargo, and a Python with torch + torchvision + pillow (PYTHON, default
 # .venv-peers/bin/python; see benches/peers/README.md). The photos are packed
 # once into target/peers/photos-jpeg (a JPEG dataset, records byte for byte).
-# Rates: images of passes 2..P over their wall time (pass 1 warms up threads,
-# page cache and, for PyTorch, worker processes). Prints both rates as JSON
-# lines, then the ratio.
+# Rates: PyTorch, images of passes 2..P over their wall time (pass 1 warms up
+# the worker processes and the page cache); metaug, S seconds of batches after
+# a 1 s warm-up. Prints both results as JSON lines, then the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-workers=2 batch=64 passes=5 backend=pil
+workers=2 batch=64 passes=5 backend=pil seconds=8
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers=$2; shift 2 ;;
     --batch) batch=$2; shift 2 ;;
     --passes) passes=$2; shift 2 ;;
     --backend) backend=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -33,13 +34,22 @@ packed=target/peers/photos-jpeg
   echo "run_peers: $py has no torch/torchvision/pillow (see benches/peers/README.md)" >&2; exit 1; }
 cargo build --release --quiet --bin metaug
 metaug=target/release/metaug
-[ -f "$packed/index.json" ] || "$metaug" pack folder "$photos" --flat -o "$packed" --force >/dev/null
+if [ ! -f "$packed/index.json" ]; then
+  # photos-jpeg also holds README.md and labels.csv: pack a tree of links <wnid>/<file>.
+  tree=target/peers/photos-jpeg-tree
+  rm -rf "$tree"
+  tail -n +2 "$photos/labels.csv" | while IFS=, read -r file _ wnid _; do
+    mkdir -p "$tree/$wnid" && ln -s "$(realpath "$photos/$file")" "$tree/$wnid/$file"
+  done
+  "$metaug" pack folder "$tree" -o "$packed" --force >/dev/null
+fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# metaug: `metaug bench --json` would also do; `stream` is the plain user path.
-mout=$("$metaug" bench "$packed" --end-to-end-only --threads "$workers" --batch "$batch" \
-  --size 224x224 --policy default --passes "$passes" --json)
+# metaug: the loader end to end (`metaug bench --stages e2e`: the Loader as `metaug stream`
+# runs it, timed after a warm-up, printed as JSON).
+mout=$("$metaug" bench "$packed" --stages e2e --threads "$workers" --batch "$batch" \
+  --size 224x224 --channels 3 --policy default --imagenet-norm --seconds "$seconds" --json)
 echo "$mout"
 pout=$("$py" benches/peers/pytorch_loader.py --dir "$photos" --workers "$workers" --batch "$batch" \
   --passes "$passes" --backend "$backend")
