@@ -57,7 +57,18 @@ echo "$pout"
 python3 - "$mout" "$pout" "$workers" <<'PY'
 import json, sys
 m, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-r = m["images_per_s"] / p["images_per_s"]
-print(f"metaug {m['images_per_s']:.0f} images/s vs PyTorch DataLoader {p['images_per_s']:.0f} images/s "
-      f"at {sys.argv[3]} workers: {r:.2f}x (goal >= 1.5x)")
+e = m["stages"][-1]
+if e.get("skipped"):
+    sys.exit(f"metaug end-to-end skipped: {e['skipped']}")
+r = e["images_per_s"] / p["images_per_s"]
+w = e.get("workers") or {}
+print(f"metaug loader: {e['images_per_s']:.1f} images/s ({e['images']} images in {e['seconds']:.1f} s, "
+      f"{e.get('cores_busy', 0):.2f} cores busy; workers {100 * w.get('running', 0):.0f}% running, "
+      f"{100 * w.get('waiting', 0):.0f}% waiting for a core, {100 * w.get('idle', 0):.0f}% idle)")
+print(f"PyTorch DataLoader ({p['backend']}): {p['images_per_s']:.1f} images/s "
+      f"(passes 2..{p['passes']} of {p['images_per_pass']} images; warm-up pass {p['warmup_pass_images_per_s']:.1f})")
+print(f"ratio metaug / PyTorch at {sys.argv[3]} workers: {r:.2f}x (goal >= 1.5x)")
+m_cpu = e["images_per_s"] / e["cores_busy"] if e.get("cores_busy") else float("nan")
+print(f"images per CPU-second: metaug {m_cpu:.1f}, PyTorch {p['images_per_cpu_s']:.1f} "
+      f"({p['cores_busy']:.2f} cores busy): {m_cpu / p['images_per_cpu_s']:.2f}x")
 PY
