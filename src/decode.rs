@@ -10,9 +10,11 @@
 //! - 16-bit PNG samples are reduced to 8 bits as `(v + 128) / 257` (as `image` does);
 //! - an alpha channel is dropped (not composited);
 //! - grey → RGB replicates the value;
-//! - RGB → grey uses the integer luma of `image` (`DynamicImage::to_luma8`):
-//!   `(2126·R + 7152·G + 722·B) / 10000`, truncated. These are the sRGB /
-//!   ITU-R BT.709 weights that `image` 0.25 uses (not BT.601's 299/587/114).
+//! - RGB → grey is ITU-R BT.601 luma, `L = 0.299·R + 0.587·G + 0.114·B`,
+//!   computed exactly as PIL's `convert("L")` does (so as torchvision's
+//!   datasets see it): `(19595·R + 38470·G + 7471·B + 32768) >> 16`. (`image`
+//!   itself is no reference here: 0.25 converts with BT.709 luminance
+//!   weights in floating point, and the result depends on its version.)
 //!
 //! [`decode_into`] writes into a caller-owned `Vec<u8>` that can be reused
 //! from record to record; conversions happen in place in that buffer, so a
@@ -257,8 +259,8 @@ pub fn decode_bytes<'a>(
     })
 }
 
-/// Like [`decode_bytes`], decoding into `buf` (cleared and grown as needed,
-/// never shrunk) and returning a view of the pixels: of `bytes` itself for a
+/// Like [`decode_bytes`], decoding into `buf` (resized as needed, its
+/// allocation never shrunk) and returning a view of the pixels: of `bytes` itself for a
 /// raw payload with matching channels, else of `buf`.
 ///
 /// The declared `shape` is `[height, width, channels]`; for PNG and JPEG the
@@ -311,8 +313,13 @@ pub fn decode_into<'a>(
     limits.check_alloc(native.max(wanted))?;
     let len = usize::try_from(native.max(wanted))
         .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
-    buf.clear();
-    buf.resize(len, 0);
+    // The decoder overwrites every byte it is given: no need to zero a
+    // buffer that is already long enough.
+    if buf.len() < len {
+        buf.resize(len, 0);
+    } else {
+        buf.truncate(len);
+    }
     let native = native as usize;
     match decoder {
         Source::Raw(data) => buf[..native].copy_from_slice(data),
@@ -333,6 +340,8 @@ pub fn decode_into<'a>(
     })
 }
 
+// One per decode call, on the stack: boxing the decoders would allocate.
+#[allow(clippy::large_enum_variant)]
 enum Source<'a> {
     Raw(&'a [u8]),
     Png(PngDecoder<Cursor<&'a [u8]>>),
@@ -447,10 +456,11 @@ fn jpeg_decoder<'a>(
     Ok(d)
 }
 
-/// `image`'s integer luma (sRGB / BT.709 weights, truncating division).
+/// ITU-R BT.601 luma, PIL's integer formula (weights 0.299, 0.587, 0.114
+/// in 16-bit fixed point, rounded); at most 255 for any input.
 #[inline]
-fn luma(r: u8, g: u8, b: u8) -> u8 {
-    ((2126 * r as u32 + 7152 * g as u32 + 722 * b as u32) / 10_000) as u8
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
+    ((19_595 * r as u32 + 38_470 * g as u32 + 7_471 * b as u32 + 32_768) >> 16) as u8
 }
 
 /// Turns the decoder's native pixels at the start of `buf` into `channels`
@@ -507,6 +517,15 @@ fn convert_in_place(buf: &mut [u8], h: &Header, channels: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn luma_is_bt601() {
+        assert_eq!(luma(255, 255, 255), 255);
+        assert_eq!(luma(0, 0, 0), 0);
+        assert_eq!(luma(255, 0, 0), 76); // 0.299 * 255 = 76.2
+        assert_eq!(luma(0, 255, 0), 150); // 0.587 * 255 = 149.7
+        assert_eq!(luma(0, 0, 255), 29); // 0.114 * 255 = 29.1
+    }
 
     #[test]
     fn raw_is_borrowed_when_channels_match() {

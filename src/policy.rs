@@ -61,9 +61,9 @@ pub const OPS: &str = "crop,rotate,flip,noise";
 /// Default relaxation temperature τ.
 pub const DEFAULT_TAU: f32 = 0.5;
 /// `ln(3/4)`: the log of the smallest crop aspect ratio.
-pub const LN_ASPECT_MIN: f32 = -0.287_682_08;
+pub const LN_ASPECT_MIN: f32 = -0.287_682_1;
 /// `ln(16/9)`: the width of the log-aspect range (3/4 to 4/3).
-pub const LN_ASPECT_RANGE: f32 = 0.575_364_16;
+pub const LN_ASPECT_RANGE: f32 = 0.575_364_2;
 
 const FORMAT: &str = "metaug-policy";
 const VERSION: &str = "1";
@@ -446,14 +446,21 @@ impl Policy {
         Policy::from_bytes(&bytes, path)
     }
 
-    /// Writes the policy file (to a temporary name beside it, then renamed).
+    /// Writes the policy file: to a temporary name beside it, synced, then
+    /// renamed, so that a reader never sees half a file.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        use std::io::Write;
         let path = path.as_ref();
         let bytes = self.to_bytes()?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        };
+        write().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
 }

@@ -3,11 +3,6 @@
 //! and all together, u8/f16/f32, NCHW/NHWC, 1 and 3 channels, odd widths
 //! (scalar path) and widths divisible by 4 (vector path), 1×1 and large
 //! images, batches of 1 to 512. Outputs are poisoned before each run.
-//!
-//! Needs `ops::augment_into`, which lands on `main` with the ops branch:
-//! until this branch has merged it, the file is compiled only with
-//! `--features cuda-cpu-reference` (after the merge, remove the gate).
-#![cfg(feature = "cuda-cpu-reference")]
 
 mod cuda_common;
 

@@ -189,18 +189,18 @@ fn relaxed_formulas_with_hard_gates_are_hard_mode() {
 }
 
 #[test]
-fn relaxed_gates_snap_to_u_above_one_minus_p_as_tau_vanishes() {
-    // CONTRACT.md's relaxed gate sigmoid((logit + ln u − ln(1−u))/τ) tends to
-    // [u > 1 − p], not [u < p]: same probability, different draws (see the
-    // report to the lead).
+fn relaxed_gates_snap_to_the_hard_test_u_below_p_as_tau_vanishes() {
+    // The relaxed gate sigmoid((logit p + ln(1−u) − ln u)/τ) tends to [u < p],
+    // so relaxed mode at τ → 0 applies an op on exactly the draws where hard
+    // mode does.
     let phi = phi_default();
     for s in 0..500u64 {
         let u = draws(4, 1, s);
         let gates = relaxed_gates(&phi, 1e-9, &u);
         for (g, (k, d)) in gates.iter().zip([(0, 0), (2, 5), (4, 7), (5, 8)]) {
             let p = sigmoid(phi[k]);
-            if ((u[d] as f64) - (1.0 - p)).abs() > 1e-6 {
-                assert_eq!(*g, if (u[d] as f64) > 1.0 - p { 1.0 } else { 0.0 });
+            if ((u[d] as f64) - p).abs() > 1e-6 {
+                assert_eq!(*g, if (u[d] as f64) < p { 1.0 } else { 0.0 });
             }
         }
     }

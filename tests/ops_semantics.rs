@@ -422,3 +422,38 @@ fn any_thread_gives_the_same_bytes() {
     let there = std::thread::scope(|s| s.spawn(|| run(&img, 30, 40, &p, &spec, 3)).join().unwrap());
     assert_eq!(here, there);
 }
+
+#[test]
+fn absurd_parameters_do_not_panic() {
+    let mut r = rng(10);
+    let img = random_image(&mut r, 17, 23, 3);
+    let spec = OutputSpec::new(Size::new(16, 24), 3);
+    let weird = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e30,
+        -1e30,
+        0.0,
+        1e-30,
+    ];
+    for (k, v) in weird.iter().enumerate() {
+        for field in 0..6 {
+            let mut p = SampleParams::IDENTITY;
+            match field {
+                0 => p.geometry.area = *v,
+                1 => p.geometry.aspect = *v,
+                2 => p.geometry.center = [*v, 0.5],
+                3 => p.geometry.angle = *v,
+                4 => p.flip = *v,
+                _ => p.sigma = *v,
+            }
+            let fast = run(&img, 17, 23, &p, &spec, k as u64);
+            let slow = run_ref(&img, 17, 23, &p, &spec, k as u64);
+            if field != 5 {
+                // no noise involved: the same bits, NaN included
+                assert_eq!(fast, slow, "field {field} = {v}");
+            }
+        }
+    }
+}

@@ -1,46 +1,52 @@
 //! `metaug learn-policy`: learn an augmentation policy with MAML or Reptile
-//! on IDX data (for now; the dataset side is wired at merge), save it as a
-//! policy file and plot φ over the meta steps.
+//! on a packed dataset, save it as a policy file and plot φ over the steps.
 
 use std::path::PathBuf;
 
-use metaug::meta::experiment::{describe, load_fashion_mnist};
 use metaug::meta::plot::plot_history;
 use metaug::meta::train::Method;
-use metaug::meta::{learn_policy, save_policy, LearnConfig};
+use metaug::meta::{image_set, learn_policy, LearnConfig};
+use metaug::ops::Size;
+use metaug::shard::Dataset;
+use metaug::{Error, Result};
+
+use crate::cli::args::{parse_size, progress_bar};
 
 /// Arguments of `metaug learn-policy`.
 #[derive(clap::Args)]
 pub struct LearnPolicyArgs {
-    /// Directory with `train-images-idx3-ubyte.gz` and `train-labels-idx1-ubyte.gz`.
-    #[arg(long, default_value = "../shared/data/fashion-mnist")]
-    pub data_idx: PathBuf,
-    /// Number of training images used (the first N).
+    /// Dataset directory (with index.json).
+    pub dir: PathBuf,
+    /// maml (exact second-order hypergradient) or reptile (first order).
+    #[arg(long, default_value = "maml", value_parser = ["maml", "reptile"])]
+    pub mode: String,
+    /// Images used (spread evenly over the dataset); a fifth is held out
+    /// as the validation set of the meta-objective.
     #[arg(long, default_value_t = 2000)]
     pub images: usize,
-    /// `maml` (second order) or `reptile` (first order).
-    #[arg(long, default_value = "maml")]
-    pub method: String,
-    /// SGD steps of the task model.
+    /// Resize images to HxW (default: the first record's size).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// Training steps of the task model.
     #[arg(long, default_value_t = 400)]
     pub steps: usize,
-    /// One meta step every N training steps.
+    /// One meta step every this many training steps.
     #[arg(long, default_value_t = 4)]
     pub meta_every: usize,
-    /// Inner steps k.
+    /// Inner SGD steps unrolled per meta step.
     #[arg(long, default_value_t = 1)]
     pub inner_steps: usize,
-    /// Adam step size on φ.
+    /// Step size on φ.
     #[arg(long, default_value_t = 0.05)]
     pub meta_lr: f64,
-    /// Relaxation temperature τ.
+    /// Temperature of the relaxed gates.
     #[arg(long, default_value_t = 0.5)]
     pub tau: f64,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Policy file to write (safetensors).
-    #[arg(long, default_value = "policy.safetensors")]
+    /// Output policy file.
+    #[arg(short, long, default_value = "policy.safetensors")]
     pub out: PathBuf,
     /// PNG plot of φ over the meta steps.
     #[arg(long, default_value = "policy.png")]
@@ -48,27 +54,30 @@ pub struct LearnPolicyArgs {
 }
 
 /// Runs the command.
-pub fn run(args: LearnPolicyArgs) -> metaug::Result<()> {
-    let method = match args.method.as_str() {
-        "maml" => Method::Maml,
-        "reptile" => Method::Reptile,
-        m => {
-            return Err(metaug::Error::invalid(
-                "method",
-                format!("`{m}` (expected maml or reptile)"),
-            ))
-        }
+pub fn run(args: LearnPolicyArgs) -> Result<()> {
+    let method = if args.mode == "reptile" {
+        Method::Reptile
+    } else {
+        Method::Maml
     };
-    if args.images < 10 || args.steps == 0 || args.meta_every == 0 || args.tau <= 0.0 {
-        return Err(metaug::Error::invalid(
+    if args.images < 10
+        || args.steps == 0
+        || args.meta_every == 0
+        || args.tau.is_nan()
+        || args.tau <= 0.0
+    {
+        return Err(Error::invalid(
             "options",
             "need --images ≥ 10, --steps > 0, --meta-every > 0, --tau > 0",
         ));
     }
-    let data = load_fashion_mnist(&args.data_idx)?;
-    let n = args.images.min(data.train.len());
-    let idx: Vec<usize> = (0..n).collect();
-    let (images, labels) = data.train.gather(&idx);
+    let dataset = Dataset::open(&args.dir)?;
+    let set = image_set(
+        &dataset,
+        args.images,
+        args.size.map(|(h, w)| Size::new(h, w)),
+        None,
+    )?;
     let mut cfg = LearnConfig::default();
     cfg.train.steps = args.steps;
     cfg.train.seed = args.seed;
@@ -77,18 +86,20 @@ pub fn run(args: LearnPolicyArgs) -> metaug::Result<()> {
     cfg.meta.inner_steps = args.inner_steps.max(1);
     cfg.meta.meta_lr = args.meta_lr;
     cfg.meta.tau = args.tau;
-    let bar = indicatif::ProgressBar::new(args.steps as u64);
-    let learned = learn_policy(&images, &labels, &cfg, &mut |step, _| {
+    let bar = progress_bar(args.steps as u64, "steps");
+    let learned = learn_policy(&set.images, &set.labels, &cfg, &mut |step, _| {
         bar.set_position(step as u64 + 1)
     })?;
     bar.finish_and_clear();
-    let phi = learned.phi.map(|v| v as f64);
+    let policy = learned.policy();
     println!(
-        "learned ({method:?}, {} meta steps): {}",
+        "learned with {} ({} meta steps on {} images): {}",
+        args.mode,
         learned.history.len(),
-        describe(&phi)
+        set.len(),
+        policy.describe()
     );
-    save_policy(&learned.phi, learned.tau, &args.out)?;
+    policy.save(&args.out)?;
     plot_history(&learned.history, &args.plot)?;
     println!("wrote {} and {}", args.out.display(), args.plot.display());
     Ok(())

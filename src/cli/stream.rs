@@ -111,11 +111,13 @@ pub fn run(args: StreamArgs) -> Result<()> {
     let mut current_epoch = None;
     let mut skipped = 0u64;
     let report = |epoch: u64, images: u64, bytes: u64, secs: f64| {
-        bar.println(format!(
-            "epoch {epoch}: {images} images in {secs:.2} s: {:.0} images/s, {:.1} MB/s",
-            images as f64 / secs,
-            bytes as f64 / secs / 1e6
-        ));
+        bar.suspend(|| {
+            println!(
+                "epoch {epoch}: {images} images in {secs:.2} s: {:.0} images/s, {:.1} MB/s",
+                images as f64 / secs,
+                bytes as f64 / secs / 1e6
+            )
+        });
     };
     for batch in loader {
         let batch = batch?;
@@ -145,7 +147,7 @@ pub fn run(args: StreamArgs) -> Result<()> {
             }
             let d = h.finalize();
             run_digest.update(d);
-            bar.println(format!("{pos}: {} {}", batch.len(), hex::encode(d)));
+            bar.suspend(|| println!("{pos}: {} {}", batch.len(), hex::encode(d)));
         }
         bar.inc(1);
     }

@@ -1,8 +1,12 @@
 //! A batch as the training loop receives it, and the host buffers behind
 //! it, which go back to the loader for reuse when the batch is dropped.
 
+use std::borrow::Cow;
+
 use crossbeam_channel::Sender;
 
+use crate::cuda::DeviceBatch;
+use crate::error::Result;
 use crate::loader::plan::Position;
 use crate::ops::{DType, Layout, OutputSpec};
 
@@ -50,10 +54,18 @@ impl HostBuffer {
     }
 }
 
-/// One batch of augmented samples.
+/// Where a batch's images are.
+#[derive(Debug)]
+pub(crate) enum Images {
+    Host(HostBuffer),
+    Device(DeviceBatch),
+}
+
+/// One batch of augmented samples: images in host memory (CPU device) or in
+/// CUDA device memory (CUDA device), labels and sample indices on the host.
 #[derive(Debug)]
 pub struct Batch {
-    images: HostBuffer,
+    images: Images,
     labels: Vec<i64>,
     indices: Vec<u64>,
     spec: OutputSpec,
@@ -64,7 +76,7 @@ pub struct Batch {
 
 impl Batch {
     pub(crate) fn new(
-        images: HostBuffer,
+        images: Images,
         labels: Vec<i64>,
         indices: Vec<u64>,
         spec: OutputSpec,
@@ -116,24 +128,67 @@ impl Batch {
         &self.spec
     }
 
-    /// The images, as raw bytes in the batch's dtype and layout.
+    fn host(&self) -> &[u8] {
+        match &self.images {
+            Images::Host(b) => b.bytes(),
+            Images::Device(_) => &[],
+        }
+    }
+
+    /// The images as raw bytes in the batch's dtype and layout, for a batch
+    /// in host memory; empty for a device batch (see [`Batch::device`] and
+    /// [`Batch::to_host_bytes`]).
     pub fn image_bytes(&self) -> &[u8] {
-        self.images.bytes()
+        self.host()
     }
 
-    /// The images as `f32`, when the dtype is F32.
+    /// The images as `f32`, for a host batch of dtype F32.
     pub fn images_f32(&self) -> Option<&[f32]> {
-        (self.spec.dtype == DType::F32).then(|| bytemuck::cast_slice(self.images.bytes()))
+        let ok = self.spec.dtype == DType::F32 && !self.is_device();
+        ok.then(|| bytemuck::cast_slice(self.host()))
     }
 
-    /// The images as `f16`, when the dtype is F16.
+    /// The images as `f16`, for a host batch of dtype F16.
     pub fn images_f16(&self) -> Option<&[half::f16]> {
-        (self.spec.dtype == DType::F16).then(|| bytemuck::cast_slice(self.images.bytes()))
+        let ok = self.spec.dtype == DType::F16 && !self.is_device();
+        ok.then(|| bytemuck::cast_slice(self.host()))
     }
 
-    /// The images as `u8`, when the dtype is U8.
+    /// The images as `u8`, for a host batch of dtype U8.
     pub fn images_u8(&self) -> Option<&[u8]> {
-        (self.spec.dtype == DType::U8).then(|| self.images.bytes())
+        let ok = self.spec.dtype == DType::U8 && !self.is_device();
+        ok.then(|| self.host())
+    }
+
+    /// True when the images are in CUDA device memory.
+    pub fn is_device(&self) -> bool {
+        matches!(self.images, Images::Device(_))
+    }
+
+    /// The device buffer (with its stream, ready event and raw device
+    /// pointer for other libraries), for a batch made on a CUDA device.
+    pub fn device(&self) -> Option<&DeviceBatch> {
+        match &self.images {
+            Images::Device(d) => Some(d),
+            Images::Host(_) => None,
+        }
+    }
+
+    /// The device buffer, mutable (to declare the streams that read it).
+    pub fn device_mut(&mut self) -> Option<&mut DeviceBatch> {
+        match &mut self.images {
+            Images::Device(d) => Some(d),
+            Images::Host(_) => None,
+        }
+    }
+
+    /// The image bytes on the host wherever the batch lives: borrowed for a
+    /// host batch, copied back (after the batch is ready) for a device batch.
+    pub fn to_host_bytes(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.images {
+            Images::Host(b) => Ok(Cow::Borrowed(b.bytes())),
+            Images::Device(d) => d.to_host().map(Cow::Owned),
+        }
     }
 
     /// The class label of each sample.
@@ -160,10 +215,10 @@ impl Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        if let Some(tx) = self.recycle.take() {
+        if let (Some(tx), Images::Host(buf)) = (self.recycle.take(), &mut self.images) {
             // The loader may be gone, or its pool full: then the buffer is
-            // simply freed.
-            let _ = tx.try_send(std::mem::take(&mut self.images));
+            // simply freed. (Device buffers go back to their own pool.)
+            let _ = tx.try_send(std::mem::take(buf));
         }
     }
 }

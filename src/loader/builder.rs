@@ -326,7 +326,7 @@ impl LoaderBuilder {
         Ok(LoaderConfig {
             plan,
             spec,
-            policy: self.policy.clone(),
+            policy: self.policy,
             device: self.device,
             threads,
             prefetch: self.prefetch,
@@ -334,7 +334,7 @@ impl LoaderBuilder {
             end_epoch,
             start,
             bad_records: self.bad_records,
-            limits: self.limits.clone(),
+            limits: self.limits,
         })
     }
 }

@@ -77,11 +77,17 @@ impl Loader {
                 ),
             ));
         }
-        if let builder::Device::Cuda(ordinal) = cfg.device {
-            return Err(Error::Cuda(format!(
-                "cuda:{ordinal}: the GPU loader path is not available in this build"
-            )));
-        }
+        // On a CUDA device the augmenter is made here, so that a machine
+        // without CUDA gets a clear error from `build()`.
+        let gpu = match cfg.device {
+            Device::Cpu => None,
+            Device::Cuda(ordinal) => {
+                let device = crate::cuda::Device::new(ordinal)?;
+                let gpu = crate::cuda::GpuAugmenter::new(&device)?;
+                gpu.warm_up(&cfg.spec)?;
+                Some(gpu)
+            }
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
             .thread_name(|i| format!("metaug-decode-{i}"))
@@ -100,6 +106,7 @@ impl Loader {
             recycle_tx,
             recycle_rx,
             stop: stop.clone(),
+            gpu,
         };
         let thread = std::thread::Builder::new()
             .name("metaug-loader".into())

@@ -9,16 +9,20 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
 
-use crate::decode::decode;
+use crate::cuda::{GpuAugmenter, ImageView};
+use crate::decode::{decode, Pixels};
 use crate::error::{Error, Result};
-use crate::loader::batch::{Batch, HostBuffer};
+use crate::loader::batch::{Batch, HostBuffer, Images};
 use crate::loader::builder::{BadRecords, LoaderConfig};
 use crate::loader::plan::{EpochPlan, Position};
-use crate::ops::augment_into;
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
+use crate::ops::{augment_into, SampleParams};
 use crate::shard::Dataset;
 
 /// What the pipeline sends: a batch or an error, then `Done` at the end.
+// One message per batch, moved once through the channel: boxing it would
+// only add an allocation per batch.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Batch(Result<Batch>),
     Done,
@@ -32,7 +36,13 @@ pub(crate) struct Pipeline {
     pub recycle_tx: Sender<HostBuffer>,
     pub recycle_rx: Receiver<HostBuffer>,
     pub stop: Arc<AtomicBool>,
+    /// The GPU path's augmenter (its own pinned staging, copy and compute
+    /// streams, double buffered); `None` on the CPU path.
+    pub gpu: Option<GpuAugmenter>,
 }
+
+/// One decoded sample waiting for the GPU: its pixels, label and parameters.
+type Decoded<'a> = (Pixels<'a>, i64, SampleParams);
 
 /// Why one sample could not be produced.
 enum SampleError {
@@ -43,7 +53,8 @@ enum SampleError {
 impl Pipeline {
     /// Runs until every batch is sent, an error is sent, or the consumer
     /// goes away.
-    pub fn run(self) {
+    pub fn run(mut self) {
+        let mut gpu = self.gpu.take();
         let cfg = self.cfg.clone();
         for epoch in cfg.start.epoch..cfg.end_epoch {
             let plan = EpochPlan::new(&cfg.plan, epoch);
@@ -58,8 +69,11 @@ impl Pipeline {
                 }
                 let position = Position { epoch, batch: b };
                 let indices = plan.batch(b).unwrap_or_default();
-                let built = catch_unwind(AssertUnwindSafe(|| self.build(position, indices)))
-                    .unwrap_or_else(|panic| Err(Error::Pipeline(panic_message(&panic))));
+                let built = catch_unwind(AssertUnwindSafe(|| match gpu.as_mut() {
+                    Some(gpu) => self.build_on_gpu(gpu, position, indices),
+                    None => self.build(position, indices),
+                }))
+                .unwrap_or_else(|panic| Err(Error::Pipeline(panic_message(&panic))));
                 let failed = built.is_err();
                 if self.tx.send(Msg::Batch(built)).is_err() || failed {
                     return;
@@ -107,7 +121,7 @@ impl Pipeline {
         }
         images.resize(kept.len() * sample_bytes);
         Ok(Batch::new(
-            images,
+            Images::Host(images),
             labels,
             kept,
             cfg.spec.clone(),
@@ -117,13 +131,73 @@ impl Pipeline {
         ))
     }
 
-    /// Decodes and augments sample `index` into `out`; returns its label.
-    fn sample(
+    /// The GPU path: decodes the batch's samples on the pool, then one fused
+    /// kernel launch augments them all into device memory. The augmenter
+    /// double-buffers its pinned staging, so this batch's upload overlaps the
+    /// previous batch's kernel.
+    fn build_on_gpu(
+        &self,
+        gpu: &mut GpuAugmenter,
+        position: Position,
+        indices: &[u64],
+    ) -> Result<Batch> {
+        let cfg = &*self.cfg;
+        let decoded: Vec<std::result::Result<Decoded<'_>, SampleError>> = self.pool.install(|| {
+            indices
+                .par_iter()
+                .map(|&index| self.decode_sample(position.epoch, index))
+                .collect()
+        });
+        let mut pixels = Vec::with_capacity(indices.len());
+        let mut params = Vec::with_capacity(indices.len());
+        let mut labels = Vec::with_capacity(indices.len());
+        let mut kept = Vec::with_capacity(indices.len());
+        let mut skipped = Vec::new();
+        for (outcome, &index) in decoded.into_iter().zip(indices) {
+            match outcome {
+                Ok((p, label, param)) => {
+                    pixels.push(p);
+                    params.push(param);
+                    labels.push(label);
+                    kept.push(index);
+                }
+                Err(SampleError::Stopped) => return Err(Error::Pipeline("loader stopped".into())),
+                Err(SampleError::Bad(e)) => match cfg.bad_records {
+                    BadRecords::Fail => return Err(e),
+                    BadRecords::Skip => skipped.push(index),
+                },
+            }
+        }
+        let views: Vec<ImageView<'_>> = pixels.iter().map(|p| p.view()).collect();
+        let images = if views.is_empty() {
+            Images::Host(HostBuffer::default())
+        } else {
+            Images::Device(gpu.augment_batch(
+                &views,
+                &params,
+                &kept,
+                cfg.plan.seed,
+                position.epoch,
+                &cfg.spec,
+            )?)
+        };
+        Ok(Batch::new(
+            images,
+            labels,
+            kept,
+            cfg.spec.clone(),
+            position,
+            skipped,
+            None,
+        ))
+    }
+
+    /// Reads and decodes sample `index` and draws its parameters.
+    fn decode_sample(
         &self,
         epoch: u64,
         index: u64,
-        out: &mut [u8],
-    ) -> std::result::Result<i64, SampleError> {
+    ) -> std::result::Result<Decoded<'_>, SampleError> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(SampleError::Stopped);
         }
@@ -137,9 +211,20 @@ impl Pipeline {
             ))
         })?;
         let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
-        let noise = PhiloxStream::new(cfg.plan.seed, epoch, index, STREAM_NOISE);
-        augment_into(pixels.view(), &params, noise, &cfg.spec, out);
-        Ok(record.label)
+        Ok((pixels, record.label, params))
+    }
+
+    /// Decodes and augments sample `index` into `out`; returns its label.
+    fn sample(
+        &self,
+        epoch: u64,
+        index: u64,
+        out: &mut [u8],
+    ) -> std::result::Result<i64, SampleError> {
+        let (pixels, label, params) = self.decode_sample(epoch, index)?;
+        let noise = PhiloxStream::new(self.cfg.plan.seed, epoch, index, STREAM_NOISE);
+        augment_into(pixels.view(), &params, noise, &self.cfg.spec, out);
+        Ok(label)
     }
 }
 

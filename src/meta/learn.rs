@@ -1,9 +1,6 @@
 //! `learn_policy`: learn φ online on a labelled image set (the library side
 //! of `metaug learn-policy`), and save it in the policy file format.
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use super::relaxed::NUM_PHI;
 use super::rng::SplitMix;
 use super::tensor::Tensor;
@@ -117,23 +114,12 @@ pub fn learn_policy(
     })
 }
 
-/// Saves φ as CONTRACT.md's policy file: safetensors with tensor `phi`
-/// (F32 `[7]`) and metadata `format=metaug-policy`, `version=1`,
-/// `ops=crop,rotate,flip,noise`, `tau`.
-pub fn save_policy(phi: &[f32; NUM_PHI], tau: f32, path: &Path) -> Result<()> {
-    let bytes: Vec<u8> = phi.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![NUM_PHI], &bytes)
-        .map_err(|e| Error::invalid("policy", e.to_string()))?;
-    let meta: HashMap<String, String> = [
-        ("format", "metaug-policy".to_string()),
-        ("version", "1".to_string()),
-        ("ops", "crop,rotate,flip,noise".to_string()),
-        ("tau", format!("{tau}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let data = safetensors::serialize([("phi", view)], Some(meta))
-        .map_err(|e| Error::invalid("policy", e.to_string()))?;
-    std::fs::write(path, data).map_err(|e| Error::io(path, e))
+impl LearnedPolicy {
+    /// The learned policy, ready for the loader (hard mode) or to save.
+    pub fn policy(&self) -> crate::policy::Policy {
+        crate::policy::Policy {
+            phi: self.phi,
+            tau: self.tau,
+        }
+    }
 }

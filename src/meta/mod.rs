@@ -31,6 +31,7 @@
 
 pub mod augment;
 pub mod bilevel;
+pub mod data;
 pub mod experiment;
 pub mod float;
 pub mod gradcheck;
@@ -46,8 +47,9 @@ pub mod tape;
 pub mod tensor;
 pub mod train;
 
+pub use data::image_set;
 pub use float::Float;
-pub use learn::{learn_policy, save_policy, LearnConfig, LearnedPolicy};
+pub use learn::{learn_policy, LearnConfig, LearnedPolicy};
 pub use ops::softmax_rows;
 pub use tape::{CustomOp, Tape, Var};
 pub use tensor::Tensor;

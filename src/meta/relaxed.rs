@@ -55,10 +55,15 @@ pub fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
-/// `ln u − ln(1 − u)`: the logistic noise of a relaxed Bernoulli gate.
+/// `ln(1 − u) − ln u`: the logistic noise of a relaxed Bernoulli gate.
+///
+/// The sign is chosen so that the gate `sigmoid((logit p + this) / τ)`
+/// tends to `[u < p]` as τ → 0, the hard mode's test on the same draw (the
+/// design's `ln u − ln(1 − u)` has the same distribution but tends to
+/// `[u > 1 − p]`, so relaxed and hard mode would pick different samples).
 fn logistic(u: f32) -> f64 {
     let u = u as f64;
-    u.ln() - (1.0 - u).ln()
+    (1.0 - u).ln() - u.ln()
 }
 
 const GATES: [(usize, usize); 4] = [(0, 0), (2, 5), (4, 7), (5, 8)]; // (φ index, draw index)
@@ -115,7 +120,7 @@ pub fn hard_params(phi: &[f32; NUM_PHI], u: &[f32; NUM_DRAWS]) -> SampleParams {
     super::augment::sample_params(&p)
 }
 
-/// Relaxed gates `sigmoid((logit + ln u − ln(1 − u)) / τ)` for crop, rotate,
+/// Relaxed gates `sigmoid((logit + ln(1 − u) − ln u) / τ)` for crop, rotate,
 /// flip and noise.
 pub fn relaxed_gates(phi: &[f64; NUM_PHI], tau: f64, u: &[f32; NUM_DRAWS]) -> [f64; 4] {
     GATES.map(|(k, d)| sigmoid((phi[k] + logistic(u[d])) / tau))

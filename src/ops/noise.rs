@@ -81,7 +81,7 @@ fn ln(x: f32) -> f32 {
     y = y * m - 1.666_805_8e-1;
     y = y * m + 2.000_071_4e-1;
     y = y * m - 2.499_999_4e-1;
-    y = y * m + 3.333_333_1e-1;
+    y = y * m + 3.333_333e-1;
     y = y * m * z;
     y += -2.121_944_4e-4 * ef;
     y += -0.5 * z;
@@ -217,8 +217,10 @@ mod tests {
         let s = PhiloxStream::new(0xDEAD_BEEF_0123, 5, 1234, STREAM_NOISE);
         for b0 in [0u32, 7, u32::MAX - 3] {
             let w = philox_lanes(&s, b0);
-            for l in 0..LANES {
-                let want = s.block(b0.wrapping_add(l as u32));
+            for (l, want) in (0..LANES as u32)
+                .map(|l| s.block(b0.wrapping_add(l)))
+                .enumerate()
+            {
                 assert_eq!([w[0][l], w[1][l], w[2][l], w[3][l]], want);
             }
         }

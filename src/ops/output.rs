@@ -212,9 +212,13 @@ impl OutputSpec {
 /// away from zero.
 #[inline(always)]
 pub fn to_u8(y: f32) -> u8 {
-    let z = (y * 255.0).clamp(0.0, 255.0);
-    let t = z as u32; // NaN -> 0, and NaN compares false below
-    (t + (z - t as f32 >= 0.5) as u32) as u8
+    // Not `clamp`: `max` also turns NaN into 0 (the contract's NaN -> 0).
+    #[allow(clippy::manual_clamp)]
+    let z = (y * 255.0).max(0.0).min(255.0);
+    // SAFETY: z is in [0, 255], so the conversion is exact truncation (and,
+    // unlike a saturating `as`, vectorises).
+    let t = unsafe { z.to_int_unchecked::<i32>() };
+    (t + (z - t as f32 >= 0.5) as i32) as u8
 }
 
 /// Writes normalised values `ys` (one channel's run of consecutive elements,
@@ -236,8 +240,16 @@ pub(crate) fn write_run(ys: &[f32], dtype: DType, stride: usize, out: &mut [u8])
             }
         }
         DType::F16 => {
-            for (o, y) in out.chunks_mut(2 * stride).zip(ys) {
-                o[..2].copy_from_slice(&half::f16::from_f32(*y).to_le_bytes());
+            // `half`'s slice conversion uses F16C where the CPU has it; both
+            // it and `f16::from_f32` round to nearest even.
+            use half::slice::HalfFloatSliceExt;
+            let mut tmp = [half::f16::ZERO; 64];
+            for (ys, out) in ys.chunks(64).zip(out.chunks_mut(64 * 2 * stride)) {
+                let tmp = &mut tmp[..ys.len()];
+                tmp.convert_from_f32_slice(ys);
+                for (o, h) in out.chunks_mut(2 * stride).zip(tmp.iter()) {
+                    o[..2].copy_from_slice(&h.to_le_bytes());
+                }
             }
         }
         DType::U8 => {
@@ -331,6 +343,37 @@ mod tests {
                 let z = f32::from_bits((z.to_bits() as i32 + b) as u32);
                 let y = z / 255.0;
                 assert_eq!(to_u8(y), contract(y), "{y}");
+            }
+        }
+    }
+
+    #[test]
+    fn runs_convert_like_the_contract() {
+        let ys: Vec<f32> = (0..1000)
+            .map(|k| (k as f32 - 300.0) * 0.00731)
+            .chain([f32::NAN, f32::INFINITY, -0.0, 65504.0, 1e-8, 70000.0])
+            .collect();
+        for stride in [1usize, 3] {
+            let n = ys.len();
+            let mut f16 = vec![0u8; ((n - 1) * stride + 1) * 2];
+            write_run(&ys, DType::F16, stride, &mut f16);
+            let mut u8s = vec![0u8; (n - 1) * stride + 1];
+            write_run(&ys, DType::U8, stride, &mut u8s);
+            let mut f32s = vec![0u8; ((n - 1) * stride + 1) * 4];
+            write_run(&ys, DType::F32, stride, &mut f32s);
+            for (k, y) in ys.iter().enumerate() {
+                let h = half::f16::from_le_bytes([f16[2 * k * stride], f16[2 * k * stride + 1]]);
+                assert_eq!(h.to_bits(), half::f16::from_f32(*y).to_bits(), "{y}");
+                assert_eq!(
+                    u8s[k * stride],
+                    (y * 255.0).round().clamp(0.0, 255.0) as u8,
+                    "{y}"
+                );
+                let f = &f32s[4 * k * stride..4 * k * stride + 4];
+                assert_eq!(
+                    f32::from_le_bytes(f.try_into().unwrap()).to_bits(),
+                    y.to_bits()
+                );
             }
         }
     }

@@ -2,29 +2,40 @@
 //! output pixel, the flip gate, Gaussian noise, normalisation and conversion,
 //! written straight into the output slice.
 //!
-//! The arithmetic is the contract's, in f32 and in this order (the CUDA
-//! kernels mirror it; no fused multiply-add):
+//! The arithmetic is the contract's, in f32 and in this order, with no fused
+//! multiply-add anywhere (the CUDA kernels must mirror it: NVRTC contracts
+//! `a*b + c` into an FMA unless told `--fmad=false` or written with
+//! `__fmul_rn`/`__fadd_rn`):
 //!
 //! 1. `m = affine_matrix(&params.geometry, src_size, spec.size)`;
-//!    `x = m[0]*j + m[1]*i + m[2]`, `y = m[3]*j + m[4]*i + m[5]`.
+//!    `x = m[0]*j + m[1]*i + m[2]`, `y = m[3]*j + m[4]*i + m[5]`
+//!    (left to right: `(m[0]*j + m[1]*i) + m[2]`).
 //! 2. `x0 = floor(x)`, `y0 = floor(y)`, `fx = x - x0`, `fy = y - y0`,
 //!    `v = (1-fy)*((1-fx)*p00 + fx*p01) + fy*((1-fx)*p10 + fx*p11)` with
 //!    pixels `u8 / 255.0`, zero outside the image.
 //! 3. `s = (1-g)*S(i, j) + g*S(i, W_out-1-j)`; one `S` when `g` is 0 or 1.
 //! 4. If `sigma > 0`: `s = s + sigma*eps[e]`, `e = (c*H_out + i)*W_out + j`.
-//! 5. `y = (s - mean[c]) / std[c]`.
+//! 5. `y = (s - mean[c]) / std[c]` (a division, not a product by `1/std`).
 //! 6. Convert (see [`crate::ops::output`]).
 //!
-//! [`augment_into`] is the fast path. Per output row it computes the source
-//! coordinates of every column (the `m[1]*i` and `m[4]*i` products hoisted,
-//! the rest vectorised), gathers the four neighbours' bytes (straight loads
-//! when all four are inside, checked loads at the border), blends them
-//! vectorised, adds noise drawn eight Philox blocks at a time, and normalises
-//! and writes the row in one pass, all in per-thread scratch buffers reused
-//! from sample to sample. [`augment_reference`] evaluates the same formulas
-//! one element at a time, literally. Without noise the two agree bit for bit;
-//! with noise they differ only by the last-bit rounding of the fast Box–Muller
-//! (see [`crate::ops::noise`]). Both are tested.
+//! [`augment_into`] is the fast path, row by row, in per-thread scratch
+//! buffers reused from sample to sample (no allocation per sample once they
+//! have grown):
+//! - the source coordinates, fractions and corners of every column of the row
+//!   (`m[1]*i` and `m[4]*i` computed once per row, the rest vectorised; a
+//!   per-pixel sum, never an accumulated step, so no rounding drift);
+//! - the four neighbours of each column: eight columns at a time with AVX2
+//!   gathers and one `vdivps` per tap when all eight are inside the image,
+//!   else column by column (a 256-entry table for `u8 / 255.0`, checked
+//!   loads at the border, zeros outside);
+//! - the flip (sampling mirrored columns, or blending two rows for `0 < g < 1`),
+//!   noise drawn eight Philox blocks at a time ([`fill_normals`]),
+//!   normalisation, and conversion written straight into `out`.
+//!
+//! [`augment_reference`] evaluates the same formulas one element at a time,
+//! literally (slow). Without noise the two agree bit for bit, on the AVX2
+//! build and on the portable one; with noise they differ only by the
+//! last-bit rounding of the fast Box–Muller (see [`crate::ops::noise`]).
 
 use std::cell::RefCell;
 
@@ -434,9 +445,9 @@ impl<'a> Sampler<'a> {
             let (x0, y0) = (x0 as i64, y0 as i64);
             let outside = x0 < -1 || y0 < -1 || x0 >= self.w || y0 >= self.h;
             if !outside {
-                for (k, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                    for c in 0..C {
-                        p[k][c] = self.pixel(c, y0 + dy, x0 + dx);
+                for (pk, (dy, dx)) in p.iter_mut().zip([(0, 0), (0, 1), (1, 0), (1, 1)]) {
+                    for (c, v) in pk.iter_mut().enumerate() {
+                        *v = self.pixel(c, y0 + dy, x0 + dx);
                     }
                 }
             }
@@ -578,6 +589,8 @@ pub(crate) fn floor(x: f32) -> f32 {
 #[inline(always)]
 fn corner(xf: f32) -> i32 {
     const LIM: f32 = 1_073_741_824.0;
+    // Not `clamp`: `clamp` keeps NaN, `max` turns it into -LIM.
+    #[allow(clippy::manual_clamp)]
     let c = xf.max(-LIM).min(LIM);
     // SAFETY: `max`/`min` return the non-NaN operand, so c is in [-2^30, 2^30].
     unsafe { c.to_int_unchecked::<i32>() }
