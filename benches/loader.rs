@@ -83,7 +83,12 @@ fn loader_run(mut loader: Loader) -> (u64, f64, f64) {
     let (n, wall, cpu) = common::wall_and_cpu(|| {
         let mut n = 0u64;
         for b in loader.by_ref() {
-            n += b.expect("batch").len() as u64;
+            let b = b.expect("batch");
+            if let Some(d) = b.device() {
+                // A device batch counts once its kernel is done.
+                d.ready_event().synchronize().expect("cuEventSynchronize");
+            }
+            n += b.len() as u64;
         }
         n
     });

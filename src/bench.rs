@@ -877,8 +877,14 @@ impl Ctx<'_> {
                     ))
                 }
                 Some((s, cpu0, sched0)) => {
+                    if let Some(d) = batch.device() {
+                        // Count a device batch once its kernel is done.
+                        d.ready_event()
+                            .synchronize()
+                            .map_err(|e| Error::Cuda(format!("cuEventSynchronize: {e:?}")))?;
+                    }
                     images += batch.len() as u64;
-                    bytes += batch.image_bytes().len() as u64;
+                    bytes += (batch.len() * spec.sample_bytes()) as u64;
                     let e = s.elapsed();
                     (self.progress)(
                         Stage::EndToEnd,
@@ -930,7 +936,7 @@ impl Ctx<'_> {
     /// on the host clock around groups of 8 operations closed by a stream
     /// synchronise, after a warm-up (module load, NVRTC, first touch).
     fn try_device_stage(&self, stage: Stage, sources: &[Pixels<'static>]) -> Result<StageRate> {
-        use crate::cuda::{GpuAugmenter, ImageView as GpuView, MAX_BATCH};
+        use crate::cuda::{GpuAugmenter, MAX_BATCH};
         let Device::Cuda(ordinal) = self.cfg.device else {
             return Err(Error::invalid("device", "not a CUDA device"));
         };
@@ -942,17 +948,7 @@ impl Ctx<'_> {
             move |e: cudarc::driver::DriverError| Error::Cuda(format!("{what}: {e:?}"))
         };
         let b = self.cfg.batch.min(MAX_BATCH);
-        let views: Vec<GpuView<'_>> = (0..b)
-            .map(|k| {
-                let v = sources[k % sources.len()].view();
-                GpuView {
-                    height: v.height,
-                    width: v.width,
-                    channels: v.channels,
-                    data: v.data,
-                }
-            })
-            .collect();
+        let views: Vec<_> = (0..b).map(|k| sources[k % sources.len()].view()).collect();
         let src_bytes: usize = views.iter().map(|v| v.data.len()).sum();
         let timed = |op: &mut dyn FnMut() -> Result<()>,
                      sync: &dyn Fn() -> Result<()>|
@@ -1009,29 +1005,15 @@ impl Ctx<'_> {
                 ))
             }
             Stage::GpuAugment => {
-                let spec = crate::cuda::OutputSpec {
-                    size: self.spec.size,
-                    channels: self.spec.channels,
-                    dtype: match self.spec.dtype {
-                        DType::U8 => crate::cuda::DType::U8,
-                        DType::F16 => crate::cuda::DType::F16,
-                        DType::F32 => crate::cuda::DType::F32,
-                    },
-                    layout: match self.spec.layout {
-                        Layout::Nchw => crate::cuda::Layout::Nchw,
-                        Layout::Nhwc => crate::cuda::Layout::Nhwc,
-                    },
-                    mean: self.spec.mean.clone(),
-                    std: self.spec.std.clone(),
-                };
+                let spec = self.spec;
                 let mut aug = GpuAugmenter::new(&dev)?;
-                aug.warm_up(&spec)?;
+                aug.warm_up(spec)?;
                 let seed = self.cfg.seed;
                 let params: Vec<_> = (0..b as u64)
                     .map(|i| self.cfg.policy.sample_hard(seed, 0, i))
                     .collect();
                 let samples: Vec<u64> = (0..b as u64).collect();
-                let mut out = aug.augment_batch(&views, &params, &samples, seed, 0, &spec)?;
+                let mut out = aug.augment_batch(&views, &params, &samples, seed, 0, spec)?;
                 let stream = aug.compute_stream().clone();
                 let (ops, secs) = timed(&mut || aug.relaunch_last(&mut out), &|| {
                     stream.synchronize().map_err(cuda("cuStreamSynchronize"))

@@ -4,7 +4,12 @@
 # (metaug's `default` policy; torchvision v2 set to the same ops and odds),
 # same batch, same number of threads/workers, one after the other in one run.
 #
-#   bash benches/peers/run_peers.sh [--workers N] [--batch B] [--passes P] [--seconds S] [--backend pil|tensor]
+#   bash benches/peers/run_peers.sh [--workers N] [--batch B] [--passes P] [--seconds S]
+#                                   [--backend pil|tensor] [--device cpu|cuda:0] [--photos DIR]
+#
+# --device cuda:0 runs metaug's GPU loader (decode on N threads, fused kernel on the GPU;
+# batches counted when their kernel is done) against the same CPU PyTorch DataLoader.
+# METAUG=path uses that metaug binary instead of building one (the GPU machine has no cargo).
 #
 # Needs: cargo, and a Python with torch + torchvision + pillow (PYTHON, default
 # .venv-peers/bin/python; see benches/peers/README.md). The photos are packed
@@ -15,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-workers=2 batch=64 passes=5 backend=pil seconds=8
+workers=2 batch=64 passes=5 backend=pil seconds=8 device=cpu photos=../shared/data/photos-jpeg
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers) workers=$2; shift 2 ;;
@@ -23,17 +28,22 @@ while [ $# -gt 0 ]; do
     --passes) passes=$2; shift 2 ;;
     --backend) backend=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    --photos) photos=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 py=${PYTHON:-.venv-peers/bin/python}
-photos=../shared/data/photos-jpeg
 packed=target/peers/photos-jpeg
 
 "$py" -c 'import torch, torchvision, PIL' 2>/dev/null || {
   echo "run_peers: $py has no torch/torchvision/pillow (see benches/peers/README.md)" >&2; exit 1; }
-cargo build --release --quiet --bin metaug
-metaug=target/release/metaug
+if [ -n "${METAUG:-}" ]; then
+  metaug=$METAUG   # e.g. .gpu/bin/bin-metaug on the GPU machine (no cargo there)
+else
+  cargo build --release --quiet --bin metaug
+  metaug=target/release/metaug
+fi
 if [ ! -f "$packed/index.json" ]; then
   # photos-jpeg also holds README.md and labels.csv: pack a tree of links <wnid>/<file>.
   tree=target/peers/photos-jpeg-tree
@@ -48,7 +58,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 
 # metaug: the loader end to end (`metaug bench --stages e2e`: the Loader as `metaug stream`
 # runs it, timed after a warm-up, printed as JSON).
-mout=$("$metaug" bench "$packed" --stages e2e --threads "$workers" --batch "$batch" \
+mout=$("$metaug" bench "$packed" --stages e2e --device "$device" --threads "$workers" --batch "$batch" \
   --size 224x224 --channels 3 --policy default --imagenet-norm --seconds "$seconds" --json)
 echo "$mout"
 pout=$("$py" benches/peers/pytorch_loader.py --dir "$photos" --workers "$workers" --batch "$batch" \
@@ -67,7 +77,8 @@ print(f"metaug loader: {e['images_per_s']:.1f} images/s ({e['images']} images in
       f"{100 * w.get('waiting', 0):.0f}% waiting for a core, {100 * w.get('idle', 0):.0f}% idle)")
 print(f"PyTorch DataLoader ({p['backend']}): {p['images_per_s']:.1f} images/s "
       f"(passes 2..{p['passes']} of {p['images_per_pass']} images; warm-up pass {p['warmup_pass_images_per_s']:.1f})")
-print(f"ratio metaug / PyTorch at {sys.argv[3]} workers: {r:.2f}x (goal >= 1.5x)")
+goal = "3x" if m["device"] != "cpu" else "1.5x"
+print(f"ratio metaug ({m['device']}) / PyTorch at {sys.argv[3]} workers: {r:.2f}x (goal >= {goal})")
 m_cpu = e["images_per_s"] / e["cores_busy"] if e.get("cores_busy") else float("nan")
 print(f"images per CPU-second: metaug {m_cpu:.1f}, PyTorch {p['images_per_cpu_s']:.1f} "
       f"({p['cores_busy']:.2f} cores busy): {m_cpu / p['images_per_cpu_s']:.2f}x")
