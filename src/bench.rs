@@ -309,7 +309,10 @@ impl fmt::Display for BenchReport {
             self.threads,
             self.device
         )?;
-        writeln!(f, "policy: {}", self.policy)?;
+        writeln!(f, "policy:")?;
+        for line in self.policy.lines() {
+            writeln!(f, "  {line}")?;
+        }
         writeln!(f)?;
         writeln!(
             f,

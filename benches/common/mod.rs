@@ -11,9 +11,12 @@ use criterion::Criterion;
 use metaug::pack::{pack_folder, pack_idx, FolderOptions, IdxOptions, FASHION_MNIST_CLASSES};
 use metaug::shard::Encoding;
 
-/// `../shared/data` beside the repository.
+/// `../shared/data` beside the repository, or `$METAUG_SHARED_DATA` (for a
+/// bench binary run elsewhere, e.g. from `.gpu/` on the GPU machine).
 pub fn shared_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+    std::env::var_os("METAUG_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
 }
 
 /// The repository's bundled `data/`.
@@ -21,11 +24,19 @@ pub fn bundled_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
+/// `$CARGO_TARGET_DIR/bench-data`, else `target/bench-data` in the
+/// repository, else (a bench binary moved to another machine) the temporary
+/// directory.
 fn cache_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("bench-data")
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(t).join("bench-data");
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if manifest.is_dir() {
+        manifest.join("target/bench-data")
+    } else {
+        std::env::temp_dir().join("metaug-bench-data")
+    }
 }
 
 fn packed(name: &str, pack: impl FnOnce(&Path) -> metaug::Result<()>) -> Option<PathBuf> {
@@ -76,6 +87,11 @@ pub fn photos_jpeg() -> Option<PathBuf> {
 /// The 13 PNG images of the bundled `data/photos-png`, one class.
 pub fn photos_png() -> Option<PathBuf> {
     let src = bundled_data().join("photos-png");
+    let src = if src.is_dir() {
+        src
+    } else {
+        PathBuf::from("data/photos-png") // run from the repository root elsewhere
+    };
     let src = if src.is_dir() {
         src
     } else {
