@@ -137,11 +137,12 @@ pub fn run(args: StreamArgs) -> Result<()> {
             epoch_bytes = 0;
         }
         epoch_images += batch.len() as u64;
-        epoch_bytes += batch.image_bytes().len() as u64;
+        epoch_bytes += (batch.len() * batch.spec().sample_bytes()) as u64;
         skipped += batch.skipped().len() as u64;
         if args.digest {
             let mut h = Sha256::new();
-            h.update(batch.image_bytes());
+            // Device batches are copied back for the digest.
+            h.update(&*batch.to_host_bytes()?);
             for l in batch.labels() {
                 h.update(l.to_le_bytes());
             }
