@@ -593,14 +593,32 @@ fn decoded_shape_disagrees_with_stored_shape() {
 
 #[test]
 fn not_an_image_when_packing() {
+    // A file named as an image that is not one is an error...
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("c")).unwrap();
-    let file = root.path().join("c/notes.txt");
+    let file = root.path().join("c/photo.jpg");
     std::fs::write(&file, "hello").unwrap();
     let out = tempfile::tempdir().unwrap();
     let err =
         metaug::pack::pack_folder(root.path(), out.path(), &FolderOptions::default()).unwrap_err();
     assert_format(&err, &file, "not a PNG or JPEG file");
+}
+
+#[test]
+fn files_that_are_not_named_as_images_are_left_out() {
+    // ...while a README or a labels.csv beside the images is not packed.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("README.md"), "notes").unwrap();
+    std::fs::write(root.path().join("labels.csv"), "a,b").unwrap();
+    let png = shard_util::bundled().join("photos-png/microaneurysms.png");
+    std::fs::copy(&png, root.path().join("eye.PNG")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let options = FolderOptions {
+        flat: true,
+        ..FolderOptions::default()
+    };
+    let index = metaug::pack::pack_folder(root.path(), out.path(), &options).unwrap();
+    assert_eq!(index.total_records, 1);
 }
 
 #[test]
