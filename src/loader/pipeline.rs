@@ -207,6 +207,9 @@ impl Pipeline {
         index: u64,
     ) -> std::result::Result<Decoded<'r>, SampleError> {
         let cfg = &*self.cfg;
+        if cfg.panic_on_sample == Some(index) {
+            panic!("injected fault: decoding sample {index}");
+        }
         let pixels = decode(record, cfg.spec.channels, &cfg.limits).map_err(|e| {
             SampleError::Bad(Error::record(
                 self.dataset.shard_path(record.shard),
