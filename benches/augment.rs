@@ -1,5 +1,6 @@
-//! CPU augmentation throughput (the fused warp with the default policy) and,
-//! for comparison, JPEG decode of real photos.
+//! CPU augmentation throughput (the fused warp with the default policy, and
+//! each op alone in `cpu_augment_op`) and, for comparison, JPEG decode of
+//! real photos (`benches/decode.rs` has decode per encoding).
 //!
 //! `cargo bench --bench augment -- --warm-up-time 1 --measurement-time 3`
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use metaug::decode::{decode_into, probe_bytes, DecodeLimits, Encoding, ImageView};
 use metaug::ops::philox::{PhiloxStream, STREAM_NOISE};
-use metaug::ops::{augment_into, DType, OutputSpec, SampleParams, Size};
+use metaug::ops::{augment_into, DType, Geometry, OutputSpec, SampleParams, Size};
 use metaug::policy::Policy;
 
 const SEED: u64 = 17;
@@ -134,6 +135,51 @@ fn bench_augment(c: &mut Criterion) {
     });
     group.finish();
 
+    // Each op alone (the others off), same photo -> 224x224x3 f32: what one
+    // op adds to the resize-only warp above. Crop and rotate only change the
+    // map (same cost per output pixel, different source locality); flip 1.0
+    // mirrors the map, a flip gate of 0.5 (relaxed mode) samples twice;
+    // noise draws one normal per element.
+    let op = |geometry: Geometry, flip: f32, sigma: f32| SampleParams {
+        geometry,
+        flip,
+        sigma,
+    };
+    let crop = Geometry {
+        area: 0.5,
+        aspect: 1.2,
+        center: [0.2, -0.1],
+        ..Geometry::IDENTITY
+    };
+    let rotate = Geometry {
+        angle: 10f32.to_radians(),
+        ..Geometry::IDENTITY
+    };
+    let id = Geometry::IDENTITY;
+    let mut per_op = c.benchmark_group("cpu_augment_op");
+    per_op.throughput(Throughput::Elements(1));
+    for (name, p) in [
+        ("crop_only", op(crop, 0.0, 0.0)),
+        ("rotate_only", op(rotate, 0.0, 0.0)),
+        ("flip_only", op(id, 1.0, 0.0)),
+        ("flip_gate_half", op(id, 0.5, 0.0)),
+        ("noise_only", op(id, 0.0, 0.025)),
+    ] {
+        per_op.bench_function(
+            BenchmarkId::new(format!("photo_to_224x224x3_f32_{name}"), format!("{h}x{w}")),
+            |b| {
+                let mut k = 0u64;
+                b.iter(|| {
+                    let noise = PhiloxStream::new(SEED, 0, k, STREAM_NOISE);
+                    augment_into(src, &p, noise, &spec, &mut out);
+                    k += 1;
+                    black_box(&out);
+                })
+            },
+        );
+    }
+    per_op.finish();
+
     let mut group = c.benchmark_group("cpu_augment_bytes");
     group.throughput(Throughput::Bytes(spec.sample_bytes() as u64));
     group.bench_function("photo_to_224x224x3_f32_default", |b| {
@@ -189,5 +235,14 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_augment, bench_decode);
+criterion_group! {
+    name = benches;
+    // Short by default so that a whole `cargo bench` stays within minutes on
+    // 2 cores; command-line flags override.
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(2))
+        .sample_size(20);
+    targets = bench_augment, bench_decode
+}
 criterion_main!(benches);

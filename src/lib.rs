@@ -23,6 +23,7 @@
 //! - [`preview`]: a PNG grid of what a policy does.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cuda;
 pub mod decode;
 pub mod error;

@@ -36,6 +36,8 @@ enum Command {
     Preview(cli::preview::PreviewArgs),
     /// Run the whole pipeline on the bundled data.
     Demo(cli::demo::DemoArgs),
+    /// Measure each pipeline stage alone and the whole loader on a dataset.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Precompute(a) => cli::precompute::run(a),
         Command::Preview(a) => cli::preview::run(a),
         Command::Demo(a) => cli::demo::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

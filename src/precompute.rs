@@ -336,10 +336,11 @@ fn write_shard(
     let labels: Vec<i64> = images
         .par_chunks_mut(sample_bytes)
         .enumerate()
-        .map(|(k, out)| -> Result<i64> {
+        // One payload buffer per worker, for pread mode.
+        .map_init(Vec::new, |buf, (k, out)| -> Result<i64> {
             let item = first + k as u64;
             let (copy, index) = (item / n, item % n);
-            let record = dataset.record(index)?;
+            let record = dataset.read_record(index, buf)?;
             let pixels =
                 decode(&record, cfg.spec.channels, &DecodeLimits::default()).map_err(|e| {
                     Error::record(

@@ -73,9 +73,11 @@ pub fn preview_grid(dataset: &Dataset, policy: &Policy, cfg: &PreviewConfig) -> 
         Rgb([255, 255, 255]),
     );
     let mut cell = vec![0u8; spec.sample_bytes()];
+    // The payload buffer of pread mode, reused for every row.
+    let mut buf = Vec::new();
     for row in 0..cfg.samples {
         let index = u64::from(row) * n / u64::from(cfg.samples);
-        let record = dataset.record(index)?;
+        let record = dataset.read_record(index, &mut buf)?;
         let pixels = decode(&record, 3, &DecodeLimits::default())?;
         for col in 0..cols {
             let (params, epoch) = if col == 0 {

@@ -297,3 +297,44 @@ fn invalid_options_are_clear_errors() {
         err(Loader::builder(ds.clone()).resume(Position { epoch: 3, batch: 0 })).contains("resume")
     );
 }
+
+#[test]
+fn a_worker_that_panics_is_an_error_not_a_hang() {
+    let (_d, ds) = fmnist();
+    for threads in [1usize, 2] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ds = ds.clone();
+        std::thread::spawn(move || {
+            let mut loader = Loader::builder(ds)
+                .batch_size(100)
+                .shuffle(false)
+                .threads(threads)
+                .prefetch(2)
+                .panic_on_sample(1234)
+                .build()
+                .unwrap();
+            let mut ok = 0;
+            let err = loop {
+                match loader.next() {
+                    Some(Ok(b)) => {
+                        assert_eq!(b.len(), 100);
+                        ok += 1;
+                    }
+                    Some(Err(e)) => break e,
+                    None => panic!("the epoch ended without reporting the panic"),
+                }
+            };
+            let after = loader.next().is_none();
+            tx.send((ok, err.to_string(), after)).unwrap();
+        });
+        let (ok, err, after) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no hang after a worker panic");
+        assert_eq!(ok, 12, "the batches before the panic arrive intact");
+        assert!(
+            err.contains("panicked") && err.contains("sample 1234"),
+            "{err}"
+        );
+        assert!(after, "nothing after the error");
+    }
+}

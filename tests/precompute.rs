@@ -86,13 +86,20 @@ fn killed_runs_resume_to_byte_identical_output() {
     let tmp = scratch();
     let src = packed_fmnist(tmp.path());
     let whole = tmp.path().join("whole");
+    let t = Instant::now();
     run_ok(&job_args(&src, &whole));
+    // Kill points are spread over the time an uninterrupted run takes.
+    let full_ms = (t.elapsed().as_millis() as u64).max(20);
     let expected = files(&whole);
     assert!(expected.len() > 60, "{} files", expected.len());
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
-    for round in 0..3 {
-        let out = tmp.path().join(format!("killed-{round}"));
+    let mut round = 0;
+    let mut attempts = 0;
+    while round < 3 {
+        attempts += 1;
+        assert!(attempts < 20, "could not interrupt the runs");
+        let out = tmp.path().join(format!("killed-{attempts}"));
         let mut kills = 0;
         loop {
             let mut child = metaug()
@@ -101,7 +108,7 @@ fn killed_runs_resume_to_byte_identical_output() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            let delay = Duration::from_millis(rng.random_range(5..120));
+            let delay = Duration::from_millis(rng.random_range(full_ms / 50..full_ms * 4 / 5));
             let t = Instant::now();
             let mut finished = None;
             while t.elapsed() < delay {
@@ -109,7 +116,7 @@ fn killed_runs_resume_to_byte_identical_output() {
                     finished = Some(status);
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_millis(1));
             }
             match finished {
                 Some(status) => {
@@ -128,12 +135,15 @@ fn killed_runs_resume_to_byte_identical_output() {
             }
             assert!(kills < 200, "never finished");
         }
-        assert!(kills > 0, "round {round}: the run was never interrupted");
+        if kills == 0 {
+            continue; // finished before the first kill: not a test of resuming
+        }
         assert_eq!(
             files(&out),
             expected,
             "round {round}: after {kills} kills the output differs from an uninterrupted run"
         );
+        round += 1;
     }
 }
 
@@ -255,4 +265,66 @@ fn user_errors_are_clear_messages_not_panics() {
         &["precompute", s, "--size", "9x9", "--out", o],
         "different precompute job",
     );
+}
+
+/// Runs `metaug` with its file size limited to `limit` bytes (RLIMIT_FSIZE)
+/// and SIGXFSZ ignored, so that a write past it fails with EFBIG, as a full
+/// disk fails a write with ENOSPC: the same path through the code, without
+/// filling a real disk.
+fn run_with_file_size_limit(args: &[String], limit: u64) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = metaug();
+    cmd.args(args);
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only async-signal-safe functions (setrlimit, signal), touching no
+    // memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rl = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_full_output_disk_is_a_clear_error_and_leaves_no_file_looking_complete() {
+    let tmp = scratch();
+    let src = packed_fmnist(tmp.path());
+    let whole = tmp.path().join("whole");
+    run_ok(&job_args(&src, &whole));
+    let expected = files(&whole);
+    let shard_len = expected["aug-000000.safetensors"].len() as u64;
+
+    let out = tmp.path().join("full");
+    // Room for job.json and a few shards' worth of bytes in any one file:
+    // every shard file is larger than the limit, so the first shard fails.
+    let out_output = run_with_file_size_limit(&job_args(&src, &out), shard_len / 3);
+    let stderr = String::from_utf8_lossy(&out_output.stderr);
+    assert!(!out_output.status.success(), "the run must fail");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(
+        stderr.contains("aug-000000"),
+        "the error names the file: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Nothing left looks complete: no shard, no index, no temporary.
+    let left = files(&out);
+    assert!(!left.contains_key("index.json"));
+    for name in left.keys() {
+        assert!(
+            name == "job.json",
+            "{name} was left behind by the failed run"
+        );
+    }
+    // Once there is room again the job finishes, byte for byte the same.
+    run_ok(&job_args(&src, &out));
+    assert_eq!(files(&out), expected);
 }

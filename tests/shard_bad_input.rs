@@ -6,7 +6,9 @@ mod shard_util;
 use std::path::{Path, PathBuf};
 
 use metaug::pack::{check_decodes, FolderOptions, ImageLimits};
-use metaug::shard::{Dataset, DatasetWriter, Encoding, Shard, WriterOptions};
+use metaug::shard::{
+    Dataset, DatasetWriter, Encoding, OpenOptions, ReadMode, Shard, WriterOptions,
+};
 use metaug::Error;
 use shard_util::{png_declaring, write_dataset, Parts};
 
@@ -14,8 +16,29 @@ use shard_util::{png_declaring, write_dataset, Parts};
 fn open_err(parts: &Parts, encoding: &str) -> (tempfile::TempDir, Error) {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(dir.path(), parts, encoding);
-    let err = Dataset::open(dir.path()).expect_err("a bad shard must not open");
+    let err = dataset_err(dir.path());
     (dir, err)
+}
+
+/// Opens the dataset in `dir` in both read modes, expecting the same error.
+#[track_caller]
+fn dataset_err(dir: &Path) -> Error {
+    let err = Dataset::open(dir).expect_err("a bad dataset must not open");
+    let pread = OpenOptions {
+        read_mode: ReadMode::Pread,
+    };
+    let err2 = Dataset::open_with(dir, pread).expect_err("nor in pread mode");
+    assert_eq!(err.to_string(), err2.to_string(), "the read modes disagree");
+    err
+}
+
+/// Opens the shard at `path` in both read modes, expecting the same error.
+#[track_caller]
+fn shard_err(path: &Path) -> Error {
+    let err = Shard::open(path, 0).expect_err("a bad shard must not open");
+    let err2 = Shard::open_with(path, 0, ReadMode::Pread).expect_err("nor in pread mode");
+    assert_eq!(err.to_string(), err2.to_string(), "the read modes disagree");
+    err
 }
 
 fn shard_path(dir: &tempfile::TempDir) -> PathBuf {
@@ -80,19 +103,15 @@ fn truncated_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.safetensors");
     std::fs::write(&path, &bytes[..5]).unwrap();
-    assert_format(
-        &Shard::open(&path, 0).unwrap_err(),
-        &path,
-        "truncated: the file is 5 bytes",
-    );
+    assert_format(&shard_err(&path), &path, "truncated: the file is 5 bytes");
     std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
     assert_format(
-        &Shard::open(&path, 0).unwrap_err(),
+        &shard_err(&path),
         &path,
         "truncated: tensor \"bytes\" ends at data byte",
     );
     std::fs::write(&path, b"").unwrap();
-    assert_format(&Shard::open(&path, 0).unwrap_err(), &path, "truncated");
+    assert_format(&shard_err(&path), &path, "truncated");
 }
 
 #[test]
@@ -103,12 +122,12 @@ fn header_claims_more_than_the_file_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.safetensors");
     std::fs::write(&path, &bytes).unwrap();
-    let err = Shard::open(&path, 0).unwrap_err();
+    let err = shard_err(&path);
     assert_format(&err, &path, &format!("header claims {claimed} bytes"));
 
     bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let err = Shard::open(&path, 0).unwrap_err();
+    let err = shard_err(&path);
     assert_format(&err, &path, "exceeds the limit");
 }
 
@@ -119,11 +138,7 @@ fn header_is_not_json() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.safetensors");
     std::fs::write(&path, &bytes).unwrap();
-    assert_format(
-        &Shard::open(&path, 0).unwrap_err(),
-        &path,
-        "not a valid JSON object",
-    );
+    assert_format(&shard_err(&path), &path, "not a valid JSON object");
 }
 
 #[test]
@@ -139,11 +154,7 @@ fn duplicate_tensor_key_in_header() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.safetensors");
     std::fs::write(&path, &bytes).unwrap();
-    assert_format(
-        &Shard::open(&path, 0).unwrap_err(),
-        &path,
-        r#"duplicate key "labels""#,
-    );
+    assert_format(&shard_err(&path), &path, r#"duplicate key "labels""#);
 }
 
 #[test]
@@ -258,7 +269,7 @@ fn count_disagrees_with_index_json() {
         .replace("\"records\":3", "\"records\":4")
         .replace("\"total_records\":3", "\"total_records\":4");
     std::fs::write(&index_path, text).unwrap();
-    let err = Dataset::open(dir.path()).unwrap_err();
+    let err = dataset_err(dir.path());
     assert_format(
         &err,
         &shard_path(&dir),
@@ -278,7 +289,7 @@ fn index_json_totals_disagree() {
         text.replace("\"total_records\":3", "\"total_records\":7"),
     )
     .unwrap();
-    let err = Dataset::open(dir.path()).unwrap_err();
+    let err = dataset_err(dir.path());
     assert_format(
         &err,
         &index_path,
@@ -289,14 +300,14 @@ fn index_json_totals_disagree() {
 #[test]
 fn index_json_missing_or_unsafe() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Dataset::open(dir.path()).unwrap_err();
+    let err = dataset_err(dir.path());
     assert_format(&err, &dir.path().join("index.json"), "missing index.json");
 
     write_dataset(dir.path(), &Parts::raw(3), "raw");
     let index_path = dir.path().join("index.json");
     let text = std::fs::read_to_string(&index_path).unwrap();
     std::fs::write(&index_path, text.replace("shard-00000", "../shard-00000")).unwrap();
-    let err = Dataset::open(dir.path()).unwrap_err();
+    let err = dataset_err(dir.path());
     assert_format(&err, &index_path, "is not a plain *.safetensors name");
 }
 
@@ -371,11 +382,7 @@ fn unexpected_tensor_and_trailing_bytes() {
     bytes.push(0);
     let path = dir.path().join("t.safetensors");
     std::fs::write(&path, &bytes).unwrap();
-    assert_format(
-        &Shard::open(&path, 0).unwrap_err(),
-        &path,
-        "(trailing bytes)",
-    );
+    assert_format(&shard_err(&path), &path, "(trailing bytes)");
 }
 
 #[test]
@@ -409,7 +416,7 @@ fn missing_shard() {
     shard_util::small_fashion(dir.path(), 30, Encoding::Raw, 10 * 784);
     let gone = dir.path().join("shard-00001.safetensors");
     std::fs::remove_file(&gone).unwrap();
-    let err = Dataset::open(dir.path()).unwrap_err();
+    let err = dataset_err(dir.path());
     assert_format(&err, &gone, "missing shard file");
 }
 
@@ -426,6 +433,14 @@ fn bad_record_checksum() {
     assert!(ds.record(27).is_ok());
     let err = ds.record(28).unwrap_err();
     assert_record(&err, &path, 8, "checksum mismatch: stored crc32c");
+    let pread = OpenOptions {
+        read_mode: ReadMode::Pread,
+    };
+    let ds2 = Dataset::open_with(dir.path(), pread).unwrap();
+    let mut buf = Vec::new();
+    assert!(ds2.read_record(27, &mut buf).is_ok());
+    let err2 = ds2.read_record(28, &mut buf).unwrap_err();
+    assert_eq!(err2.to_string(), err.to_string());
 
     let report = ds.verify(|_| Ok(()));
     assert_eq!(report.checked, 30);
@@ -578,14 +593,32 @@ fn decoded_shape_disagrees_with_stored_shape() {
 
 #[test]
 fn not_an_image_when_packing() {
+    // A file named as an image that is not one is an error...
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("c")).unwrap();
-    let file = root.path().join("c/notes.txt");
+    let file = root.path().join("c/photo.jpg");
     std::fs::write(&file, "hello").unwrap();
     let out = tempfile::tempdir().unwrap();
     let err =
         metaug::pack::pack_folder(root.path(), out.path(), &FolderOptions::default()).unwrap_err();
     assert_format(&err, &file, "not a PNG or JPEG file");
+}
+
+#[test]
+fn files_that_are_not_named_as_images_are_left_out() {
+    // ...while a README or a labels.csv beside the images is not packed.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("README.md"), "notes").unwrap();
+    std::fs::write(root.path().join("labels.csv"), "a,b").unwrap();
+    let png = shard_util::bundled().join("photos-png/microaneurysms.png");
+    std::fs::copy(&png, root.path().join("eye.PNG")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let options = FolderOptions {
+        flat: true,
+        ..FolderOptions::default()
+    };
+    let index = metaug::pack::pack_folder(root.path(), out.path(), &options).unwrap();
+    assert_eq!(index.total_records, 1);
 }
 
 #[test]

@@ -8,19 +8,46 @@ use std::path::Path;
 use std::time::Instant;
 
 use metaug::pack::{check_decodes, ImageLimits};
-use metaug::shard::{Dataset, Encoding, Shard};
+use metaug::shard::{Dataset, Encoding, OpenOptions, ReadMode, Shard};
 use rand::{Rng, SeedableRng};
 
-/// Opens the dataset, reads every record and decodes it. Returns the number
-/// of errors seen (0 means the corruption went unnoticed).
+/// Opens the dataset, reads every record and decodes it, in mmap mode, and
+/// checks that pread mode sees exactly the same (records and errors).
+/// Returns the number of errors seen (0 means the corruption went unnoticed).
 fn exercise(dir: &Path) -> usize {
-    let ds = match Dataset::open(dir) {
-        Ok(ds) => ds,
-        Err(e) => {
+    let pread = Dataset::open_with(
+        dir,
+        OpenOptions {
+            read_mode: ReadMode::Pread,
+        },
+    );
+    let ds = match (Dataset::open(dir), pread) {
+        (Ok(ds), Ok(pread)) => {
+            let mut buf = Vec::new();
+            for i in 0..ds.len() {
+                let a = ds.record(i).map(|r| (r.bytes, r.label, r.shape));
+                let b = pread
+                    .read_record(i, &mut buf)
+                    .map(|r| (r.bytes, r.label, r.shape));
+                match (a, b) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "record {i}"),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("the read modes disagree on record {i}: {a:?} vs {b:?}"),
+                }
+            }
+            ds
+        }
+        (Err(e), Err(e2)) => {
             // Errors render without panicking, too.
             assert!(!e.to_string().is_empty());
+            assert_eq!(e.to_string(), e2.to_string(), "the read modes disagree");
             return 1;
         }
+        (a, b) => panic!(
+            "the read modes disagree at open: {:?} vs {:?}",
+            a.err(),
+            b.err()
+        ),
     };
     let _ = ds.summary();
     let mut errors = 0;
@@ -111,6 +138,8 @@ fn every_prefix_of_a_shard_is_an_error() {
         std::fs::write(&path, &bytes[..len]).unwrap();
         let err = Shard::open(&path, 0).expect_err("a prefix must not open");
         assert!(err.to_string().contains("prefix.safetensors"), "{err}");
+        let err2 = Shard::open_with(&path, 0, ReadMode::Pread).expect_err("nor in pread mode");
+        assert_eq!(err.to_string(), err2.to_string());
     }
     std::fs::write(&path, &bytes).unwrap();
     assert_eq!(Shard::open(&path, 0).unwrap().len(), 3);

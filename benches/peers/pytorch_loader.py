@@ -22,6 +22,9 @@ collate_fn, like metaug's NCHW f32 batches.
 Timing: one DataLoader with persistent workers; the first pass warms up
 (worker start, page cache) and is reported apart; the rate is the total
 images of passes 2..P over their wall time, plus the median per-pass rate.
+CPU seconds of the main process and the workers over the same passes (from
+/proc) give images per CPU-second, which a machine shared with other work
+does not change the way it changes wall-clock rates.
 Prints one JSON object on stdout.
 """
 
@@ -125,15 +128,34 @@ def main():
         drop_last=False,
     )
 
-    rates, counts, times = [], [], []
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds():
+        """CPU seconds of this process and of the loader's worker processes."""
+        pids = [os.getpid()]
+        it = getattr(loader, "_iterator", None)
+        pids += [w.pid for w in getattr(it, "_workers", []) if w.pid]
+        total = 0.0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    rates, counts, times, cpus = [], [], [], []
     shape = None
     for _ in range(args.passes):
         t0 = time.perf_counter()
+        c0 = cpu_seconds()
         n = 0
         for x, _y in loader:
             n += x.shape[0]
             shape = list(x.shape)
         dt = time.perf_counter() - t0
+        cpus.append(cpu_seconds() - c0)
         counts.append(n)
         times.append(dt)
         rates.append(n / dt)
@@ -156,6 +178,11 @@ def main():
         "warmup_pass_images_per_s": round(rates[0], 1),
         "images_per_s": round(total_images / total_time, 1),
         "median_pass_images_per_s": round(statistics.median(rates[timed]), 1),
+        # main process + workers; the first pass's count misses the time
+        # before the workers started
+        "cpu_seconds": round(sum(cpus[timed]), 2),
+        "cores_busy": round(sum(cpus[timed]) / total_time, 2),
+        "images_per_cpu_s": round(total_images / max(sum(cpus[timed]), 1e-9), 1),
     }))
 
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use metaug::pack::{check_decodes, ImageLimits};
-use metaug::shard::{Dataset, Record};
+use metaug::shard::{Dataset, OpenOptions, ReadMode, Record};
 
 /// Arguments of `metaug inspect`.
 #[derive(clap::Args)]
@@ -14,6 +14,11 @@ pub struct InspectArgs {
     /// record by shard file and index, and exit non-zero if any.
     #[arg(long)]
     verify: bool,
+    /// How to read the shards: `mmap` (zero copy, fastest; a shard truncated
+    /// underneath kills the process with SIGBUS) or `pread` (one copy per
+    /// record; errors instead; use it on NFS, Lustre, GPFS).
+    #[arg(long, default_value = "mmap", value_name = "mmap|pread")]
+    read_mode: ReadMode,
 }
 
 /// The decode check of `--verify`: the `image` crate with limits.
@@ -23,7 +28,10 @@ fn decode_check(record: &Record<'_>) -> metaug::Result<()> {
 
 /// Runs the command.
 pub fn run(args: InspectArgs) -> metaug::Result<()> {
-    let dataset = Dataset::open(&args.dir)?;
+    let options = OpenOptions {
+        read_mode: args.read_mode,
+    };
+    let dataset = Dataset::open_with(&args.dir, options)?;
     println!("dataset:  {}", args.dir.display());
     print!("{}", dataset.summary());
     if !args.verify {

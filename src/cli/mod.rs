@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod args;
+pub mod bench;
 pub mod demo;
 pub mod experiment;
 pub mod gradcheck;

@@ -30,6 +30,8 @@ enum Source {
     /// An image folder: ROOT/<class>/<image>, JPEG or PNG files, stored byte for byte.
     ///
     /// Classes are the sub-folders of ROOT sorted by name (label i = i-th class);
+    /// only files named .jpg, .jpeg or .png (any case) are taken, so a README or a
+    /// labels.csv beside the images is left out;
     /// files are taken in name order. Hidden names are skipped and files directly
     /// in ROOT ignored; all images must share one encoding (all JPEG or all PNG).
     Folder(FolderArgs),

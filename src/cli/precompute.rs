@@ -60,7 +60,7 @@ pub fn run(args: PrecomputeArgs) -> Result<()> {
     let channels = match args.channels {
         Some(c) => c,
         None if dataset.is_empty() => 3,
-        None => dataset.record(0)?.shape[2],
+        None => dataset.shape(0)?[2],
     };
     let spec = OutputSpec {
         size: Size::new(args.size.0, args.size.1),

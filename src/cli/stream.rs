@@ -7,7 +7,7 @@ use std::time::Instant;
 use metaug::loader::{BadRecords, Device, Loader};
 use metaug::ops::{DType, Layout};
 use metaug::policy::Policy;
-use metaug::shard::Dataset;
+use metaug::shard::{Dataset, OpenOptions, ReadMode};
 use metaug::{Error, Result};
 use sha2::{Digest, Sha256};
 
@@ -69,11 +69,19 @@ pub struct StreamArgs {
     /// Print a SHA-256 of each batch (images and labels), then of the run.
     #[arg(long)]
     digest: bool,
+    /// How to read the shards: `mmap` (zero copy, fastest; a shard truncated
+    /// underneath kills the process with SIGBUS) or `pread` (one copy per
+    /// record; errors instead; use it on NFS, Lustre, GPFS).
+    #[arg(long, default_value = "mmap", value_name = "mmap|pread")]
+    read_mode: ReadMode,
 }
 
 /// Runs the command.
 pub fn run(args: StreamArgs) -> Result<()> {
-    let dataset = Dataset::open(&args.dir)?;
+    let options = OpenOptions {
+        read_mode: args.read_mode,
+    };
+    let dataset = Dataset::open_with(&args.dir, options)?;
     let policy = Policy::from_arg(&args.policy)?;
     let device: Device = args.device.parse()?;
     let mut builder = Loader::builder(dataset)
@@ -137,11 +145,12 @@ pub fn run(args: StreamArgs) -> Result<()> {
             epoch_bytes = 0;
         }
         epoch_images += batch.len() as u64;
-        epoch_bytes += batch.image_bytes().len() as u64;
+        epoch_bytes += (batch.len() * batch.spec().sample_bytes()) as u64;
         skipped += batch.skipped().len() as u64;
         if args.digest {
             let mut h = Sha256::new();
-            h.update(batch.image_bytes());
+            // Device batches are copied back for the digest.
+            h.update(&*batch.to_host_bytes()?);
             for l in batch.labels() {
                 h.update(l.to_le_bytes());
             }

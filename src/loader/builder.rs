@@ -63,6 +63,7 @@ pub(crate) struct LoaderConfig {
     pub start: Position,
     pub bad_records: BadRecords,
     pub limits: DecodeLimits,
+    pub panic_on_sample: Option<u64>,
 }
 
 /// Builds a [`Loader`]. Start with [`Loader::builder`].
@@ -89,6 +90,7 @@ pub struct LoaderBuilder {
     bad_records: BadRecords,
     resume: Option<Position>,
     limits: DecodeLimits,
+    panic_on_sample: Option<u64>,
 }
 
 impl LoaderBuilder {
@@ -115,6 +117,7 @@ impl LoaderBuilder {
             bad_records: BadRecords::Fail,
             resume: None,
             limits: DecodeLimits::default(),
+            panic_on_sample: None,
         }
     }
 
@@ -235,6 +238,14 @@ impl LoaderBuilder {
         self
     }
 
+    /// Fault injection for tests: the worker that decodes sample `index`
+    /// panics. The panic must reach the caller as an error.
+    #[doc(hidden)]
+    pub fn panic_on_sample(mut self, index: u64) -> Self {
+        self.panic_on_sample = Some(index);
+        self
+    }
+
     /// Validates every option and starts the pipeline.
     pub fn build(self) -> Result<Loader> {
         let cfg = self.validate()?;
@@ -283,7 +294,7 @@ impl LoaderBuilder {
             ));
         }
         let first = if self.size.is_none() || self.channels.is_none() {
-            Some(self.dataset.record(0)?.shape)
+            Some(self.dataset.shape(0)?)
         } else {
             None
         };
@@ -335,6 +346,7 @@ impl LoaderBuilder {
             start,
             bad_records: self.bad_records,
             limits: self.limits,
+            panic_on_sample: self.panic_on_sample,
         })
     }
 }

@@ -17,7 +17,14 @@ use crate::loader::builder::{BadRecords, LoaderConfig};
 use crate::loader::plan::{EpochPlan, Position};
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
 use crate::ops::{augment_into, SampleParams};
-use crate::shard::Dataset;
+use crate::shard::{Dataset, ReadMode, Record};
+
+thread_local! {
+    /// Each decode thread's payload buffer, reused for every record it
+    /// reads in pread mode (untouched in mmap mode). Taken out while in use,
+    /// so that a nested rayon job on the same thread gets one of its own.
+    static RECORD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// What the pipeline sends: a batch or an error, then `Done` at the end.
 // One message per batch, moved once through the channel: boxing it would
@@ -192,18 +199,18 @@ impl Pipeline {
         ))
     }
 
-    /// Reads and decodes sample `index` and draws its parameters.
-    fn decode_sample(
+    /// Decodes `record` (sample `index`) and draws its parameters.
+    fn decode_record<'r>(
         &self,
+        record: &Record<'r>,
         epoch: u64,
         index: u64,
-    ) -> std::result::Result<Decoded<'_>, SampleError> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(SampleError::Stopped);
-        }
+    ) -> std::result::Result<Decoded<'r>, SampleError> {
         let cfg = &*self.cfg;
-        let record = self.dataset.record(index).map_err(SampleError::Bad)?;
-        let pixels = decode(&record, cfg.spec.channels, &cfg.limits).map_err(|e| {
+        if cfg.panic_on_sample == Some(index) {
+            panic!("injected fault: decoding sample {index}");
+        }
+        let pixels = decode(record, cfg.spec.channels, &cfg.limits).map_err(|e| {
             SampleError::Bad(Error::record(
                 self.dataset.shard_path(record.shard),
                 record.index,
@@ -214,17 +221,56 @@ impl Pipeline {
         Ok((pixels, record.label, params))
     }
 
+    /// Reads and decodes sample `index` and draws its parameters, for the
+    /// GPU path, which keeps the whole batch's pixels: borrowed from the map
+    /// in mmap mode, owned in pread mode (the read buffer is reused).
+    fn decode_sample(
+        &self,
+        epoch: u64,
+        index: u64,
+    ) -> std::result::Result<Decoded<'_>, SampleError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(SampleError::Stopped);
+        }
+        if self.dataset.read_mode() == ReadMode::Mmap {
+            let record = self.dataset.record(index).map_err(SampleError::Bad)?;
+            return self.decode_record(&record, epoch, index);
+        }
+        let mut buf = RECORD_BUF.take();
+        let decoded = self
+            .dataset
+            .read_record(index, &mut buf)
+            .map_err(SampleError::Bad)
+            .and_then(|record| self.decode_record(&record, epoch, index))
+            .map(|(pixels, label, params)| (pixels.into_owned(), label, params));
+        RECORD_BUF.set(buf);
+        decoded
+    }
+
     /// Decodes and augments sample `index` into `out`; returns its label.
+    /// In pread mode the record is read into this thread's reused buffer.
     fn sample(
         &self,
         epoch: u64,
         index: u64,
         out: &mut [u8],
     ) -> std::result::Result<i64, SampleError> {
-        let (pixels, label, params) = self.decode_sample(epoch, index)?;
-        let noise = PhiloxStream::new(self.cfg.plan.seed, epoch, index, STREAM_NOISE);
-        augment_into(pixels.view(), &params, noise, &self.cfg.spec, out);
-        Ok(label)
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(SampleError::Stopped);
+        }
+        let mut buf = RECORD_BUF.take();
+        let label = self
+            .dataset
+            .read_record(index, &mut buf)
+            .map_err(SampleError::Bad)
+            .and_then(|record| {
+                let (pixels, label, params) = self.decode_record(&record, epoch, index)?;
+                let noise = PhiloxStream::new(self.cfg.plan.seed, epoch, index, STREAM_NOISE);
+                augment_into(pixels.view(), &params, noise, &self.cfg.spec, out);
+                Ok(label)
+            });
+        RECORD_BUF.set(buf);
+        label
     }
 }
 

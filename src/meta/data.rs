@@ -32,7 +32,7 @@ pub fn image_set(
     if n == 0 {
         return Err(Error::invalid("images", "must be at least 1"));
     }
-    let first = dataset.record(0)?.shape;
+    let first = dataset.shape(0)?;
     let size = size.unwrap_or(Size::new(first[0], first[1]));
     let channels = channels.unwrap_or(first[2].min(3));
     let spec = OutputSpec {
@@ -48,9 +48,11 @@ pub fn image_set(
     let per = spec.sample_bytes();
     let mut bytes = vec![0u8; per * n];
     let mut labels = Vec::with_capacity(n);
+    // The payload buffer of pread mode, reused for every record.
+    let mut buf = Vec::new();
     for (k, out) in bytes.chunks_exact_mut(per).enumerate() {
         let index = k as u64 * n_all / n as u64;
-        let record = dataset.record(index)?;
+        let record = dataset.read_record(index, &mut buf)?;
         let pixels = decode(&record, channels, &DecodeLimits::default()).map_err(|e| {
             Error::record(
                 dataset.shard_path(record.shard),

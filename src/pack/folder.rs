@@ -67,6 +67,18 @@ fn hidden(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'.')
 }
 
+/// File name extensions taken as images (case-insensitive). Other files
+/// (a README, a labels.csv) are left out of the listing, as torchvision's
+/// `ImageFolder` does; a file with one of these extensions that is not a
+/// PNG or JPEG is still an error.
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
 /// Entries of `dir` (name order, hidden ones left out), with whether each is
 /// a directory (following links).
 fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
@@ -97,7 +109,7 @@ pub fn list_flat_folder(root: &Path) -> Result<FolderListing> {
         .to_string();
     let files: Vec<(PathBuf, i64)> = sorted_entries(root)?
         .into_iter()
-        .filter(|(_, is_dir)| !is_dir)
+        .filter(|(p, is_dir)| !is_dir && is_image_name(p))
         .map(|(p, _)| (p, 0))
         .collect();
     Ok(FolderListing {
@@ -128,7 +140,9 @@ pub fn list_folder(root: &Path) -> Result<FolderListing> {
                     "a folder inside a class folder (expected root/<class>/<image>)",
                 ));
             }
-            files.push((file, label));
+            if is_image_name(&file) {
+                files.push((file, label));
+            }
         }
     }
     if classes.is_empty() {

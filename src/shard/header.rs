@@ -3,6 +3,11 @@
 //! Every number read from the file is checked against the file's length
 //! before it is used; nothing is allocated from a number the file states
 //! (the JSON text itself is bounded by [`MAX_HEADER_BYTES`]).
+//!
+//! The header is validated from its own bytes ([`parse_header`]), so that a
+//! reader without a memory map needs only the first `8 + N` bytes of the
+//! file; the four per-record tables are then checked against the metadata
+//! checksums by [`check_tables`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,17 +102,24 @@ pub(crate) fn le_i64(data: &[u8], i: usize) -> Option<i64> {
     le_u64(data, i).map(|x| x as i64)
 }
 
-/// Parses and validates the header of the shard `file` (the whole file's
-/// bytes), returning where each tensor lies. Checks, in order: the length
-/// prefix, the header length against the limit and the file, the JSON, the
-/// metadata, every tensor's presence, dtype and shape, that the data offsets
-/// tile the data area exactly up to the end of the file, and the crc32c of
-/// `offsets`, `labels`, `shapes` and `crc32c` against the metadata.
-pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
-    let bad = |what: String| Error::format(path, what);
-    let file_len = file.len() as u64;
+/// The checksums the metadata states for the four per-record tables, to be
+/// checked by [`check_tables`] once the tables are read.
+#[derive(Clone, Debug)]
+pub(crate) struct Header {
+    pub layout: Layout,
+    /// Metadata crc32c of `offsets`, `labels`, `shapes`, `crc32c`, in that order.
+    table_crcs: [u32; 4],
+}
 
-    let prefix = file.get(..8).ok_or_else(|| {
+/// Names of the four per-record tables, in the order of [`Header`]'s checksums.
+const TABLES: [&str; 4] = [T_OFFSETS, T_LABELS, T_SHAPES, T_CRC32C];
+
+/// Reads the 8-byte length prefix (`prefix` holds the file's first bytes,
+/// at most 8 used) and returns where the tensor data starts (`8 + N`),
+/// after checking `N` against [`MAX_HEADER_BYTES`] and the file length.
+pub(crate) fn data_start(path: &Path, prefix: &[u8], file_len: u64) -> Result<usize> {
+    let bad = |what: String| Error::format(path, what);
+    let prefix = prefix.get(..8).filter(|_| file_len >= 8).ok_or_else(|| {
         bad(format!(
             "truncated: the file is {file_len} bytes, too short for the 8-byte header length"
         ))
@@ -124,10 +136,29 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
             file_len - 8
         )));
     }
-    // Both fit in usize: header_len <= file_len - 8 and file_len is a slice length.
-    let data_start = 8 + header_len as usize;
-    let text = std::str::from_utf8(&file[8..data_start])
-        .map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
+    // header_len <= MAX_HEADER_BYTES, so this fits in usize.
+    Ok(8 + header_len as usize)
+}
+
+/// Parses and validates the header of the shard at `path` whose first
+/// bytes are `head` (the length prefix and the JSON text: exactly
+/// [`data_start`] bytes) and whose length is `file_len`, returning where each
+/// tensor lies in the file. Checks the JSON, the metadata, every tensor's
+/// presence, dtype and shape, and that the data offsets tile the data area
+/// exactly up to the end of the file. The tables' checksums are checked
+/// afterwards by [`check_tables`], once the tables are at hand.
+pub(crate) fn parse_header(path: &Path, head: &[u8], file_len: u64) -> Result<Header> {
+    let bad = |what: String| Error::format(path, what);
+    let data_start = data_start(path, head, file_len)?;
+    if usize::try_from(file_len).is_err() {
+        return Err(bad(format!(
+            "the file is {file_len} bytes, more than this platform can address"
+        )));
+    }
+    let text = head
+        .get(8..data_start)
+        .ok_or_else(|| bad("truncated: the header is shorter than its length prefix".into()))?;
+    let text = std::str::from_utf8(text).map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
     let UniqueObject(mut entries) = serde_json::from_str(text)
         .map_err(|e| bad(format!("header is not a valid JSON object: {e}")))?;
 
@@ -269,7 +300,8 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
         )));
     }
 
-    // All spans are inside the file, so these conversions and additions hold.
+    // All spans are inside the file, whose length fits in usize (checked
+    // above), so these conversions and additions hold.
     let range = |name: &str| {
         let [b, e] = parsed[name].data_offsets;
         data_start + b as usize..data_start + e as usize
@@ -284,12 +316,8 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
         crcs: range(T_CRC32C),
     };
 
-    for (name, span) in [
-        (T_OFFSETS, &layout.offsets),
-        (T_LABELS, &layout.labels),
-        (T_SHAPES, &layout.shapes),
-        (T_CRC32C, &layout.crcs),
-    ] {
+    let mut table_crcs = [0u32; 4];
+    for (crc, name) in table_crcs.iter_mut().zip(TABLES) {
         let key = crc_key(name);
         let text = meta(&key)?;
         if text.len() != 8 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -297,12 +325,34 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
                 "metadata {key:?} = {text:?} is not 8 lowercase hex digits"
             )));
         }
-        let actual = format!("{:08x}", crc32c::crc32c(&file[span.clone()]));
-        if text != actual {
-            return Err(bad(format!(
-                "checksum mismatch in tensor {name:?}: metadata says {text}, data has {actual}"
-            )));
+        *crc = u32::from_str_radix(text, 16).expect("8 hex digits");
+    }
+    Ok(Header { layout, table_crcs })
+}
+
+/// Checks the `offsets`, `labels`, `shapes` and `crc32c` tables (their bytes,
+/// in that order) against the checksums in the metadata.
+pub(crate) fn check_tables(path: &Path, header: &Header, tables: [&[u8]; 4]) -> Result<()> {
+    for ((name, data), want) in TABLES.into_iter().zip(tables).zip(header.table_crcs) {
+        let actual = crc32c::crc32c(data);
+        if actual != want {
+            return Err(Error::format(
+                path,
+                format!(
+                    "checksum mismatch in tensor {name:?}: metadata says {want:08x}, data has {actual:08x}"
+                ),
+            ));
         }
     }
-    Ok(layout)
+    Ok(())
+}
+
+/// Parses and validates a whole shard held in memory (`file` is every byte
+/// of it): [`parse_header`], then [`check_tables`].
+pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Layout> {
+    let header = parse_header(path, file, file.len() as u64)?;
+    let l = &header.layout;
+    let tables = [&l.offsets, &l.labels, &l.shapes, &l.crcs].map(|r| &file[r.clone()]);
+    check_tables(path, &header, tables)?;
+    Ok(header.layout)
 }

@@ -91,9 +91,22 @@ impl DatasetIndex {
                 format!("larger than the limit of {MAX_INDEX_BYTES} bytes"),
             ));
         }
-        let index: DatasetIndex = serde_json::from_slice(&text)
-            .map_err(|e| Error::format(&path, format!("not a valid index: {e}")))?;
-        index.validate(&path)?;
+        DatasetIndex::parse(&path, &text)
+    }
+
+    /// Parses and validates the bytes of an `index.json` (see
+    /// [`DatasetIndex::validate`]); `path` names the file in errors. Inputs
+    /// over [`MAX_INDEX_BYTES`] are refused.
+    pub fn parse(path: &Path, text: &[u8]) -> Result<DatasetIndex> {
+        if text.len() as u64 > MAX_INDEX_BYTES {
+            return Err(Error::format(
+                path,
+                format!("larger than the limit of {MAX_INDEX_BYTES} bytes"),
+            ));
+        }
+        let index: DatasetIndex = serde_json::from_slice(text)
+            .map_err(|e| Error::format(path, format!("not a valid index: {e}")))?;
+        index.validate(path)?;
         Ok(index)
     }
 

@@ -25,7 +25,51 @@
 //! are verified, offsets must start at 0, never decrease and end at the
 //! payload total, and every label must name a class. Numbers are read with
 //! `from_le_bytes`, never by casting possibly unaligned bytes. Each record's
-//! payload crc32c is checked when [`Dataset::record`] hands it out.
+//! payload crc32c is checked when [`Dataset::read_record`] (or
+//! [`Dataset::record`]) hands it out.
+//!
+//! # Read modes: what each one risks
+//!
+//! The [`ReadMode`] is chosen when the dataset is opened
+//! ([`Dataset::open_with`]) and travels with it to the loader, precompute
+//! and inspect. Both modes check each shard's size against `index.json` at
+//! open, validate the header and tables, and check every payload's crc32c.
+//!
+//! - **[`ReadMode::Mmap`]** (the default): each shard is memory-mapped and
+//!   records are borrowed from the map: zero copies, the fastest path. The
+//!   risk: if a shard file is **truncated** (or rewritten in place to a
+//!   shorter length) while the dataset is open, the next access to a page
+//!   past its new end raises **SIGBUS and the process dies**; no error can
+//!   be returned. On a local filesystem a file replaced by rename or deleted
+//!   is harmless (the old file stays mapped); on NFS, a file that another
+//!   client deletes or replaces can go stale, and a mapped page that must be
+//!   fetched again raises SIGBUS too. Use it on local disks, where nothing
+//!   else touches the shards.
+//! - **[`ReadMode::Pread`]**: the header and the per-record tables are read
+//!   into memory at open, and each record is read with one positioned read
+//!   (`pread(2)`) into a caller's reusable buffer: **one copy per record**,
+//!   and one open file per shard. A file that shrank gives a short read,
+//!   reported as [`Error::Record`](crate::Error::Record) naming the shard and
+//!   record ("short read"); an I/O error (for example `ESTALE` on NFS) is
+//!   reported the same way. No signal, no crash. **Recommended on network and
+//!   parallel filesystems (NFS, Lustre, GPFS)**, where another client can
+//!   change a file underneath you.
+//!
+//! [`Dataset::record`] borrows from the map and so works in mmap mode only;
+//! [`Dataset::read_record`] works in both and is what the crate's own
+//! readers use:
+//!
+//! ```no_run
+//! use metaug::shard::{Dataset, OpenOptions, ReadMode};
+//! let options = OpenOptions { read_mode: ReadMode::Pread };
+//! let dataset = Dataset::open_with("/nfs/fashion-mnist", options)?;
+//! let mut buf = Vec::new(); // reused for every record
+//! for i in 0..dataset.len() {
+//!     let record = dataset.read_record(i, &mut buf)?;
+//!     assert_eq!(record.bytes.len(), 784);
+//! }
+//! # Ok::<(), metaug::Error>(())
+//! ```
 //!
 //! [`DatasetWriter`] writes shards of bounded size atomically (temporary
 //! name, fsync, rename, fsync of the directory) and `index.json` last, so a
@@ -52,6 +96,6 @@ pub use format::{
 pub use index::{
     DatasetIndex, ShardEntry, DATASET_FORMAT, DATASET_VERSION, INDEX_FILE, MAX_INDEX_BYTES,
 };
-pub use reader::{Dataset, Record, Shard};
+pub use reader::{Dataset, OpenOptions, ReadMode, Record, Shard};
 pub use summary::{ShardSummary, Summary, VerifyReport};
 pub use writer::{DatasetWriter, WriterOptions, DEFAULT_SHARD_SIZE};

@@ -1,9 +1,13 @@
-//! Reading shards: a memory-mapped [`Shard`], and the [`Dataset`] of all
-//! shards listed in `index.json`. Records are borrowed from the map, never
-//! copied, and each record's crc32c is checked when it is handed out.
+//! Reading shards: a validated [`Shard`], and the [`Dataset`] of all shards
+//! listed in `index.json`, in either [`ReadMode`]. Each record's crc32c is
+//! checked when it is handed out.
 
+use std::fmt;
 use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use memmap2::Mmap;
 
@@ -12,10 +16,86 @@ use super::header::{self, le_i64, le_u32, le_u64, Layout};
 use super::index::{DatasetIndex, INDEX_FILE};
 use crate::{Error, Result};
 
-/// One record of a dataset, borrowed from the shard's memory map.
+/// How a dataset's shard files are read. Chosen when the dataset is opened
+/// ([`Dataset::open_with`]) and kept for its lifetime.
+///
+/// | | [`Mmap`](ReadMode::Mmap) (default) | [`Pread`](ReadMode::Pread) |
+/// | --- | --- | --- |
+/// | payload | borrowed from the map, no copy | one copy into a caller's buffer |
+/// | file truncated underneath | **SIGBUS: the process dies** | error naming the shard and record |
+/// | file replaced by rename | old file keeps being read | old file keeps being read |
+/// | open files | none after open | one per shard |
+/// | use on | local disks, tmpfs | NFS, Lustre, GPFS, anything shared |
+///
+/// Both modes read and validate the header and the per-record tables
+/// (offsets, labels, shapes, checksums) at open, check the file's size
+/// against `index.json`, and check each payload's crc32c when it is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReadMode {
+    /// Memory-map each shard; records borrow from the map (zero copy,
+    /// fastest). Relies on shards never being truncated or rewritten in
+    /// place while open: touching a page past the end of a file that shrank
+    /// raises SIGBUS, which kills the process.
+    #[default]
+    Mmap,
+    /// Read each record with a positioned read (`pread(2)`) into a reusable
+    /// caller buffer. A file that shrank gives a short read, reported as an
+    /// error naming the shard and record; nothing is mapped.
+    Pread,
+}
+
+impl ReadMode {
+    /// The name used on the command line: `mmap` or `pread`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadMode::Mmap => "mmap",
+            ReadMode::Pread => "pread",
+        }
+    }
+}
+
+impl fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReadMode {
+    type Err = Error;
+
+    /// Parses `mmap` or `pread`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mmap" => Ok(ReadMode::Mmap),
+            "pread" => Ok(ReadMode::Pread),
+            _ => Err(Error::invalid(
+                "read mode",
+                format!("{s:?} is not one of mmap, pread"),
+            )),
+        }
+    }
+}
+
+/// Options of [`Dataset::open_with`].
+///
+/// ```no_run
+/// use metaug::shard::{Dataset, OpenOptions, ReadMode};
+/// let options = OpenOptions { read_mode: ReadMode::Pread, ..Default::default() };
+/// let dataset = Dataset::open_with("/nfs/datasets/fashion-mnist", options)?;
+/// # Ok::<(), metaug::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// How shard files are read (default [`ReadMode::Mmap`]).
+    pub read_mode: ReadMode,
+}
+
+/// One record of a dataset: its payload, borrowed from the shard's memory
+/// map ([`ReadMode::Mmap`]) or from the caller's buffer ([`ReadMode::Pread`]),
+/// and its stored fields.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
-    /// The payload (JPEG, PNG or raw pixels), borrowed from the map.
+    /// The payload (JPEG, PNG or raw pixels).
     pub bytes: &'a [u8],
     /// The class label.
     pub label: i64,
@@ -29,77 +109,227 @@ pub struct Record<'a> {
     pub index: u64,
 }
 
-/// One validated, memory-mapped shard file.
+/// Where a shard's bytes come from.
+enum Source {
+    /// The whole file, mapped; the tables are read from the map.
+    Mmap(Mmap),
+    /// The open file, and the four per-record tables read into memory.
+    Pread { file: File, tables: Vec<u8> },
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Mmap(map) => write!(f, "Mmap({} bytes)", map.len()),
+            Source::Pread { tables, .. } => write!(f, "Pread({} table bytes)", tables.len()),
+        }
+    }
+}
+
+/// Where the per-record tables lie in [`Shard::tables`].
+#[derive(Clone, Debug)]
+struct Tables {
+    offsets: Range<usize>,
+    labels: Range<usize>,
+    shapes: Range<usize>,
+    crcs: Range<usize>,
+}
+
+/// One validated shard file, read in either [`ReadMode`].
 #[derive(Debug)]
 pub struct Shard {
     path: PathBuf,
     ordinal: usize,
-    map: Mmap,
+    file_len: u64,
+    source: Source,
+    /// Where each tensor lies in the file.
     layout: Layout,
+    /// Where each table lies in [`Shard::tables`]'s bytes.
+    tables: Tables,
+}
+
+/// Opens `path` for reading, as a regular file, and returns it with its length.
+fn open_file(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::format(path, "missing shard file")
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::format(
+            path,
+            "not a regular file (a shard must be a plain file)",
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+/// `file[at..at + buf.len()]` into `buf`; a short read (the file ends
+/// first) is `UnexpectedEof`.
+fn read_at(file: &File, buf: &mut [u8], at: usize) -> std::io::Result<()> {
+    file.read_exact_at(buf, at as u64)
 }
 
 impl Shard {
-    /// Opens and validates the shard at `path`; `ordinal` is its index in its
-    /// dataset (reported in each [`Record::shard`]).
+    /// Opens and validates the shard at `path` in [`ReadMode::Mmap`];
+    /// `ordinal` is its index in its dataset (reported in each
+    /// [`Record::shard`]). See [`Shard::open_with`].
+    pub fn open(path: impl AsRef<Path>, ordinal: usize) -> Result<Shard> {
+        Shard::open_with(path, ordinal, ReadMode::Mmap)
+    }
+
+    /// Opens and validates the shard at `path`, to be read in `mode`.
     ///
     /// Validates the whole header (see the module docs of [`crate::shard`]),
     /// the checksums of the `offsets`, `labels`, `shapes` and `crc32c`
     /// tensors, and every record's offsets and shape. Payload checksums are
-    /// checked per record by [`Shard::record`].
-    pub fn open(path: impl AsRef<Path>, ordinal: usize) -> Result<Shard> {
+    /// checked per record when it is read. In [`ReadMode::Pread`] the header
+    /// and the four tables are read into memory (they lie inside the file,
+    /// so this is bounded by its size) and the file stays open.
+    pub fn open_with(path: impl AsRef<Path>, ordinal: usize, mode: ReadMode) -> Result<Shard> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::format(path, "missing shard file")
-            } else {
-                Error::io(path, e)
+        let (file, len) = open_file(path)?;
+        let (source, layout, tables) = match mode {
+            ReadMode::Mmap => {
+                if len < 8 {
+                    // Also avoids mapping an empty file, which mmap(2) refuses.
+                    header::data_start(path, &[], len)?;
+                }
+                // SAFETY: the map is read-only and we rely on the dataset
+                // contract that shards are immutable once written (written to
+                // a temporary name, fsynced and renamed; never modified in
+                // place). The file's length was read above and is checked
+                // against the map below; every later access goes through
+                // bounds-checked slices of `map` whose ranges were validated
+                // against that length. If another process truncated the file
+                // despite the contract, a read past its new end raises SIGBUS
+                // (this is what ReadMode::Pread exists for); bytes rewritten
+                // in place are still caught by the checksums.
+                let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+                if map.len() as u64 != len {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "file changed size while opening ({len} then {} bytes)",
+                            map.len()
+                        ),
+                    ));
+                }
+                let layout = header::parse(path, &map)?;
+                let tables = Tables {
+                    offsets: layout.offsets.clone(),
+                    labels: layout.labels.clone(),
+                    shapes: layout.shapes.clone(),
+                    crcs: layout.crcs.clone(),
+                };
+                (Source::Mmap(map), layout, tables)
             }
-        })?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len < 8 {
-            // Also avoids mapping an empty file, which mmap(2) refuses.
-            return Err(Error::format(
-                path,
-                format!(
-                    "truncated: the file is {len} bytes, too short for the 8-byte header length"
-                ),
-            ));
-        }
-        // SAFETY: the map is read-only and we rely on the dataset contract that
-        // shards are immutable once written (written to a temporary name,
-        // fsynced and renamed; never modified in place). The file's length was
-        // read above and is checked against the map below; every later access
-        // goes through bounds-checked slices of `map` whose ranges were
-        // validated against that length. If another process truncated or
-        // rewrote the file despite the contract, reads could fault (SIGBUS) or
-        // see changed bytes; changed bytes are still caught by the checksums.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        if map.len() as u64 != len {
-            return Err(Error::format(
-                path,
-                format!(
-                    "file changed size while opening ({len} then {} bytes)",
-                    map.len()
-                ),
-            ));
-        }
-        let layout = header::parse(path, &map)?;
+            ReadMode::Pread => {
+                let short = |what: &str, e: std::io::Error| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        Error::format(
+                            path,
+                            format!("truncated while opening: the file ended inside the {what}"),
+                        )
+                    } else {
+                        Error::io(path, e)
+                    }
+                };
+                let mut prefix = [0u8; 8];
+                if len >= 8 {
+                    read_at(&file, &mut prefix, 0).map_err(|e| short("length prefix", e))?;
+                }
+                // Bounded by MAX_HEADER_BYTES and by the file's length.
+                let data_start = header::data_start(path, &prefix, len)?;
+                let mut head = vec![0u8; data_start];
+                read_at(&file, &mut head, 0).map_err(|e| short("header", e))?;
+                let header = header::parse_header(path, &head, len)?;
+                let layout = header.layout.clone();
+                // The tables lie inside the file (checked by parse_header),
+                // so together they are at most its length.
+                let spans = [
+                    &layout.offsets,
+                    &layout.labels,
+                    &layout.shapes,
+                    &layout.crcs,
+                ];
+                let total: usize = spans.iter().map(|r| r.len()).sum();
+                let mut data = vec![0u8; total];
+                let mut ranges = Vec::with_capacity(4);
+                let mut at = 0;
+                for span in spans {
+                    let range = at..at + span.len();
+                    read_at(&file, &mut data[range.clone()], span.start)
+                        .map_err(|e| short("record tables", e))?;
+                    ranges.push(range);
+                    at += span.len();
+                }
+                let tables = Tables {
+                    offsets: ranges[0].clone(),
+                    labels: ranges[1].clone(),
+                    shapes: ranges[2].clone(),
+                    crcs: ranges[3].clone(),
+                };
+                header::check_tables(
+                    path,
+                    &header,
+                    [
+                        &tables.offsets,
+                        &tables.labels,
+                        &tables.shapes,
+                        &tables.crcs,
+                    ]
+                    .map(|r| &data[r.clone()]),
+                )?;
+                (Source::Pread { file, tables: data }, layout, tables)
+            }
+        };
         let shard = Shard {
             path: path.to_path_buf(),
             ordinal,
-            map,
+            file_len: len,
+            source,
             layout,
+            tables,
         };
         shard.check_records()?;
         Ok(shard)
+    }
+
+    /// The bytes the [`Tables`] ranges point into: the map, or the tables
+    /// read at open.
+    fn table_bytes(&self) -> &[u8] {
+        match &self.source {
+            Source::Mmap(map) => map,
+            Source::Pread { tables, .. } => tables,
+        }
+    }
+
+    fn offsets(&self) -> &[u8] {
+        &self.table_bytes()[self.tables.offsets.clone()]
+    }
+
+    fn labels(&self) -> &[u8] {
+        &self.table_bytes()[self.tables.labels.clone()]
+    }
+
+    fn shapes(&self) -> &[u8] {
+        &self.table_bytes()[self.tables.shapes.clone()]
+    }
+
+    fn crcs(&self) -> &[u8] {
+        &self.table_bytes()[self.tables.crcs.clone()]
     }
 
     /// Checks offsets (start at 0, never decrease, end at the payload total)
     /// and shapes (no zero dimension; raw records hold exactly h*w*c bytes).
     fn check_records(&self) -> Result<()> {
         let total = self.layout.bytes.len() as u64;
-        let offsets = &self.map[self.layout.offsets.clone()];
-        let shapes = &self.map[self.layout.shapes.clone()];
+        let offsets = self.offsets();
+        let shapes = self.shapes();
         let n = self.layout.count as usize;
         let first = le_u64(offsets, 0).unwrap_or(0);
         if first != 0 {
@@ -159,6 +389,14 @@ impl Shard {
         &self.path
     }
 
+    /// How this shard is read.
+    pub fn read_mode(&self) -> ReadMode {
+        match self.source {
+            Source::Mmap(_) => ReadMode::Mmap,
+            Source::Pread { .. } => ReadMode::Pread,
+        }
+    }
+
     /// Number of records.
     pub fn len(&self) -> u64 {
         self.layout.count
@@ -174,9 +412,9 @@ impl Shard {
         self.layout.encoding
     }
 
-    /// Size of the file in bytes.
+    /// Size of the file in bytes, when it was opened.
     pub fn file_bytes(&self) -> u64 {
-        self.map.len() as u64
+        self.file_len
     }
 
     /// Sum of the record payload sizes in bytes.
@@ -195,45 +433,107 @@ impl Shard {
         )
     }
 
-    /// The label of record `index`, without reading its payload.
-    pub fn label(&self, index: u64) -> Result<i64> {
-        let labels = &self.map[self.layout.labels.clone()];
+    /// `index` as a usize below the record count.
+    fn checked_index(&self, index: u64) -> Result<usize> {
         usize::try_from(index)
             .ok()
             .filter(|_| index < self.layout.count)
-            .and_then(|i| le_i64(labels, i))
             .ok_or_else(|| self.out_of_range(index))
+    }
+
+    /// The label of record `index`, without reading its payload.
+    pub fn label(&self, index: u64) -> Result<i64> {
+        let i = self.checked_index(index)?;
+        le_i64(self.labels(), i).ok_or_else(|| self.out_of_range(index))
     }
 
     /// The stored shape `[height, width, channels]` of record `index`.
     pub fn shape(&self, index: u64) -> Result<[u32; 3]> {
-        let shapes = &self.map[self.layout.shapes.clone()];
-        usize::try_from(index)
-            .ok()
-            .filter(|_| index < self.layout.count)
-            .and_then(|i| read_shape(shapes, i))
-            .ok_or_else(|| self.out_of_range(index))
+        let i = self.checked_index(index)?;
+        read_shape(self.shapes(), i).ok_or_else(|| self.out_of_range(index))
+    }
+
+    /// Where the payload of record `i` lies in the file.
+    fn payload_span(&self, i: usize, index: u64) -> Result<Range<usize>> {
+        let offsets = self.offsets();
+        let bytes = &self.layout.bytes;
+        // Validated at open; checked again so that no index can panic.
+        match (le_u64(offsets, i), le_u64(offsets, i + 1)) {
+            (Some(start), Some(end)) if start <= end && end <= bytes.len() as u64 => {
+                // end <= bytes.len(), a usize, so both fit.
+                Some(bytes.start + start as usize..bytes.start + end as usize)
+            }
+            _ => None,
+        }
+        .ok_or_else(|| Error::record(&self.path, index, "offsets out of range"))
     }
 
     /// Record `index` of this shard, borrowed from the map, after checking
-    /// its payload against its stored crc32c.
+    /// its payload against its stored crc32c. Only in [`ReadMode::Mmap`]:
+    /// in [`ReadMode::Pread`] this is an error; [`Shard::read_record`] works
+    /// in both modes.
     pub fn record(&self, index: u64) -> Result<Record<'_>> {
-        let i = usize::try_from(index)
-            .ok()
-            .filter(|_| index < self.layout.count)
-            .ok_or_else(|| self.out_of_range(index))?;
-        let offsets = &self.map[self.layout.offsets.clone()];
-        let bytes = &self.map[self.layout.bytes.clone()];
-        // Validated at open; checked again so that no index can panic.
-        let payload = match (le_u64(offsets, i), le_u64(offsets, i + 1)) {
-            (Some(start), Some(end)) if start <= end => usize::try_from(start)
-                .ok()
-                .zip(usize::try_from(end).ok())
-                .and_then(|(s, e)| bytes.get(s..e)),
-            _ => None,
+        match &self.source {
+            Source::Mmap(map) => {
+                let i = self.checked_index(index)?;
+                let span = self.payload_span(i, index)?;
+                // The span lies inside the file, which is the map.
+                self.finish(map.get(span).unwrap_or_default(), i, index)
+            }
+            Source::Pread { .. } => Err(self.needs_mmap()),
         }
-        .ok_or_else(|| Error::record(&self.path, index, "offsets out of range"))?;
-        let stored = le_u32(&self.map[self.layout.crcs.clone()], i)
+    }
+
+    fn needs_mmap(&self) -> Error {
+        Error::invalid(
+            "read mode",
+            format!(
+                "{} is opened in pread mode: records cannot be borrowed from a map; use read_record",
+                self.path.display()
+            ),
+        )
+    }
+
+    /// Record `index` of this shard in either [`ReadMode`], after checking
+    /// its payload against its stored crc32c. In [`ReadMode::Mmap`] the
+    /// payload is borrowed from the map and `buf` is not touched; in
+    /// [`ReadMode::Pread`] it is read into `buf` (resized to the payload's
+    /// length; reuse one buffer per thread to avoid allocations).
+    ///
+    /// In pread mode a file that shrank since it was opened gives an
+    /// [`Error::Record`] naming the shard and record ("short read"), and any
+    /// other read error is reported the same way.
+    pub fn read_record<'a>(&'a self, index: u64, buf: &'a mut Vec<u8>) -> Result<Record<'a>> {
+        let file = match &self.source {
+            Source::Mmap(_) => return self.record(index),
+            Source::Pread { file, .. } => file,
+        };
+        let i = self.checked_index(index)?;
+        let span = self.payload_span(i, index)?;
+        // Resizing only writes the bytes past the old length; the read
+        // overwrites all of them.
+        buf.resize(span.len(), 0);
+        if let Err(e) = read_at(file, buf, span.start) {
+            let what = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                let now = file
+                    .metadata()
+                    .map_or_else(|_| "unknown".to_string(), |m| m.len().to_string());
+                format!(
+                    "short read: the payload is file bytes {}..{} but the file is now {now} bytes \
+                     ({} when opened); was the shard truncated or rewritten?",
+                    span.start, span.end, self.file_len
+                )
+            } else {
+                format!("read failed: {e}")
+            };
+            return Err(Error::record(&self.path, index, what));
+        }
+        self.finish(buf, i, index)
+    }
+
+    /// Checks `payload` (record `i`) against its crc32c and builds the record.
+    fn finish<'a>(&'a self, payload: &'a [u8], i: usize, index: u64) -> Result<Record<'a>> {
+        let stored = le_u32(self.crcs(), i)
             .ok_or_else(|| Error::record(&self.path, index, "checksum entry out of range"))?;
         let actual = crc32c::crc32c(payload);
         if stored != actual {
@@ -271,17 +571,25 @@ pub struct Dataset {
     dir: PathBuf,
     index: DatasetIndex,
     shards: Vec<Shard>,
+    read_mode: ReadMode,
     /// `starts[s]` is the global index of shard `s`'s first record;
     /// `starts[shards.len()]` is the total.
     starts: Vec<u64>,
 }
 
 impl Dataset {
-    /// Opens the dataset in `dir`: reads and validates `index.json`, then
-    /// opens and validates every shard it lists, checking that each shard's
-    /// encoding, record count and file size agree with `index.json` and that
-    /// every label names one of its classes.
+    /// Opens the dataset in `dir` in [`ReadMode::Mmap`]: reads and validates
+    /// `index.json`, then opens and validates every shard it lists, checking
+    /// that each shard's encoding, record count and file size agree with
+    /// `index.json` and that every label names one of its classes.
     pub fn open(dir: impl AsRef<Path>) -> Result<Dataset> {
+        Dataset::open_with(dir, OpenOptions::default())
+    }
+
+    /// Opens the dataset in `dir` as [`Dataset::open`] does, with `options`
+    /// (the [`ReadMode`]). The mode travels with the dataset: the loader,
+    /// precompute and inspect read records the way it was opened.
+    pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Dataset> {
         let dir = dir.as_ref().to_path_buf();
         let index = DatasetIndex::load(&dir)?;
         let index_path = dir.join(INDEX_FILE);
@@ -289,7 +597,7 @@ impl Dataset {
         let mut starts = Vec::with_capacity(index.shards.len() + 1);
         let mut start = 0u64;
         for (ordinal, entry) in index.shards.iter().enumerate() {
-            let shard = Shard::open(dir.join(&entry.file), ordinal)?;
+            let shard = Shard::open_with(dir.join(&entry.file), ordinal, options.read_mode)?;
             let path = shard.path();
             if shard.encoding() != index.encoding {
                 return Err(Error::format(
@@ -345,8 +653,14 @@ impl Dataset {
             dir,
             index,
             shards,
+            read_mode: options.read_mode,
             starts,
         })
+    }
+
+    /// How the shards are read (chosen at open).
+    pub fn read_mode(&self) -> ReadMode {
+        self.read_mode
     }
 
     /// Total number of records.
@@ -408,11 +722,26 @@ impl Dataset {
         Ok((shard, global_index - self.starts[shard]))
     }
 
-    /// Record `global_index` (counting across shards in order), after
-    /// checking its crc32c.
+    /// Record `global_index` (counting across shards in order), borrowed
+    /// from the memory map, after checking its crc32c. Only in
+    /// [`ReadMode::Mmap`] (an error in pread mode); code that should work
+    /// in both modes calls [`Dataset::read_record`].
     pub fn record(&self, global_index: u64) -> Result<Record<'_>> {
         let (shard, index) = self.locate(global_index)?;
         self.shards[shard].record(index)
+    }
+
+    /// Record `global_index` in either read mode, after checking its
+    /// crc32c: borrowed from the map in [`ReadMode::Mmap`] (`buf` untouched),
+    /// read into `buf` in [`ReadMode::Pread`]. Keep one buffer per thread
+    /// and pass it to every call. See [`Shard::read_record`].
+    pub fn read_record<'a>(
+        &'a self,
+        global_index: u64,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<Record<'a>> {
+        let (shard, index) = self.locate(global_index)?;
+        self.shards[shard].read_record(index, buf)
     }
 
     /// The label of record `global_index`, without reading its payload.

@@ -117,8 +117,8 @@ impl Dataset {
     where
         F: Fn(&Record<'_>) -> Result<()> + Sync,
     {
-        let check = |g: u64| -> Option<Error> {
-            let record = match self.record(g) {
+        let check = |buf: &mut Vec<u8>, g: u64| -> Option<Error> {
+            let record = match self.read_record(g, buf) {
                 Ok(r) => r,
                 Err(e) => return Some(e),
             };
@@ -133,10 +133,16 @@ impl Dataset {
             }
         };
         // Small datasets are not worth waking the thread pool for.
+        // One payload buffer per worker (used in pread mode only).
         let bad: Vec<Error> = if self.len() < 1024 {
-            (0..self.len()).filter_map(check).collect()
+            let mut buf = Vec::new();
+            (0..self.len()).filter_map(|g| check(&mut buf, g)).collect()
         } else {
-            (0..self.len()).into_par_iter().filter_map(check).collect()
+            (0..self.len())
+                .into_par_iter()
+                .map_init(Vec::new, |buf, g| check(buf, g))
+                .flatten()
+                .collect()
         };
         VerifyReport {
             checked: self.len(),
