@@ -446,18 +446,12 @@ pub fn run(
     let first = dataset.record(0)?.shape;
     let size = cfg.size.unwrap_or(Size::new(first[0], first[1]));
     let channels = cfg.channels.unwrap_or(first[2]);
-    let (mean, std) = cfg
-        .normalize
-        .clone()
-        .unwrap_or_else(|| (vec![0.0; channels as usize], vec![1.0; channels as usize]));
-    let spec = OutputSpec {
-        size,
-        channels,
-        dtype: cfg.dtype,
-        layout: cfg.layout,
-        mean,
-        std,
-    };
+    let mut spec = OutputSpec::new(size, channels)
+        .with_dtype(cfg.dtype)
+        .with_layout(cfg.layout);
+    if let Some((mean, std)) = cfg.normalize.clone() {
+        spec = spec.with_normalization(mean, std);
+    }
     spec.validate()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

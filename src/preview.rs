@@ -57,14 +57,9 @@ pub fn preview_grid(dataset: &Dataset, policy: &Policy, cfg: &PreviewConfig) -> 
     if n == 0 {
         return Err(Error::invalid("dataset", "is empty"));
     }
-    let spec = OutputSpec {
-        size: cfg.cell,
-        channels: 3,
-        dtype: DType::U8,
-        layout: Layout::Nhwc,
-        mean: vec![0.0; 3],
-        std: vec![1.0; 3],
-    };
+    let spec = OutputSpec::new(cfg.cell, 3)
+        .with_dtype(DType::U8)
+        .with_layout(Layout::Nhwc);
     let cols = cfg.copies + 1;
     let (cw, ch) = (cfg.cell.width, cfg.cell.height);
     let mut grid = RgbImage::from_pixel(

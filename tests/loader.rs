@@ -338,3 +338,23 @@ fn a_worker_that_panics_is_an_error_not_a_hang() {
         assert!(after, "nothing after the error");
     }
 }
+
+#[test]
+fn a_shard_claiming_billions_of_channels_is_an_error_not_an_allocation() {
+    use metaug::shard::{DatasetWriter, Encoding, WriterOptions};
+    // A PNG record whose shape table lies about its channels: the loader's
+    // default output takes its channels from the first record, and must
+    // refuse it (channels are 1 or 3) before sizing anything by it.
+    let png = std::fs::read(common::repo().join("data/photos-png/microaneurysms.png")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = DatasetWriter::create(
+        dir.path(),
+        WriterOptions::new(Encoding::Png, vec!["a".into()]),
+    )
+    .unwrap();
+    w.push(&png, 0, [102, 102, u32::MAX]).unwrap();
+    w.finish().unwrap();
+    let ds = Dataset::open(dir.path()).unwrap();
+    let err = Loader::builder(ds).build().err().expect("refused");
+    assert!(err.to_string().contains("channels"), "{err}");
+}

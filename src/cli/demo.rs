@@ -9,7 +9,7 @@ use std::time::Instant;
 use metaug::loader::Loader;
 use metaug::meta::plot::plot_history;
 use metaug::meta::{image_set, learn_policy, LearnConfig};
-use metaug::ops::{DType, Layout, OutputSpec, Size};
+use metaug::ops::{DType, OutputSpec, Size};
 use metaug::pack::{pack_folder, pack_idx, FolderOptions, IdxOptions, FASHION_MNIST_CLASSES};
 use metaug::policy::Policy;
 use metaug::precompute::{precompute, Part, PrecomputeConfig};
@@ -165,14 +165,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "precompute: augmented copies written once, as safetensors",
     );
     let pre_dir = args.out.join("precomputed");
-    let spec = OutputSpec {
-        size: Size::new(28, 28),
-        channels: 1,
-        dtype: DType::U8,
-        layout: Layout::Nchw,
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
+    let spec = OutputSpec::new(Size::new(28, 28), 1).with_dtype(DType::U8);
     let pcfg = PrecomputeConfig {
         policy,
         copies: 2,

@@ -62,14 +62,9 @@ pub fn run(args: PrecomputeArgs) -> Result<()> {
         None if dataset.is_empty() => 3,
         None => dataset.shape(0)?[2],
     };
-    let spec = OutputSpec {
-        size: Size::new(args.size.0, args.size.1),
-        channels,
-        dtype: DType::from(args.dtype),
-        layout: Layout::from(args.layout),
-        mean: vec![0.0; channels as usize],
-        std: vec![1.0; channels as usize],
-    };
+    let spec = OutputSpec::new(Size::new(args.size.0, args.size.1), channels)
+        .with_dtype(DType::from(args.dtype))
+        .with_layout(Layout::from(args.layout));
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

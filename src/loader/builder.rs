@@ -302,18 +302,12 @@ impl LoaderBuilder {
             .size
             .unwrap_or_else(|| first.map_or(Size::new(1, 1), |s| Size::new(s[0], s[1])));
         let channels = self.channels.or(first.map(|s| s[2])).unwrap_or(3);
-        let (mean, std) = self
-            .normalize
-            .clone()
-            .unwrap_or_else(|| (vec![0.0; channels as usize], vec![1.0; channels as usize]));
-        let spec = OutputSpec {
-            size,
-            channels,
-            dtype: self.dtype,
-            layout: self.layout,
-            mean,
-            std,
-        };
+        let mut spec = OutputSpec::new(size, channels)
+            .with_dtype(self.dtype)
+            .with_layout(self.layout);
+        if let Some((mean, std)) = self.normalize.clone() {
+            spec = spec.with_normalization(mean, std);
+        }
         spec.validate()?;
         let plan = PlanConfig {
             len,

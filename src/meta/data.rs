@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::meta::tensor::Tensor;
 use crate::meta::train::ImageSet;
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
-use crate::ops::{augment_into, DType, Layout, OutputSpec, SampleParams, Size};
+use crate::ops::{augment_into, OutputSpec, SampleParams, Size};
 use crate::shard::Dataset;
 
 /// Most images loaded into memory for policy learning.
@@ -35,14 +35,7 @@ pub fn image_set(
     let first = dataset.shape(0)?;
     let size = size.unwrap_or(Size::new(first[0], first[1]));
     let channels = channels.unwrap_or(first[2].min(3));
-    let spec = OutputSpec {
-        size,
-        channels,
-        dtype: DType::F32,
-        layout: Layout::Nchw,
-        mean: vec![0.0; channels as usize],
-        std: vec![1.0; channels as usize],
-    };
+    let spec = OutputSpec::new(size, channels);
     spec.validate()?;
     let classes = dataset.classes().len();
     let per = spec.sample_bytes();

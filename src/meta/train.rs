@@ -26,7 +26,7 @@ use super::reptile;
 use super::rng::SplitMix;
 use super::tensor::Tensor;
 use crate::decode::ImageView;
-use crate::ops::{augment_into, DType, Layout, OutputSpec};
+use crate::ops::{augment_into, OutputSpec};
 use crate::policy::Policy;
 
 /// A labelled image set in `[0, 1]`, `[N, C, H, W]`.
@@ -302,14 +302,7 @@ pub fn augment_hard_bytes(
     assert_eq!(rows.len(), keys.len(), "one key per row");
     let (c, src) = (shape.channels, shape.src);
     let plane_in = c * src.height as usize * src.width as usize;
-    let spec = OutputSpec {
-        size: shape.out,
-        channels: c as u32,
-        dtype: DType::F32,
-        layout: Layout::Nchw,
-        mean: vec![0.0; c],
-        std: vec![1.0; c],
-    };
+    let spec = OutputSpec::new(shape.out, c as u32);
     let d_out = spec.sample_elements();
     let n = rows.len();
     let mut out = vec![0f32; n * d_out];
