@@ -142,6 +142,9 @@ pub fn phi_none() -> [f64; NUM_PHI] {
 
 /// φ of CONTRACT.md's `default` policy: crop p .8 min area .35; rotate p .5
 /// max 15°; flip p .5; noise p .3 max σ .05.
+///
+/// Computed in f64 (the policy module's `Policy::default_policy` holds the
+/// same values rounded to f32) so that checks can hold it to 1e-12.
 pub fn phi_default() -> [f64; NUM_PHI] {
     [
         logit(0.8),

@@ -11,34 +11,14 @@ use super::float::Float;
 use super::tape::{CustomOp, Tape, Var};
 use super::tensor::Tensor;
 use crate::ops::geometry::{Geometry, SampleParams};
-use crate::ops::philox::{PhiloxStream, STREAM_PARAMS};
 
-/// Number of policy parameters φ.
-pub const NUM_PHI: usize = 7;
+/// Number of policy parameters φ (the policy module's).
+pub use crate::policy::N_PHI as NUM_PHI;
+/// φ's entry names and the twelve Philox draws of a sample: the same as
+/// hard mode's, from the policy module.
+pub use crate::policy::{draws, PHI_NAMES};
 /// Number of uniforms drawn per sample (blocks 0..3 of `STREAM_PARAMS`).
 pub const NUM_DRAWS: usize = 12;
-
-/// Names of φ's entries, in order.
-pub const PHI_NAMES: [&str; NUM_PHI] = [
-    "crop_logit_p",
-    "crop_raw_min_area",
-    "rotate_logit_p",
-    "rotate_raw_max_angle",
-    "flip_logit_p",
-    "noise_logit_p",
-    "noise_raw_max_sigma",
-];
-
-/// The twelve uniforms of one sample: `u = PhiloxStream(seed, epoch, sample,
-/// STREAM_PARAMS)`, blocks 0, 1, 2.
-pub fn draws(seed: u64, epoch: u64, sample: u64) -> [f32; NUM_DRAWS] {
-    let s = PhiloxStream::new(seed, epoch, sample, STREAM_PARAMS);
-    let mut u = [0f32; NUM_DRAWS];
-    for b in 0..3 {
-        u[4 * b..4 * b + 4].copy_from_slice(&s.uniforms(b as u32));
-    }
-    u
-}
 
 /// `1 / (1 + e^−x)`, finite at ±∞.
 pub fn sigmoid(x: f64) -> f64 {
