@@ -17,11 +17,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metaug::loader::{BadRecords, Batch, Loader, LoaderBuilder};
+use metaug::loader::{BadRecords, Loader, LoaderBuilder};
 use metaug::policy::Policy;
 use metaug::shard::{Dataset, OpenOptions, ReadMode, Shard};
 use metaug::Error;
-use sha2::{Digest, Sha256};
 
 const BATCH: usize = 100;
 const SEED: u64 = 5;
@@ -39,17 +38,7 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
-fn digest(b: &Batch) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b.image_bytes());
-    for l in b.labels() {
-        h.update(l.to_le_bytes());
-    }
-    for i in b.indices() {
-        h.update(i.to_le_bytes());
-    }
-    h.finalize().into()
-}
+use common::batch_digest as digest;
 
 fn builder(ds: &Arc<Dataset>) -> LoaderBuilder {
     Loader::builder(ds.clone())

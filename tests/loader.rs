@@ -10,23 +10,11 @@ use metaug::ops::DType;
 use metaug::policy::Policy;
 use metaug::shard::Dataset;
 use metaug::Error;
-use sha2::{Digest, Sha256};
 
 /// One digest per batch: images, labels and indices.
 fn digests(loader: Loader) -> Vec<[u8; 32]> {
     loader
-        .map(|b| {
-            let b = b.expect("batch");
-            let mut h = Sha256::new();
-            h.update(b.image_bytes());
-            for l in b.labels() {
-                h.update(l.to_le_bytes());
-            }
-            for i in b.indices() {
-                h.update(i.to_le_bytes());
-            }
-            h.finalize().into()
-        })
+        .map(|b| common::batch_digest(&b.expect("batch")))
         .collect()
 }
 

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use metaug::loader::Batch;
 use metaug::pack::{pack_folder, pack_idx, FolderOptions, IdxOptions};
 use metaug::shard::{Dataset, Encoding};
 
@@ -50,4 +51,18 @@ pub fn photos_png(dir: &Path) -> Dataset {
     };
     pack_folder(&repo().join("data/photos-png"), dir, &options).expect("pack the bundled PNGs");
     Dataset::open(dir).expect("open the packed photos")
+}
+
+/// SHA-256 of a batch: its image bytes, labels and sample indices.
+pub fn batch_digest(b: &Batch) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b.image_bytes());
+    for l in b.labels() {
+        h.update(l.to_le_bytes());
+    }
+    for i in b.indices() {
+        h.update(i.to_le_bytes());
+    }
+    h.finalize().into()
 }
