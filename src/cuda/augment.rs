@@ -259,7 +259,7 @@ impl GpuAugmenter {
             slot: slot_ix,
             layout,
             batch: b,
-            variant: variant(spec, spec.size.width % 4 == 0),
+            variant: variant(spec, spec.size.width.is_multiple_of(4)),
             norm: norm_of(spec),
             seed,
             epoch,

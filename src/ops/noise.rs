@@ -270,10 +270,7 @@ mod avx512 {
         let mut c1 = _mm512_set1_epi32(s as i32);
         let mut c2 = _mm512_set1_epi32(n as i32);
         let mut c3 = _mm512_set1_epi32(e as i32);
-        let (m0, m1) = (
-            _mm512_set1_epi64(M0 as i64),
-            _mm512_set1_epi64(M1 as i64),
-        );
+        let (m0, m1) = (_mm512_set1_epi64(M0 as i64), _mm512_set1_epi64(M1 as i64));
         let [mut k0, mut k1] = stream.key();
         for round in 0..10 {
             if round > 0 {
@@ -379,7 +376,8 @@ mod avx512 {
             _mm512_mask_blend_ps(odd, c, s),
         );
         let sin_neg = _mm512_cmpge_epi32_mask(q, _mm512_set1_epi32(2));
-        let cos_neg = _mm512_cmpeq_epi32_mask(q, one) | _mm512_cmpeq_epi32_mask(q, _mm512_set1_epi32(2));
+        let cos_neg =
+            _mm512_cmpeq_epi32_mask(q, one) | _mm512_cmpeq_epi32_mask(q, _mm512_set1_epi32(2));
         let sign = _mm512_set1_epi32(i32::MIN);
         let flip = |v: __m512, m: __mmask16| {
             _mm512_castsi512_ps(_mm512_mask_xor_epi32(

@@ -227,7 +227,7 @@ pub(crate) fn encode_header(
     header.insert("__metadata__".into(), json!(metadata));
 
     let mut text = serde_json::to_vec(&header).expect("a map of strings and numbers serialises");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + text.len());
