@@ -242,8 +242,10 @@ mod avx512 {
 
     use super::{PhiloxStream, M0, M1, W0, W1};
 
-    /// Blocks generated together.
+    /// Blocks in one vector.
     const LANES: usize = 16;
+    /// Vectors of blocks generated together (independent chains).
+    const GROUPS: usize = 2;
 
     /// `(hi, lo)` 32-bit halves of `a[l] · m` for the 16 lanes (`m` is in
     /// the low half of each 64-bit lane of `mv`).
@@ -260,16 +262,24 @@ mod avx512 {
         )
     }
 
-    /// Philox4x32-10 of blocks `block .. block + 16`: word `k` of every block.
+    /// Philox4x32-10 of blocks `block .. block + 16·G`: `[g][k]` is word `k`
+    /// of blocks `block + 16g ..`. The `G` groups are independent chains of
+    /// ten dependent rounds, interleaved so that one's latency hides the
+    /// other's.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn philox16(stream: &PhiloxStream, block: u32) -> [__m512i; 4] {
+    fn philox<const G: usize>(stream: &PhiloxStream, block: u32) -> [[__m512i; 4]; G] {
         let [_, s, n, e] = stream.counter(0);
         let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let mut c0 = _mm512_add_epi32(_mm512_set1_epi32(block as i32), lanes);
-        let mut c1 = _mm512_set1_epi32(s as i32);
-        let mut c2 = _mm512_set1_epi32(n as i32);
-        let mut c3 = _mm512_set1_epi32(e as i32);
+        let mut c: [[__m512i; 4]; G] = std::array::from_fn(|g| {
+            let first = block.wrapping_add(16 * g as u32);
+            [
+                _mm512_add_epi32(_mm512_set1_epi32(first as i32), lanes),
+                _mm512_set1_epi32(s as i32),
+                _mm512_set1_epi32(n as i32),
+                _mm512_set1_epi32(e as i32),
+            ]
+        });
         let (m0, m1) = (_mm512_set1_epi64(M0 as i64), _mm512_set1_epi64(M1 as i64));
         let [mut k0, mut k1] = stream.key();
         for round in 0..10 {
@@ -277,16 +287,16 @@ mod avx512 {
                 k0 = k0.wrapping_add(W0);
                 k1 = k1.wrapping_add(W1);
             }
-            let (hi0, lo0) = mul_hi_lo(c0, m0);
-            let (hi1, lo1) = mul_hi_lo(c2, m1);
-            let n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(k0 as i32));
-            let n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(k1 as i32));
-            c0 = n0;
-            c1 = lo1;
-            c2 = n2;
-            c3 = lo0;
+            let (kv0, kv1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
+            for c in c.iter_mut() {
+                let (hi0, lo0) = mul_hi_lo(c[0], m0);
+                let (hi1, lo1) = mul_hi_lo(c[2], m1);
+                let n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c[1]), kv0);
+                let n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c[3]), kv1);
+                *c = [n0, lo1, n2, lo0];
+            }
         }
-        [c0, c1, c2, c3]
+        c
     }
 
     #[inline]
@@ -390,20 +400,32 @@ mod avx512 {
         (flip(sn, sin_neg), flip(cs, cos_neg))
     }
 
-    /// The 64 normals of blocks `block .. block + 16`, in element order.
+    /// The normals of blocks `block .. block + 16·G` in element order:
+    /// `[g][q]` holds elements `64g + 16q ..` of the run.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn normals64(stream: &PhiloxStream, block: u32) -> [__m512; 4] {
-        let w = philox16(stream, block);
-        let mut n = [_mm512_setzero_ps(); 4];
-        for pair in 0..2 {
-            let radius = _mm512_sqrt_ps(_mm512_mul_ps(splat(-2.0), ln(uniform(w[2 * pair]))));
-            let t = _mm512_mul_ps(splat(std::f32::consts::TAU), uniform(w[2 * pair + 1]));
-            let (sin, cos) = sin_cos(t);
-            n[2 * pair] = _mm512_mul_ps(radius, cos);
-            n[2 * pair + 1] = _mm512_mul_ps(radius, sin);
+    fn normals<const G: usize>(stream: &PhiloxStream, block: u32) -> [[__m512; 4]; G] {
+        let w = philox::<G>(stream, block);
+        let mut out = [[_mm512_setzero_ps(); 4]; G];
+        for (w, out) in w.iter().zip(out.iter_mut()) {
+            let mut n = [_mm512_setzero_ps(); 4];
+            for pair in 0..2 {
+                let u0 = uniform(w[2 * pair]);
+                let radius = _mm512_sqrt_ps(_mm512_mul_ps(splat(-2.0), ln(u0)));
+                let t = _mm512_mul_ps(splat(std::f32::consts::TAU), uniform(w[2 * pair + 1]));
+                let (sin, cos) = sin_cos(t);
+                n[2 * pair] = _mm512_mul_ps(radius, cos);
+                n[2 * pair + 1] = _mm512_mul_ps(radius, sin);
+            }
+            *out = interleave(n);
         }
-        // n[k][l] is normals(block + l)[k]: transpose to l-major order.
+        out
+    }
+
+    /// `n[k][l]` (normal `k` of block `l`) to element order `4l + k`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn interleave(n: [__m512; 4]) -> [__m512; 4] {
         let a = _mm512_unpacklo_ps(n[0], n[1]);
         let b = _mm512_unpackhi_ps(n[0], n[1]);
         let c = _mm512_unpacklo_ps(n[2], n[3]);
@@ -434,22 +456,23 @@ mod avx512 {
     /// `4 · 2^32` (checked by the caller).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fill(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
+        const PER: usize = 4 * LANES * GROUPS;
         let mut e = first;
         let mut k = 0;
         while k < out.len() {
-            let z = normals64(stream, (e / 4) as u32);
+            let z = normals::<GROUPS>(stream, (e / 4) as u32);
             let skip = (e % 4) as usize;
-            let n = (4 * LANES - skip).min(out.len() - k);
-            if n == 4 * LANES {
-                for (q, v) in z.iter().enumerate() {
-                    // SAFETY: k + 64 <= out.len(), so the 16 floats at
-                    // k + 16q are inside `out`.
+            let n = (PER - skip).min(out.len() - k);
+            if n == PER {
+                for (q, v) in z.iter().flatten().enumerate() {
+                    // SAFETY: k + PER <= out.len(), so the 16 floats at
+                    // k + 16q (q < PER / 16) are inside `out`.
                     unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(k + 16 * q), *v) };
                 }
             } else {
-                let mut tmp = [0f32; 4 * LANES];
-                for (q, v) in z.iter().enumerate() {
-                    // SAFETY: `tmp` holds 64 floats, 16q + 16 <= 64.
+                let mut tmp = [0f32; PER];
+                for (q, v) in z.iter().flatten().enumerate() {
+                    // SAFETY: `tmp` holds PER floats, 16q + 16 <= PER.
                     unsafe { _mm512_storeu_ps(tmp.as_mut_ptr().add(16 * q), *v) };
                 }
                 out[k..k + n].copy_from_slice(&tmp[skip..skip + n]);
