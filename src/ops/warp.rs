@@ -39,6 +39,9 @@
 
 use std::cell::RefCell;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use crate::decode::ImageView;
 use crate::ops::geometry::{affine_matrix, SampleParams, Size};
 use crate::ops::noise::fill_normals;
@@ -155,6 +158,12 @@ pub fn augment_into(
 ) {
     check_args(&src, spec, out);
     if spec.sample_elements() == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::handles(&src, params, spec) && avx512::available() {
+        // SAFETY: both conditions of `avx512::augment` were just checked.
+        unsafe { avx512::augment(&src, params, &noise, spec, out) };
         return;
     }
     SCRATCH.with(|cell| {

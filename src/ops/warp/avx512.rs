@@ -1,0 +1,332 @@
+//! The warp for the most common job, fused end to end with AVX-512: a
+//! three-channel byte image to f32 NCHW output, flip gate 0 or 1. Sixteen
+//! output pixels at a time go from source coordinates to normalised floats
+//! stored in the output planes without touching a scratch row:
+//!
+//! - coordinates, `floor`, fractions and corners as in `Sampler::coords`;
+//! - the two source rows of each pixel's neighbourhood read as one 8-byte
+//!   word each (`R G B` of the left neighbour, `R G B` of the right one) by
+//!   two 64-bit gathers per row of eight pixels, then spread to one pixel per
+//!   32-bit lane and channel by byte permutes (`vpermt2b`, AVX-512 VBMI);
+//! - `u8 / 255.0`, the bilinear blend, `+ sigma·eps`, `(s - mean) / std`:
+//!   the contract's operations in its order, no FMA, so every value is bit
+//!   for bit the portable build's.
+//!
+//! Pixels with a neighbour outside the image (or too close to the end of the
+//! buffer for an 8-byte read) are masked off the gathers and then computed
+//! one element at a time with the reference formulas, as are the last
+//! `W_out % 16` pixels of a row. Other jobs (one channel, u8/f16, NHWC, a blended
+//! flip) take the general path.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::{sample_at, Sampler};
+use crate::decode::ImageView;
+use crate::ops::geometry::{affine_matrix, SampleParams};
+use crate::ops::noise::fill_normals;
+use crate::ops::output::{DType, Layout, OutputSpec};
+use crate::ops::philox::PhiloxStream;
+
+thread_local! {
+    /// One row of noise per channel, reused from sample to sample.
+    static EPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether [`augment`] takes this job (the CPU check aside).
+pub(super) fn handles(src: &ImageView<'_>, params: &SampleParams, spec: &OutputSpec) -> bool {
+    src.channels == 3
+        && spec.channels == 3
+        && spec.dtype == DType::F32
+        && spec.layout == Layout::Nchw
+        && (params.flip == 0.0 || params.flip == 1.0)
+        && spec.size.width >= 16
+        // offsets and their 8-byte reads stay well inside i32, and every
+        // pixel coordinate is exact in f32
+        && src.data.len() < (i32::MAX as usize) / 2
+        && src.width < 1 << 24
+        && src.height < 1 << 24
+}
+
+/// Whether this CPU runs [`augment`].
+pub(super) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vbmi")
+}
+
+/// The whole sample; `out` is `spec.sample_bytes()` long (checked by the
+/// caller, as is the rest of `check_args`).
+///
+/// # Safety
+/// [`available`] and [`handles`] must hold.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+pub(super) unsafe fn augment(
+    src: &ImageView<'_>,
+    params: &SampleParams,
+    noise: &PhiloxStream,
+    spec: &OutputSpec,
+    out: &mut [u8],
+) {
+    let m = affine_matrix(&params.geometry, src.size(), spec.size);
+    let sampler = Sampler::new(src, &m);
+    let (h_out, w_out) = (spec.size.height as usize, spec.size.width as usize);
+    let (w, h) = (src.width as i32, src.height as i32);
+    let stride = src.width as usize * 3;
+    let sigma = params.sigma;
+    let mirror = params.flip == 1.0;
+    // An 8-byte read at o + stride must end inside the image.
+    let last = src.data.len() as i64 - stride as i64 - 8;
+    let consts = Consts::new(&m, mirror, w_out, w, h, last, stride);
+    EPS.with(|cell| {
+        let eps = &mut *cell.borrow_mut();
+        if sigma > 0.0 && eps.len() < 3 * w_out {
+            eps.resize(3 * w_out, 0.0);
+        }
+        let norm: [(f32, f32); 3] = std::array::from_fn(|c| (spec.mean[c], spec.std[c]));
+        for i in 0..h_out {
+            if sigma > 0.0 {
+                for c in 0..3 {
+                    let e = ((c * h_out + i) * w_out) as u64;
+                    fill_normals(noise, e, &mut eps[c * w_out..(c + 1) * w_out]);
+                }
+            }
+            let eps = if sigma > 0.0 {
+                &eps[..3 * w_out]
+            } else {
+                &[][..]
+            };
+            let mut j = 0;
+            while j + 16 <= w_out {
+                // SAFETY: the target features are enabled; `j + 16 <= w_out`
+                // keeps the stores inside row `i` of each plane of `out`
+                // (`out.len() == 3·h_out·w_out·4`); `eps` is empty or
+                // `3·w_out` long; gathers are bounded by `Consts::last`.
+                let ok = unsafe {
+                    block16(
+                        &consts, src.data, i, j, sigma, eps, &norm, out, h_out, w_out,
+                    )
+                };
+                if ok != 0xffff {
+                    for l in (0..16).filter(|l| ok & (1 << l) == 0) {
+                        pixel(
+                            &sampler,
+                            i,
+                            j + l,
+                            mirror,
+                            sigma,
+                            eps,
+                            &norm,
+                            out,
+                            h_out,
+                            w_out,
+                        );
+                    }
+                }
+                j += 16;
+            }
+            for jj in j..w_out {
+                pixel(
+                    &sampler, i, jj, mirror, sigma, eps, &norm, out, h_out, w_out,
+                );
+            }
+        }
+    });
+}
+
+/// Per-sample constants of the vector path.
+struct Consts {
+    m: [f32; 6],
+    /// Column `j` samples `j0 + dj·j` (mirrored when the flip gate is 1).
+    j0: f32,
+    dj: f32,
+    w: i32,
+    h: i32,
+    /// The largest offset whose bottom 8-byte read stays inside the data.
+    last: i64,
+    stride: i32,
+    /// Byte-permute tables of [`byte16`], for bytes 0..6 of the words.
+    pick: [__m512i; 6],
+}
+
+impl Consts {
+    fn new(
+        m: &[f32; 6],
+        mirror: bool,
+        w_out: usize,
+        w: i32,
+        h: i32,
+        last: i64,
+        stride: usize,
+    ) -> Self {
+        let (j0, dj) = if mirror {
+            ((w_out - 1) as f32, -1.0)
+        } else {
+            (0.0, 1.0)
+        };
+        // lane l takes byte 8l + k of the 128 bytes of (a, b); the other
+        // three bytes of the lane are zeroed by the mask
+        let pick = std::array::from_fn(|k| {
+            let idx: [u8; 64] =
+                std::array::from_fn(|t| if t % 4 == 0 { (2 * t + k) as u8 } else { 0 });
+            // SAFETY: 64 bytes read from a 64-byte array; AVX-512F is
+            // available (only `augment` builds a `Consts`).
+            unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }
+        });
+        Consts {
+            m: *m,
+            j0,
+            dj,
+            w,
+            h,
+            last,
+            stride: stride as i32,
+            pick,
+        }
+    }
+}
+
+/// `v / 255.0` for sixteen bytes in i32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn unit16(v: __m512i) -> __m512 {
+    _mm512_div_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(255.0))
+}
+
+/// One byte of the eight-byte word of each of sixteen pixels (pixels 0..8
+/// in `a`, 8..16 in `b`), picked by `pick` (see `Consts::pick`), one pixel
+/// per 32-bit lane, as [`unit16`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn byte16(a: __m512i, b: __m512i, pick: __m512i) -> __m512 {
+    let low_bytes: __mmask64 = 0x1111_1111_1111_1111;
+    unit16(_mm512_maskz_permutex2var_epi8(low_bytes, a, pick, b))
+}
+
+/// Sixteen pixels `j..j + 16` of row `i`, all channels, into `out`.
+/// Returns the mask of the pixels written right: the others (a neighbour
+/// outside the image, or too near the end of the data for an 8-byte read)
+/// hold garbage and need the element-by-element path.
+///
+/// # Safety
+/// As in [`augment`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn block16(
+    k: &Consts,
+    data: &[u8],
+    i: usize,
+    j: usize,
+    sigma: f32,
+    eps: &[f32],
+    norm: &[(f32, f32); 3],
+    out: &mut [u8],
+    h_out: usize,
+    w_out: usize,
+) -> __mmask16 {
+    let m = &k.m;
+    let fi = i as f32;
+    let (bx, by) = (m[1] * fi, m[4] * fi);
+    let lanes = _mm512_setr_ps(
+        0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+    );
+    let s = _mm512_set1_ps;
+    // fj = j0 + dj·(j + l), exact (integers below 2^24)
+    let jl = _mm512_add_ps(s(j as f32), lanes);
+    let fj = _mm512_add_ps(s(k.j0), _mm512_mul_ps(s(k.dj), jl));
+    // x = m0·fj + bx + m2, y = m3·fj + by + m5, left to right
+    let x = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(s(m[0]), fj), s(bx)), s(m[2]));
+    let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(s(m[3]), fj), s(by)), s(m[5]));
+    let xf = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(x);
+    let yf = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(y);
+    // Inside: 0 <= x0 < w - 1 and 0 <= y0 < h - 1, tested in f32 (exact:
+    // integers; NaN fails every comparison).
+    let inside = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xf, s(0.0))
+        & _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yf, s(0.0))
+        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(xf, s((k.w - 1) as f32))
+        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yf, s((k.h - 1) as f32));
+    if inside == 0 {
+        return 0;
+    }
+    let (x0, y0) = (_mm512_cvtps_epi32(xf), _mm512_cvtps_epi32(yf));
+    // o = (y0·w + x0)·3: below w·h·3 < 2^30 in the lanes inside (see
+    // `handles`); other lanes may wrap, and are masked off
+    let o = _mm512_mullo_epi32(
+        _mm512_add_epi32(_mm512_mullo_epi32(y0, _mm512_set1_epi32(k.w)), x0),
+        _mm512_set1_epi32(3),
+    );
+    let last = _mm512_set1_epi32(k.last.clamp(-1, i32::MAX as i64) as i32);
+    let ok = inside & _mm512_cmple_epi32_mask(o, last);
+    if ok == 0 {
+        return 0;
+    }
+    let fx = _mm512_sub_ps(x, xf);
+    let fy = _mm512_sub_ps(y, yf);
+    let base = data.as_ptr() as *const i64;
+    let (o_a, o_b) = (_mm512_castsi512_si256(o), _mm512_extracti64x4_epi64::<1>(o));
+    let (ok_a, ok_b) = (ok as __mmask8, (ok >> 8) as __mmask8);
+    let st = _mm256_set1_epi32(k.stride);
+    let zero = _mm512_setzero_si512();
+    // SAFETY: in every lane gathered (mask `ok`), o >= 0 (x0, y0 >= 0) and
+    // o + stride + 8 <= data.len() (o <= last), so all four 8-byte reads
+    // are inside `data`; the other lanes read nothing.
+    let (top_a, top_b, bot_a, bot_b) = unsafe {
+        (
+            _mm512_mask_i32gather_epi64::<1>(zero, ok_a, o_a, base),
+            _mm512_mask_i32gather_epi64::<1>(zero, ok_b, o_b, base),
+            _mm512_mask_i32gather_epi64::<1>(zero, ok_a, _mm256_add_epi32(o_a, st), base),
+            _mm512_mask_i32gather_epi64::<1>(zero, ok_b, _mm256_add_epi32(o_b, st), base),
+        )
+    };
+    let one = s(1.0);
+    let (gx, gy) = (_mm512_sub_ps(one, fx), _mm512_sub_ps(one, fy));
+    for (c, &(mean, std)) in norm.iter().enumerate() {
+        let (left, right) = (k.pick[c], k.pick[c + 3]);
+        let (p00, p01) = (byte16(top_a, top_b, left), byte16(top_a, top_b, right));
+        let (p10, p11) = (byte16(bot_a, bot_b, left), byte16(bot_a, bot_b, right));
+        // (1-fy)*((1-fx)*p00 + fx*p01) + fy*((1-fx)*p10 + fx*p11)
+        let t = _mm512_add_ps(_mm512_mul_ps(gx, p00), _mm512_mul_ps(fx, p01));
+        let b = _mm512_add_ps(_mm512_mul_ps(gx, p10), _mm512_mul_ps(fx, p11));
+        let mut v = _mm512_add_ps(_mm512_mul_ps(gy, t), _mm512_mul_ps(fy, b));
+        if sigma > 0.0 {
+            // SAFETY: eps is 3·w_out long when sigma > 0 and j + 16 <= w_out.
+            let e = unsafe { _mm512_loadu_ps(eps.as_ptr().add(c * w_out + j)) };
+            v = _mm512_add_ps(v, _mm512_mul_ps(s(sigma), e));
+        }
+        let y = _mm512_div_ps(_mm512_sub_ps(v, s(mean)), s(std));
+        let at = ((c * h_out + i) * w_out + j) * 4;
+        // SAFETY: the 64 bytes at `at` are row i, columns j..j+16 of plane c,
+        // inside `out` (j + 16 <= w_out).
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at) as *mut f32, y) };
+    }
+    ok
+}
+
+/// Pixel `(i, j)`, all channels, element by element (the reference
+/// formulas; the same bits as [`block16`]).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn pixel(
+    sampler: &Sampler<'_>,
+    i: usize,
+    j: usize,
+    mirror: bool,
+    sigma: f32,
+    eps: &[f32],
+    norm: &[(f32, f32); 3],
+    out: &mut [u8],
+    h_out: usize,
+    w_out: usize,
+) {
+    let jj = if mirror { w_out - 1 - j } else { j };
+    for (c, &(mean, std)) in norm.iter().enumerate() {
+        let mut v = sample_at(sampler, c, i, jj);
+        if sigma > 0.0 {
+            v += sigma * eps[c * w_out + j];
+        }
+        let y = (v - mean) / std;
+        let at = ((c * h_out + i) * w_out + j) * 4;
+        out[at..at + 4].copy_from_slice(&y.to_ne_bytes());
+    }
+}
