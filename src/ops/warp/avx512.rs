@@ -5,8 +5,10 @@
 //!
 //! - coordinates, `floor`, fractions and corners as in `Sampler::coords`;
 //! - the two source rows of each pixel's neighbourhood read as one 8-byte
-//!   word each (`R G B` of the left neighbour, `R G B` of the right one) by
-//!   two 64-bit gathers per row of eight pixels, then spread to one pixel per
+//!   word each (`R G B` of the left neighbour, `R G B` of the right one):
+//!   when the sixteen words of a row fit in 128 bytes (no rotation and a
+//!   downscale up to about 2.5, the common case) by two plain loads, else by
+//!   two 64-bit gathers per row of eight pixels; then spread to one pixel per
 //!   32-bit lane and channel by byte permutes (`vpermt2b`, AVX-512 VBMI);
 //! - `u8 / 255.0`, the bilinear blend, `+ sigma·eps`, `(s - mean) / std`:
 //!   the contract's operations in its order, no FMA, so every value is bit
@@ -263,26 +265,51 @@ unsafe fn block16(
     }
     let fx = _mm512_sub_ps(x, xf);
     let fy = _mm512_sub_ps(y, yf);
-    let base = data.as_ptr() as *const i64;
-    let (o_a, o_b) = (_mm512_castsi512_si256(o), _mm512_extracti64x4_epi64::<1>(o));
-    let (ok_a, ok_b) = (ok as __mmask8, (ok >> 8) as __mmask8);
-    let st = _mm256_set1_epi32(k.stride);
-    let zero = _mm512_setzero_si512();
-    // SAFETY: in every lane gathered (mask `ok`), o >= 0 (x0, y0 >= 0) and
-    // o + stride + 8 <= data.len() (o <= last), so all four 8-byte reads
-    // are inside `data`; the other lanes read nothing.
-    let (top_a, top_b, bot_a, bot_b) = unsafe {
-        (
-            _mm512_mask_i32gather_epi64::<1>(zero, ok_a, o_a, base),
-            _mm512_mask_i32gather_epi64::<1>(zero, ok_b, o_b, base),
-            _mm512_mask_i32gather_epi64::<1>(zero, ok_a, _mm256_add_epi32(o_a, st), base),
-            _mm512_mask_i32gather_epi64::<1>(zero, ok_b, _mm256_add_epi32(o_b, st), base),
-        )
-    };
+    // The four 8-byte words of each pixel, top row in (top_a, top_b) and
+    // bottom row in (bot_a, bot_b), and the byte-permute index of each of
+    // the six bytes of a word into them.
+    let (top_a, top_b, bot_a, bot_b, pick);
+    let (omin, omax) = (_mm512_reduce_min_epi32(o), _mm512_reduce_max_epi32(o));
+    if ok == 0xffff && omax - omin <= 120 && omin as i64 <= k.last - 120 {
+        // All sixteen words lie in the 128 bytes from `omin` (one source
+        // row and a downscale of at most about 2.5): two plain loads a row
+        // instead of two gathers.
+        let at = data.as_ptr().add(omin as usize);
+        let below = at.add(k.stride as usize);
+        // SAFETY: omin >= 0 and omin + stride + 128 <= data.len()
+        // (omin <= last - 120, last = len - stride - 8).
+        unsafe {
+            top_a = _mm512_loadu_si512(at as *const _);
+            top_b = _mm512_loadu_si512(at.add(64) as *const _);
+            bot_a = _mm512_loadu_si512(below as *const _);
+            bot_b = _mm512_loadu_si512(below.add(64) as *const _);
+        }
+        // byte k of pixel l's word is byte o[l] - omin + k of the window
+        // (the index's low byte; the mask keeps only that byte of a lane)
+        let rel = _mm512_sub_epi32(o, _mm512_set1_epi32(omin));
+        pick =
+            std::array::from_fn::<_, 6, _>(|b| _mm512_add_epi32(rel, _mm512_set1_epi32(b as i32)));
+    } else {
+        let base = data.as_ptr() as *const i64;
+        let (o_a, o_b) = (_mm512_castsi512_si256(o), _mm512_extracti64x4_epi64::<1>(o));
+        let (ok_a, ok_b) = (ok as __mmask8, (ok >> 8) as __mmask8);
+        let st = _mm256_set1_epi32(k.stride);
+        let zero = _mm512_setzero_si512();
+        // SAFETY: in every lane gathered (mask `ok`), o >= 0 (x0, y0 >= 0)
+        // and o + stride + 8 <= data.len() (o <= last), so all four 8-byte
+        // reads are inside `data`; the other lanes read nothing.
+        unsafe {
+            top_a = _mm512_mask_i32gather_epi64::<1>(zero, ok_a, o_a, base);
+            top_b = _mm512_mask_i32gather_epi64::<1>(zero, ok_b, o_b, base);
+            bot_a = _mm512_mask_i32gather_epi64::<1>(zero, ok_a, _mm256_add_epi32(o_a, st), base);
+            bot_b = _mm512_mask_i32gather_epi64::<1>(zero, ok_b, _mm256_add_epi32(o_b, st), base);
+        }
+        pick = k.pick;
+    }
     let one = s(1.0);
     let (gx, gy) = (_mm512_sub_ps(one, fx), _mm512_sub_ps(one, fy));
     for (c, &(mean, std)) in norm.iter().enumerate() {
-        let (left, right) = (k.pick[c], k.pick[c + 3]);
+        let (left, right) = (pick[c], pick[c + 3]);
         let (p00, p01) = (byte16(top_a, top_b, left), byte16(top_a, top_b, right));
         let (p10, p11) = (byte16(bot_a, bot_b, left), byte16(bot_a, bot_b, right));
         // (1-fy)*((1-fx)*p00 + fx*p01) + fy*((1-fx)*p10 + fx*p11)
