@@ -187,6 +187,9 @@ struct Scratch<F> {
     dy: Vec<F>,
     eps32: Vec<f32>,
     eps: Vec<F>,
+    /// Per-column sums over a sample's rows (VJP to the parameters):
+    /// `Σ_i dx`, `Σ_i dy`, `Σ_i i·dx`, `Σ_i i·dy`, and the flip terms.
+    col: [Vec<F>; 5],
 }
 
 impl<F: Float> Scratch<F> {
@@ -206,6 +209,7 @@ impl<F: Float> Scratch<F> {
             dy: z(),
             eps32: Vec::new(),
             eps: Vec::new(),
+            col: std::array::from_fn(|_| z()),
         }
     }
 
@@ -257,10 +261,15 @@ impl<F: Float> Scratch<F> {
     /// zero outside the image.
     #[inline(always)]
     fn gather(&mut self, plane: &[F]) {
+        // `plan` keeps indices inside the plane; the `min` only lets the
+        // compiler drop the bounds checks
+        let Some(last) = plane.len().checked_sub(1) else {
+            return;
+        };
         for k in 0..4 {
             let (idx, mask) = (&self.idx[k], &self.mask[k]);
             for ((p, &ix), &mk) in self.px[k].iter_mut().zip(idx).zip(mask) {
-                *p = plane[ix as usize] * mk;
+                *p = plane[(ix as usize).min(last)] * mk;
             }
         }
     }
@@ -636,8 +645,11 @@ fn vjp_sample<F: Float>(
     let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
     let m = coefficients::<F>(p, shape);
     let g = F::from_f64(p[Param::Flip as usize]);
-    let mut dm = [0f64; 6];
-    let mut dflip = 0f64;
+    // per-column partial sums, reduced once per sample: the per-row loops
+    // stay elementwise (vectorised) instead of chains of dependent additions
+    for c in s.col.iter_mut() {
+        c.fill(F::ZERO);
+    }
     for i in 0..ho {
         s.plan(&m, i, h, w);
         s.dx.fill(F::ZERO);
@@ -656,11 +668,10 @@ fn vjp_sample<F: Float>(
                 let v = &mut view[..wo];
                 s.blend(v);
                 // flip: ∂out/∂g = S(i, W−1−j) − S(i, j)
-                let mut acc = F::ZERO;
+                let fl = &mut s.col[4][..wo];
                 for j in 0..wo {
-                    acc += gyr[j] * (v[wo - 1 - j] - v[j]);
+                    fl[j] += gyr[j] * (v[wo - 1 - j] - v[j]);
                 }
-                dflip += acc.to_f64();
                 s.view = view;
             }
             if let Some(gi) = gi.as_mut() {
@@ -668,26 +679,34 @@ fn vjp_sample<F: Float>(
             }
         }
         if want_params {
-            let (mut sx, mut sy, mut sxj, mut syj) = (F::ZERO, F::ZERO, F::ZERO, F::ZERO);
+            let fi = F::from_f64(i as f64);
+            let [cx, cy, cxi, cyi, _] = &mut s.col;
+            let (dx, dy) = (&s.dx[..wo], &s.dy[..wo]);
+            let (cx, cy, cxi, cyi) = (&mut cx[..wo], &mut cy[..wo], &mut cxi[..wo], &mut cyi[..wo]);
             for j in 0..wo {
-                let (dx, dy, fj) = (s.dx[j], s.dy[j], s.cols[j]);
-                sx += dx;
-                sy += dy;
-                sxj += dx * fj;
-                syj += dy * fj;
+                cx[j] += dx[j];
+                cy[j] += dy[j];
+                cxi[j] += fi * dx[j];
+                cyi[j] += fi * dy[j];
             }
-            let fi = i as f64;
-            let (sx, sy) = (sx.to_f64(), sy.to_f64());
-            dm[0] += sxj.to_f64();
-            dm[1] += sx * fi;
-            dm[2] += sx;
-            dm[3] += syj.to_f64();
-            dm[4] += sy * fi;
-            dm[5] += sy;
         }
     }
     let mut row = [F::ZERO; NUM_PARAMS];
     if want_params {
+        // dm[k] = Σ_{i,j} (∂x/∂m_k or ∂y/∂m_k)·slope: x = m0·j + m1·i + m2
+        let mut dm = [0f64; 6];
+        let mut dflip = 0f64;
+        for j in 0..wo {
+            let fj = s.cols[j].to_f64();
+            let (cx, cy) = (s.col[0][j].to_f64(), s.col[1][j].to_f64());
+            dm[0] += cx * fj;
+            dm[1] += s.col[2][j].to_f64();
+            dm[2] += cx;
+            dm[3] += cy * fj;
+            dm[4] += s.col[3][j].to_f64();
+            dm[5] += cy;
+            dflip += s.col[4][j].to_f64();
+        }
         let (_, jac) = affine_with_jacobian([p[0], p[1], p[2], p[3], p[4]], shape.src, shape.out);
         for q in 0..5 {
             row[q] = F::from_f64((0..6).map(|k| jac[k][q] * dm[k]).sum());
@@ -700,7 +719,21 @@ fn vjp_sample<F: Float>(
                 &s.eps
             }
         };
-        let dsigma: F = gyb.iter().zip(eps).map(|(&a, &e)| a * e).sum();
+        // eight interleaved partial sums (vectorised)
+        let mut acc = [F::ZERO; 8];
+        let (ga, ea) = (gyb.chunks_exact(8), eps[..gyb.len()].chunks_exact(8));
+        let mut dsigma: F = ga
+            .remainder()
+            .iter()
+            .zip(ea.remainder())
+            .map(|(&a, &e)| a * e)
+            .sum();
+        for (gc, ec) in ga.zip(ea) {
+            for t in 0..8 {
+                acc[t] += gc[t] * ec[t];
+            }
+        }
+        dsigma += acc.iter().copied().sum::<F>();
         row[Param::Sigma as usize] = dsigma;
     }
     row
