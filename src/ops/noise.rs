@@ -456,30 +456,51 @@ mod avx512 {
     /// `4 · 2^32` (checked by the caller).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fill(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
-        const PER: usize = 4 * LANES * GROUPS;
         let mut e = first;
         let mut k = 0;
-        while k < out.len() {
-            let z = normals::<GROUPS>(stream, (e / 4) as u32);
-            let skip = (e % 4) as usize;
-            let n = (PER - skip).min(out.len() - k);
-            if n == PER {
-                for (q, v) in z.iter().flatten().enumerate() {
-                    // SAFETY: k + PER <= out.len(), so the 16 floats at
-                    // k + 16q (q < PER / 16) are inside `out`.
-                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(k + 16 * q), *v) };
-                }
-            } else {
-                let mut tmp = [0f32; PER];
-                for (q, v) in z.iter().flatten().enumerate() {
-                    // SAFETY: `tmp` holds PER floats, 16q + 16 <= PER.
-                    unsafe { _mm512_storeu_ps(tmp.as_mut_ptr().add(16 * q), *v) };
-                }
-                out[k..k + n].copy_from_slice(&tmp[skip..skip + n]);
-            }
+        // Two chains while more than one group's worth is left, then one:
+        // a short run (a 28-pixel row) computes at most one group of blocks.
+        while out.len() - k > 4 * LANES {
+            // SAFETY: as this function's.
+            let n = unsafe { step::<GROUPS>(stream, e, &mut out[k..]) };
             k += n;
             e += n as u64;
         }
+        while k < out.len() {
+            // SAFETY: as this function's.
+            let n = unsafe { step::<1>(stream, e, &mut out[k..]) };
+            k += n;
+            e += n as u64;
+        }
+    }
+
+    /// Writes the first elements of `out` (at most `64·G`) from element
+    /// `e` on; returns how many.
+    ///
+    /// # Safety
+    /// As [`fill`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn step<const G: usize>(stream: &PhiloxStream, e: u64, out: &mut [f32]) -> usize {
+        let per = 4 * LANES * G;
+        let z = normals::<G>(stream, (e / 4) as u32);
+        let skip = (e % 4) as usize;
+        let n = (per - skip).min(out.len());
+        if n == per {
+            for (q, v) in z.iter().flatten().enumerate() {
+                // SAFETY: per <= out.len(), so the 16 floats at 16q
+                // (q < per / 16) are inside `out`.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * q), *v) };
+            }
+        } else {
+            let mut tmp = [0f32; 4 * LANES * GROUPS];
+            for (q, v) in z.iter().flatten().enumerate() {
+                // SAFETY: `tmp` holds 64·GROUPS >= 64·G floats, 16q + 16 <= 64·G.
+                unsafe { _mm512_storeu_ps(tmp.as_mut_ptr().add(16 * q), *v) };
+            }
+            out[..n].copy_from_slice(&tmp[skip..skip + n]);
+        }
+        n
     }
 }
 
