@@ -93,13 +93,7 @@ impl Loader {
             .thread_name(|i| format!("metaug-decode-{i}"))
             .build()
             .map_err(|e| Error::Pipeline(format!("cannot start the decode threads: {e}")))?;
-        // The CPU path builds `IN_FLIGHT` batches at once: its channel holds
-        // one fewer, so the total stays `prefetch + 2` batches.
-        let ready = match gpu {
-            None => cfg.prefetch + 1 - pipeline::IN_FLIGHT,
-            Some(_) => cfg.prefetch,
-        };
-        let (tx, rx) = crossbeam_channel::bounded(ready);
+        let (tx, rx) = crossbeam_channel::bounded(cfg.prefetch);
         let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(cfg.prefetch + 2);
         let stop = Arc::new(AtomicBool::new(false));
         let next = cfg.start;

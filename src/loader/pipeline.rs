@@ -26,9 +26,6 @@ thread_local! {
     static RECORD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Batches built at once on the CPU path (see `Pipeline::run_cpu`).
-pub(crate) const IN_FLIGHT: usize = 2;
-
 /// What the pipeline sends: a batch or an error, then `Done` at the end.
 // One message per batch, moved once through the channel: boxing it would
 // only add an allocation per batch.
@@ -64,88 +61,30 @@ impl Pipeline {
     /// Runs until every batch is sent, an error is sent, or the consumer
     /// goes away.
     pub fn run(mut self) {
-        match self.gpu.take() {
-            Some(gpu) => self.run_gpu(gpu),
-            None => self.run_cpu(),
-        }
-    }
-
-    /// Every batch still to produce, in order, with its sample indices.
-    fn batches(&self) -> impl Iterator<Item = (Position, Vec<u64>)> + 'static {
+        let mut gpu = self.gpu.take();
         let cfg = self.cfg.clone();
-        (cfg.start.epoch..cfg.end_epoch).flat_map(move |epoch| {
+        for epoch in cfg.start.epoch..cfg.end_epoch {
             let plan = EpochPlan::new(&cfg.plan, epoch);
             let first = if epoch == cfg.start.epoch {
                 cfg.start.batch
             } else {
                 0
             };
-            (first..plan.batches()).map(move |b| {
-                let indices = plan.batch(b).unwrap_or_default().to_vec();
-                (Position { epoch, batch: b }, indices)
-            })
-        })
-    }
-
-    /// The CPU path: up to [`IN_FLIGHT`] batches are built at once on the
-    /// pool, so that the threads that finish their share of one batch
-    /// start on the next instead of waiting for the batch's last sample;
-    /// they are still sent in order. The channel holds one batch fewer than
-    /// the prefetch depth, so memory stays at `prefetch + 2` batches.
-    fn run_cpu(self) {
-        let this = &self;
-        let mut todo = self.batches();
-        let finished = self.pool.in_place_scope(|scope| {
-            let mut pending = std::collections::VecDeque::new();
-            loop {
-                while pending.len() < IN_FLIGHT && !this.stop.load(Ordering::Relaxed) {
-                    let Some((position, indices)) = todo.next() else {
-                        break;
-                    };
-                    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-                    scope.spawn(move |_| {
-                        let built =
-                            catch_unwind(AssertUnwindSafe(|| this.build(position, &indices)))
-                                .unwrap_or_else(|panic| {
-                                    Err(Error::Pipeline(panic_message(&panic)))
-                                });
-                        let _ = done_tx.send(built);
-                    });
-                    pending.push_back(done_rx);
+            for b in first..plan.batches() {
+                if self.stop.load(Ordering::Relaxed) {
+                    return;
                 }
-                let Some(done_rx) = pending.pop_front() else {
-                    return !this.stop.load(Ordering::Relaxed);
-                };
-                let built = done_rx
-                    .recv()
-                    .unwrap_or_else(|_| Err(Error::Pipeline("a batch build vanished".into())));
+                let position = Position { epoch, batch: b };
+                let indices = plan.batch(b).unwrap_or_default();
+                let built = catch_unwind(AssertUnwindSafe(|| match gpu.as_mut() {
+                    Some(gpu) => self.build_on_gpu(gpu, position, indices),
+                    None => self.build(position, indices),
+                }))
+                .unwrap_or_else(|panic| Err(Error::Pipeline(panic_message(&panic))));
                 let failed = built.is_err();
-                if this.tx.send(Msg::Batch(built)).is_err() || failed {
-                    // the batches still being built see this and stop early
-                    this.stop.store(true, Ordering::Relaxed);
-                    return false;
+                if self.tx.send(Msg::Batch(built)).is_err() || failed {
+                    return;
                 }
-            }
-        });
-        if finished {
-            let _ = self.tx.send(Msg::Done);
-        }
-    }
-
-    /// The GPU path: one batch at a time (the augmenter is double buffered
-    /// on its own streams).
-    fn run_gpu(self, mut gpu: GpuAugmenter) {
-        for (position, indices) in self.batches() {
-            if self.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let built = catch_unwind(AssertUnwindSafe(|| {
-                self.build_on_gpu(&mut gpu, position, &indices)
-            }))
-            .unwrap_or_else(|panic| Err(Error::Pipeline(panic_message(&panic))));
-            let failed = built.is_err();
-            if self.tx.send(Msg::Batch(built)).is_err() || failed {
-                return;
             }
         }
         let _ = self.tx.send(Msg::Done);
