@@ -631,6 +631,29 @@ fn sample_at(s: &Sampler<'_>, c: usize, i: usize, j: usize) -> f32 {
     )
 }
 
+/// `[S_0(i, j), S_1(i, j), S_2(i, j)]`: [`sample_at`] for the three channels
+/// of a pixel, its coordinates computed once (the same bits).
+fn sample_at3(s: &Sampler<'_>, i: usize, j: usize) -> [f32; 3] {
+    let m = &s.m;
+    let (fj, fi) = (j as f32, i as f32);
+    let x = m[0] * fj + m[1] * fi + m[2];
+    let y = m[3] * fj + m[4] * fi + m[5];
+    let (xf, yf) = (floor(x), floor(y));
+    let (fx, fy) = (x - xf, y - yf);
+    let (x0, y0) = (xf as i64, yf as i64);
+    let (x1, y1) = (x0.saturating_add(1), y0.saturating_add(1));
+    std::array::from_fn(|c| {
+        bilinear(
+            fx,
+            fy,
+            s.pixel(c, y0, x0),
+            s.pixel(c, y0, x1),
+            s.pixel(c, y1, x0),
+            s.pixel(c, y1, x1),
+        )
+    })
+}
+
 /// The scalar reference: the same result as [`augment_into`], computed one
 /// output element at a time straight from the contract's formulas (slow; for
 /// tests and for checking other implementations).

@@ -23,7 +23,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::{sample_at, Sampler};
+use super::{sample_at3, Sampler};
 use crate::decode::ImageView;
 use crate::ops::geometry::{affine_matrix, SampleParams};
 use crate::ops::noise::fill_normals;
@@ -347,8 +347,9 @@ fn pixel(
     w_out: usize,
 ) {
     let jj = if mirror { w_out - 1 - j } else { j };
+    let sampled = sample_at3(sampler, i, jj);
     for (c, &(mean, std)) in norm.iter().enumerate() {
-        let mut v = sample_at(sampler, c, i, jj);
+        let mut v = sampled[c];
         if sigma > 0.0 {
             v += sigma * eps[c * w_out + j];
         }
