@@ -14,10 +14,11 @@
 //!   the contract's operations in its order, no FMA, so every value is bit
 //!   for bit the portable build's.
 //!
-//! Pixels with a neighbour outside the image (or too close to the end of the
-//! buffer for an 8-byte read) are masked off the gathers and then computed
-//! one element at a time with the reference formulas, as are the last
-//! `W_out % 16` pixels of a row. Other jobs (one channel, u8/f16, NHWC, a blended
+//! Pixels with every neighbour outside the image are zeros in the same
+//! formula; pixels on the border (some neighbours in, some out, or too close
+//! to the end of the buffer for an 8-byte read) are masked off the gathers
+//! and then computed one element at a time with the reference formulas, as
+//! are the last `W_out % 16` pixels of a row. Other jobs (one channel, u8/f16, NHWC, a blended
 //! flip) take the general path.
 
 use std::arch::x86_64::*;
@@ -206,9 +207,11 @@ fn byte16(a: __m512i, b: __m512i, pick: __m512i) -> __m512 {
 }
 
 /// Sixteen pixels `j..j + 16` of row `i`, all channels, into `out`.
-/// Returns the mask of the pixels written right: the others (a neighbour
-/// outside the image, or too near the end of the data for an 8-byte read)
-/// hold garbage and need the element-by-element path.
+/// Returns the mask of the pixels written right: those with all four
+/// neighbours inside (gathered) or all four outside (zeros); the others (on
+/// the border, too near the end of the data for an 8-byte read, or with
+/// non-finite coordinates) hold garbage and need the element-by-element
+/// path.
 ///
 /// # Safety
 /// As in [`augment`].
@@ -248,7 +251,19 @@ unsafe fn block16(
         & _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yf, s(0.0))
         & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(xf, s((k.w - 1) as f32))
         & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yf, s((k.h - 1) as f32));
-    if inside == 0 {
+    // Far outside: all four neighbours outside the image, so every tap is
+    // 0 and the vector formula gives the reference's value from zeroed
+    // words (finite coordinates only: NaN and infinities go element by
+    // element).
+    let lim = s(1_073_741_824.0);
+    let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(xf), lim)
+        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(yf), lim);
+    let outside = finite
+        & (_mm512_cmp_ps_mask::<_CMP_LT_OQ>(xf, s(-1.0))
+            | _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xf, s(k.w as f32))
+            | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yf, s(-1.0))
+            | _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yf, s(k.h as f32)));
+    if inside | outside == 0 {
         return 0;
     }
     let (x0, y0) = (_mm512_cvtps_epi32(xf), _mm512_cvtps_epi32(yf));
@@ -259,8 +274,10 @@ unsafe fn block16(
         _mm512_set1_epi32(3),
     );
     let last = _mm512_set1_epi32(k.last.clamp(-1, i32::MAX as i64) as i32);
+    // the lanes gathered
     let ok = inside & _mm512_cmple_epi32_mask(o, last);
-    if ok == 0 {
+    let done = ok | outside;
+    if done == 0 {
         return 0;
     }
     let fx = _mm512_sub_ps(x, xf);
@@ -327,7 +344,7 @@ unsafe fn block16(
         // inside `out` (j + 16 <= w_out).
         unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at) as *mut f32, y) };
     }
-    ok
+    done
 }
 
 /// Pixel `(i, j)`, all channels, element by element (the reference
