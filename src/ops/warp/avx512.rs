@@ -31,8 +31,11 @@ use crate::ops::noise::fill_normals;
 use crate::ops::output::{DType, Layout, OutputSpec};
 use crate::ops::philox::PhiloxStream;
 
+/// Rows of noise drawn at once per channel.
+const NOISE_ROWS: usize = 8;
+
 thread_local! {
-    /// One row of noise per channel, reused from sample to sample.
+    /// NOISE_ROWS rows of noise per channel, reused from sample to sample.
     static EPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -83,28 +86,33 @@ pub(super) unsafe fn augment(
     let consts = Consts::new(&m, mirror, w_out, w, h, last, stride);
     EPS.with(|cell| {
         let eps = &mut *cell.borrow_mut();
-        if sigma > 0.0 && eps.len() < 3 * w_out {
-            eps.resize(3 * w_out, 0.0);
+        let plane = NOISE_ROWS * w_out;
+        if sigma > 0.0 && eps.len() < 3 * plane {
+            eps.resize(3 * plane, 0.0);
         }
         let norm: [(f32, f32); 3] = std::array::from_fn(|c| (spec.mean[c], spec.std[c]));
         for i in 0..h_out {
-            if sigma > 0.0 {
+            // The noise of NOISE_ROWS rows of a channel at once (contiguous
+            // elements): fewer partly used Philox groups than row by row.
+            if sigma > 0.0 && i % NOISE_ROWS == 0 {
+                let rows = NOISE_ROWS.min(h_out - i);
                 for c in 0..3 {
                     let e = ((c * h_out + i) * w_out) as u64;
-                    fill_normals(noise, e, &mut eps[c * w_out..(c + 1) * w_out]);
+                    fill_normals(noise, e, &mut eps[c * plane..c * plane + rows * w_out]);
                 }
             }
-            let eps = if sigma > 0.0 {
-                &eps[..3 * w_out]
+            let eps: [&[f32]; 3] = if sigma > 0.0 {
+                let at = (i % NOISE_ROWS) * w_out;
+                std::array::from_fn(|c| &eps[c * plane + at..c * plane + at + w_out])
             } else {
-                &[][..]
+                [&[][..]; 3]
             };
             let mut j = 0;
             while j + 16 <= w_out {
                 // SAFETY: the target features are enabled; `j + 16 <= w_out`
                 // keeps the stores inside row `i` of each plane of `out`
-                // (`out.len() == 3·h_out·w_out·4`); `eps` is empty or
-                // `3·w_out` long; gathers are bounded by `Consts::last`.
+                // (`out.len() == 3·h_out·w_out·4`); the `eps` rows are
+                // empty or `w_out` long; gathers are bounded by `Consts::last`.
                 let ok = unsafe {
                     block16(
                         &consts, src.data, i, j, sigma, eps, &norm, out, h_out, w_out,
@@ -224,7 +232,7 @@ unsafe fn block16(
     i: usize,
     j: usize,
     sigma: f32,
-    eps: &[f32],
+    eps: [&[f32]; 3],
     norm: &[(f32, f32); 3],
     out: &mut [u8],
     h_out: usize,
@@ -334,8 +342,9 @@ unsafe fn block16(
         let b = _mm512_add_ps(_mm512_mul_ps(gx, p10), _mm512_mul_ps(fx, p11));
         let mut v = _mm512_add_ps(_mm512_mul_ps(gy, t), _mm512_mul_ps(fy, b));
         if sigma > 0.0 {
-            // SAFETY: eps is 3·w_out long when sigma > 0 and j + 16 <= w_out.
-            let e = unsafe { _mm512_loadu_ps(eps.as_ptr().add(c * w_out + j)) };
+            // SAFETY: each eps row is w_out long when sigma > 0, and
+            // j + 16 <= w_out.
+            let e = unsafe { _mm512_loadu_ps(eps[c].as_ptr().add(j)) };
             v = _mm512_add_ps(v, _mm512_mul_ps(s(sigma), e));
         }
         let y = _mm512_div_ps(_mm512_sub_ps(v, s(mean)), s(std));
@@ -357,7 +366,7 @@ fn pixel(
     j: usize,
     mirror: bool,
     sigma: f32,
-    eps: &[f32],
+    eps: [&[f32]; 3],
     norm: &[(f32, f32); 3],
     out: &mut [u8],
     h_out: usize,
@@ -368,7 +377,7 @@ fn pixel(
     for (c, &(mean, std)) in norm.iter().enumerate() {
         let mut v = sampled[c];
         if sigma > 0.0 {
-            v += sigma * eps[c * w_out + j];
+            v += sigma * eps[c][j];
         }
         let y = (v - mean) / std;
         let at = ((c * h_out + i) * w_out + j) * 4;
