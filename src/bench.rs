@@ -6,7 +6,7 @@
 //! | stage | work per sample | bytes counted |
 //! | --- | --- | --- |
 //! | read | [`Dataset::record`]: locate the record in the mmap, check its crc32c (touches every payload byte) | payload |
-//! | decode | [`decode`](crate::decode::decode) of a record already located | decoded pixels |
+//! | decode | [`decode`](crate::decode::decode()) of a record already located | decoded pixels |
 //! | augment | [`Policy::sample_hard`] + [`augment_into`] of a decoded image into a batch buffer | output sample |
 //! | upload (cuda) | pinned host → device copy of a batch of decoded sources | source pixels |
 //! | gpu augment (cuda) | the fused kernel on a batch already on the device | sources read + output written |

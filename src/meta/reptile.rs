@@ -504,7 +504,7 @@ impl<F: Float> Lead<'_, F> {
 /// back through the augmentation once (the same number, computed with one
 /// augmentation and one vector-Jacobian product per step instead of two).
 ///
-/// The model's passes are written out by hand ([`Pass`]) so that the two
+/// The model's passes are written out by hand (`Pass`) so that the two
 /// gradient evaluations at `w_j ± εv` share the work they have in common
 /// with each other and with the inner step at `w_j`. For the first layer
 /// (`x·W₀ + b₀`, the only dense product with the 784-wide input), with
@@ -517,7 +517,7 @@ impl<F: Float> Lead<'_, F> {
 /// - the difference of its weight gradients (the adjoint's `H_j v`) is
 ///   `xᵀ(δ₊ − δ₋)`: one product instead of two;
 /// - where `v` is a validation gradient, `V₀ = x_valᵀδ_val` is used in that
-///   factored form ([`Lead`]).
+///   factored form (`Lead`).
 ///
 /// The layers after the first (256-10 here) are evaluated at `w_j ± εv`
 /// directly. All of this is the same function of `w_j ± εv` as a plain
