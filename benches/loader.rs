@@ -251,8 +251,7 @@ fn main() {
             let ((), wall, cpu) = common::wall_and_cpu(|| decode_only(&pool, ds, 0, count));
             let d = count as f64 / wall.as_secs_f64();
             let d_cpu = count as f64 / cpu.as_secs_f64();
-            let (images, wall, cpu) =
-                loader_run(|| photos_loader(ds, PHOTO_PASSES, Device::Cpu));
+            let (images, wall, cpu) = loader_run(|| photos_loader(ds, PHOTO_PASSES, Device::Cpu));
             let (l, l_cpu) = (images as f64 / wall, images as f64 / cpu);
             dec.push(d);
             load.push(l);
