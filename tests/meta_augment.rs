@@ -328,6 +328,65 @@ fn learn_policy_rejects_bad_input_and_learns_on_a_tiny_set() {
 }
 
 #[test]
+fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_fixed_schedule() {
+    use metaug::meta::experiment::phi_none;
+    use metaug::meta::train::{train, train_switch, ImageSet, MetaConfig, Method, TrainConfig};
+    let mut rng = SplitMix::new(2);
+    let n = 48;
+    let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
+    let data: Vec<f32> = (0..n * 64)
+        .map(|i| ((i / 64) % 2) as f32 * 0.5 + rng.uniform() as f32 * 0.5)
+        .collect();
+    let set = ImageSet {
+        images: Tensor::new(&[n, 1, 8, 8], data),
+        labels,
+        classes: 2,
+    };
+    let cfg = TrainConfig {
+        steps: 12,
+        batch: 16,
+        hidden: 8,
+        ..TrainConfig::default()
+    };
+    for method in [Method::Maml, Method::Reptile] {
+        let meta = MetaConfig {
+            method,
+            every: 2,
+            val_batch: 8,
+            phi_init: phi_default(),
+            meta_start: 0.5,
+            ..MetaConfig::default()
+        };
+        let mut steps = Vec::new();
+        let out = train(&set, &set, &cfg, phi_none(), Some(&meta), &mut |s, _| {
+            steps.push(s)
+        });
+        assert_eq!(steps, [6, 8, 10], "{method:?}");
+        assert_eq!(out.history.len(), 3);
+        assert_ne!(out.phi, phi_default(), "{method:?} learned nothing");
+    }
+    // the schedule's two ends are the fixed policies
+    let fixed = |phi| {
+        train(&set, &set, &cfg, phi, None, &mut |_, _| {})
+            .model
+            .params
+    };
+    let d = phi_default();
+    assert_eq!(
+        train_switch(&set, &cfg, d, 12, phi_none()).model.params,
+        fixed(d)
+    );
+    assert_eq!(
+        train_switch(&set, &cfg, d, 0, phi_none()).model.params,
+        fixed(phi_none())
+    );
+    assert_ne!(
+        train_switch(&set, &cfg, d, 6, phi_none()).model.params,
+        fixed(d)
+    );
+}
+
+#[test]
 fn fashion_mnist_loads_from_shared_data() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/fashion-mnist");
     if !std::path::Path::new(dir).exists() {

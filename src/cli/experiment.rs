@@ -45,6 +45,10 @@ pub struct ExperimentArgs {
     /// Validation images per meta step.
     #[arg(long, default_value_t = 256)]
     pub val_batch: usize,
+    /// Fraction of the steps trained with φ held at its start before the
+    /// first meta step (0: meta-learn from the first step).
+    #[arg(long, default_value_t = 0.0)]
+    pub meta_start: f64,
     /// Skip the 16-policy grid.
     #[arg(long)]
     pub skip_grid: bool,
@@ -78,6 +82,10 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     cfg.meta.tau = args.tau;
     cfg.skip_grid = args.skip_grid;
     cfg.meta.val_batch = args.val_batch.max(1);
+    if !(0.0..1.0).contains(&args.meta_start) {
+        return Err(metaug::Error::invalid("meta-start", "must be in [0, 1)"));
+    }
+    cfg.meta.meta_start = args.meta_start;
     cfg.meta.phi_init = match args.phi_init.as_str() {
         "mid" => metaug::meta::experiment::phi_init(),
         "little" => metaug::meta::experiment::phi_little(),
@@ -94,7 +102,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     println!("{table}");
     let body = format!(
         "`metaug experiment fashion-mnist --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
-         --tau {} --lr {} --phi-init {} --val-batch {}`{} (MLP 784-{}-10, SGD lr {}, batch {}, {} train / {} val \
+         --tau {} --lr {} --phi-init {} --val-batch {} --meta-start {}`{} (MLP 784-{}-10, SGD lr {}, batch {}, {} train / {} val \
          images per class, full test set; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
         cfg.train.steps,
@@ -106,6 +114,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.train.lr,
         args.phi_init,
         cfg.meta.val_batch,
+        cfg.meta.meta_start,
         if cfg.skip_grid { " --skip-grid" } else { "" },
         cfg.train.hidden,
         cfg.train.lr,

@@ -36,6 +36,10 @@ pub struct LearnPolicyArgs {
     /// Inner SGD steps unrolled per meta step.
     #[arg(long, default_value_t = 1)]
     pub inner_steps: usize,
+    /// Fraction of the steps trained with φ held at its start before the
+    /// first meta step (0: meta-learn from the first step).
+    #[arg(long, default_value_t = 0.0)]
+    pub meta_start: f64,
     /// Step size on φ.
     #[arg(long, default_value_t = 0.05)]
     pub meta_lr: f64,
@@ -71,6 +75,9 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
             "need --images ≥ 10, --steps > 0, --meta-every > 0, --tau > 0",
         ));
     }
+    if !(0.0..1.0).contains(&args.meta_start) {
+        return Err(Error::invalid("meta-start", "must be in [0, 1)"));
+    }
     let dataset = Dataset::open(&args.dir)?;
     let set = image_set(
         &dataset,
@@ -85,6 +92,7 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
     cfg.meta.every = args.meta_every;
     cfg.meta.inner_steps = args.inner_steps.max(1);
     cfg.meta.meta_lr = args.meta_lr;
+    cfg.meta.meta_start = args.meta_start;
     cfg.meta.tau = args.tau;
     let bar = progress_bar(args.steps as u64, "steps");
     let learned = learn_policy(&set.images, &set.labels, &cfg, &mut |step, _| {

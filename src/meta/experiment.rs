@@ -8,7 +8,9 @@ use std::time::Instant;
 use super::relaxed::NUM_PHI;
 use super::rng::SplitMix;
 use super::tensor::Tensor;
-use super::train::{train, ImageSet, MetaConfig, Method, TrainConfig};
+use super::train::{
+    meta_start_step, train, train_switch, ImageSet, MetaConfig, Method, TrainConfig,
+};
 use crate::pack::idx::IdxFile;
 use crate::{Error, Result};
 
@@ -278,12 +280,14 @@ pub fn run_experiment(
 ) -> Result<Vec<MethodResult>> {
     let (tr, va) = balanced_split(&data.train, cfg.per_class, cfg.per_class_val)?;
     let test_x = data.test.flat();
+    let va_x = va.flat();
     let mut results: Vec<MethodResult> = [
         "no augmentation",
         "default policy",
         "grid best (16, on val)",
         "MAML (learned)",
         "Reptile (learned)",
+        "control: φ start, none from meta start",
     ]
     .iter()
     .map(|n| MethodResult {
@@ -306,12 +310,14 @@ pub fn run_experiment(
         for (slot, phi) in [(0, phi_none()), (1, phi_default())] {
             let (out, secs) = fixed(phi);
             let acc = out.model.accuracy(&test_x, &data.test.labels);
+            let v = out.model.accuracy(&va_x, &va.labels);
             results[slot].test_acc.push(acc);
             results[slot].seconds.push(secs);
             results[slot].policy = describe(&phi);
             log(&format!(
-                "seed {seed} {}: test {:.2}% in {secs:.1}s",
+                "seed {seed} {}: val {:.2}%, test {:.2}% in {secs:.1}s",
                 results[slot].name,
+                100.0 * v,
                 100.0 * acc
             ));
         }
@@ -321,7 +327,7 @@ pub fn run_experiment(
             for (name, phi) in policy_grid() {
                 let (out, s) = fixed(phi);
                 secs += s;
-                let v = out.model.accuracy(&va.flat(), &va.labels);
+                let v = out.model.accuracy(&va_x, &va.labels);
                 if best.as_ref().is_none_or(|b| v > b.0) {
                     let acc = out.model.accuracy(&test_x, &data.test.labels);
                     best = Some((v, acc, name, phi));
@@ -338,6 +344,27 @@ pub fn run_experiment(
                 ));
             }
         }
+        let start = meta_start_step(&cfg.meta, tc.steps);
+        if start > 0 {
+            // delayed meta-learning's control: the same first phase, then
+            // no augmentation at once instead of learning
+            let t0 = Instant::now();
+            let out = train_switch(&tr, &tc, cfg.meta.phi_init, start, phi_none());
+            let secs = t0.elapsed().as_secs_f64();
+            let acc = out.model.accuracy(&test_x, &data.test.labels);
+            let v = out.model.accuracy(&va_x, &va.labels);
+            results[5].test_acc.push(acc);
+            results[5].seconds.push(secs);
+            results[5].policy = format!(
+                "{} for {start} steps, then none",
+                describe(&cfg.meta.phi_init)
+            );
+            log(&format!(
+                "seed {seed} control (φ start, none from step {start}): val {:.2}%, test {:.2}% in {secs:.1}s",
+                100.0 * v,
+                100.0 * acc
+            ));
+        }
         for (slot, method) in [(3, Method::Maml), (4, Method::Reptile)] {
             let mc = MetaConfig {
                 method,
@@ -347,11 +374,13 @@ pub fn run_experiment(
             let out = train(&tr, &va, &tc, phi_none(), Some(&mc), &mut |_, _| {});
             let secs = t0.elapsed().as_secs_f64();
             let acc = out.model.accuracy(&test_x, &data.test.labels);
+            let v = out.model.accuracy(&va_x, &va.labels);
             results[slot].test_acc.push(acc);
             results[slot].seconds.push(secs);
             results[slot].policy = describe(&out.phi);
             log(&format!(
-                "seed {seed} {method:?}: test {:.2}% in {secs:.1}s; φ → {}",
+                "seed {seed} {method:?}: val {:.2}%, test {:.2}% in {secs:.1}s; φ → {}",
+                100.0 * v,
                 100.0 * acc,
                 describe(&out.phi)
             ));

@@ -13,7 +13,10 @@
 //! - with **Reptile**, every `every` steps the training step *is* the meta
 //!   step: `k` first-order inner steps on relaxed-augmented batches, the
 //!   first-order hypergradient, and the interpolation `θ ← θ + β(θ_k − θ)` of
-//!   weights and φ. Other steps are hard-mode SGD steps as above.
+//!   weights and φ. Other steps are hard-mode SGD steps as above;
+//! - with a delayed start (`MetaConfig::meta_start` > 0), φ is held at its
+//!   start for that fraction of the steps (hard-mode SGD steps) and the meta
+//!   steps begin after it, every `every` steps from there.
 
 use std::rc::Rc;
 
@@ -112,6 +115,9 @@ pub struct MetaConfig {
     pub radius: f64,
     /// φ at the start.
     pub phi_init: [f64; NUM_PHI],
+    /// Fraction of the training steps taken before the first meta step
+    /// (φ is held at `phi_init` until then, hard mode); 0 starts at once.
+    pub meta_start: f64,
 }
 
 impl Default for MetaConfig {
@@ -126,6 +132,7 @@ impl Default for MetaConfig {
             beta: 1.0,
             radius: 1e-2,
             phi_init: [0.0; NUM_PHI],
+            meta_start: 0.0,
         }
     }
 }
@@ -344,6 +351,45 @@ pub fn train(
     meta: Option<&MetaConfig>,
     progress: &mut dyn FnMut(usize, &[f64; NUM_PHI]),
 ) -> Trained {
+    run(train, val, cfg, phi, meta, None, progress)
+}
+
+/// The step of the first meta step (φ is held at its start before it).
+pub fn meta_start_step(meta: &MetaConfig, steps: usize) -> usize {
+    ((meta.meta_start.clamp(0.0, 1.0) * steps as f64) as usize).min(steps)
+}
+
+/// A fixed two-phase schedule, no meta-learning: policy `first` for the
+/// first `at` steps, then `then` (hard mode both). The control of delayed
+/// meta-learning (`MetaConfig::meta_start`): the same start, without the
+/// learning.
+pub fn train_switch(
+    train: &ImageSet,
+    cfg: &TrainConfig,
+    first: [f64; NUM_PHI],
+    at: usize,
+    then: [f64; NUM_PHI],
+) -> Trained {
+    run(
+        train,
+        train,
+        cfg,
+        first,
+        None,
+        Some((at, then)),
+        &mut |_, _| {},
+    )
+}
+
+fn run(
+    train: &ImageSet,
+    val: &ImageSet,
+    cfg: &TrainConfig,
+    phi: [f64; NUM_PHI],
+    meta: Option<&MetaConfig>,
+    switch: Option<(usize, [f64; NUM_PHI])>,
+    progress: &mut dyn FnMut(usize, &[f64; NUM_PHI]),
+) -> Trained {
     let (c, h, w) = train.chw();
     let shape = AugmentShape {
         channels: c,
@@ -364,11 +410,18 @@ pub fn train(
     let lr = cfg.lr as f32;
     // the loader's sources for hard mode, converted once
     let bytes = image_bytes(&train.images);
+    // the first meta step (φ stays at its start until then)
+    let start = meta.map_or(0, |m| meta_start_step(m, cfg.steps));
     for step in 0..cfg.steps {
+        if let Some((_, then)) = switch.filter(|s| s.0 == step) {
+            phi = then;
+        }
         let (idx, epoch) = batches.next(cfg.batch);
         let (images, labels) = train.gather(&idx);
         let ks = keys(cfg.seed, epoch, &idx);
-        if let Some(m) = meta.filter(|m| m.every > 0 && step % m.every == 0) {
+        if let Some(m) =
+            meta.filter(|m| m.every > 0 && step >= start && (step - start).is_multiple_of(m.every))
+        {
             let inner = Inner {
                 alpha: cfg.lr,
                 tau: m.tau,
