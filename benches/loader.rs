@@ -40,7 +40,7 @@ use rayon::prelude::*;
 
 const THREADS: usize = 2;
 const ROUNDS: usize = 3;
-const PHOTO_PASSES: u64 = 4;
+const PHOTO_PASSES: u64 = 8;
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 

@@ -29,7 +29,15 @@ impl HostBuffer {
     /// Sets the length to `len` bytes, reusing the allocation when it is
     /// large enough. New bytes are zero; kept bytes keep their values.
     pub fn resize(&mut self, len: usize) {
-        self.words.resize(len.div_ceil(8), 0);
+        let words = len.div_ceil(8);
+        if self.words.is_empty() {
+            // A fresh zeroed allocation: the allocator's zero pages, touched
+            // first by the workers that write the samples (in parallel),
+            // not a memset of the whole batch on the loader thread.
+            self.words = vec![0; words];
+        } else {
+            self.words.resize(words, 0);
+        }
         self.len = len;
     }
 
