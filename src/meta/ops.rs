@@ -226,19 +226,7 @@ impl<F: Float> Tape<F> {
     pub fn cross_entropy(&mut self, logits: Var, labels: &[usize]) -> Var {
         let (n, k) = self.value(logits).dims2();
         assert_eq!(labels.len(), n, "one label per row");
-        let mut total = 0.0f64;
-        for (row, &y) in self.value(logits).data().chunks(k).zip(labels) {
-            assert!(y < k, "label {y} out of range for {k} classes");
-            let max = row.iter().copied().fold(row[0], F::max);
-            let lse = max.to_f64()
-                + row
-                    .iter()
-                    .map(|&v| (v - max).to_f64().exp())
-                    .sum::<f64>()
-                    .ln();
-            total += lse - row[y].to_f64();
-        }
-        let loss = F::from_f64(total / n.max(1) as f64);
+        let loss = F::from_f64(mean_cross_entropy(self.value(logits).data(), n, k, labels));
         self.push(
             Tensor::scalar(loss),
             Op::CrossEntropy {
@@ -421,6 +409,32 @@ impl<F: Float> Tape<F> {
         }
         g
     }
+}
+
+/// The mean over `n` rows of `k` logits of `logsumexp(row) − row[label]`,
+/// accumulated in f64 (the value of [`Tape::cross_entropy`]).
+///
+/// # Panics
+/// If a label is not below `k`.
+pub(crate) fn mean_cross_entropy<F: Float>(
+    logits: &[F],
+    n: usize,
+    k: usize,
+    labels: &[usize],
+) -> f64 {
+    let mut total = 0.0f64;
+    for (row, &y) in logits.chunks(k).zip(labels) {
+        assert!(y < k, "label {y} out of range for {k} classes");
+        let max = row.iter().copied().fold(row[0], F::max);
+        let lse = max.to_f64()
+            + row
+                .iter()
+                .map(|&v| (v - max).to_f64().exp())
+                .sum::<f64>()
+                .ln();
+        total += lse - row[y].to_f64();
+    }
+    total / n.max(1) as f64
 }
 
 /// Row-wise, numerically stable softmax of a `[n, k]` tensor.

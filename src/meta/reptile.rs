@@ -29,7 +29,7 @@
 use super::bilevel::{phi_tensor, train_loss, val_loss, Adam, Inner, TrainBatch, ValBatch};
 use super::float::Float;
 use super::mlp::{Activation, Mlp};
-use super::ops::softmax_rows;
+use super::ops::{mean_cross_entropy, softmax_rows};
 use super::relaxed::NUM_PHI;
 use super::tape::{Tape, Var};
 use super::tensor::Tensor;
@@ -54,22 +54,8 @@ pub fn train_grads<F: Float>(
     want_phi: bool,
 ) -> (Option<Vec<Tensor<F>>>, [f64; NUM_PHI]) {
     let mut tape = Tape::new();
-    let ws: Vec<Var> = w
-        .iter()
-        .map(|t| {
-            if want_w {
-                tape.param(t.clone())
-            } else {
-                tape.constant(t.clone())
-            }
-        })
-        .collect();
-    let phi_t = phi_tensor(phi);
-    let p = if want_phi {
-        tape.param(phi_t)
-    } else {
-        tape.constant(phi_t)
-    };
+    let ws: Vec<Var> = w.iter().map(|t| tape.leaf(t.clone(), want_w)).collect();
+    let p = tape.leaf(phi_tensor(phi), want_phi);
     let loss = train_loss(&mut tape, &ws, p, batch, inner);
     let mut xs = Vec::new();
     if want_w {
@@ -274,19 +260,7 @@ impl<F: Float> Pass<F> {
     fn loss(&self, labels: &[usize]) -> f64 {
         let logits = &self.z[self.z.len() - 1];
         let k = logits.len() / self.n.max(1);
-        let mut total = 0.0f64;
-        for (row, &y) in logits.chunks(k).zip(labels) {
-            assert!(y < k, "label {y} out of range for {k} classes");
-            let max = row.iter().copied().fold(row[0], F::max);
-            let lse = max.to_f64()
-                + row
-                    .iter()
-                    .map(|&v| (v - max).to_f64().exp())
-                    .sum::<f64>()
-                    .ln();
-            total += lse - row[y].to_f64();
-        }
-        F::from_f64(total / self.n.max(1) as f64).to_f64()
+        F::from_f64(mean_cross_entropy(logits, self.n, k, labels)).to_f64()
     }
 
     /// Backward pass of the loss: the gradient of the first layer's
@@ -721,21 +695,8 @@ mod tests {
         frozen: Option<&[Tensor<F>]>,
     ) -> (Option<Vec<Tensor<F>>>, Option<Tensor<F>>, Vec<Tensor<F>>) {
         let mut tape = Tape::new();
-        let ws: Vec<Var> = w
-            .iter()
-            .map(|t| {
-                if want_w {
-                    tape.param(t.clone())
-                } else {
-                    tape.constant(t.clone())
-                }
-            })
-            .collect();
-        let xv = if want_x {
-            tape.param(x.clone())
-        } else {
-            tape.constant(x.clone())
-        };
+        let ws: Vec<Var> = w.iter().map(|t| tape.leaf(t.clone(), want_w)).collect();
+        let xv = tape.leaf(x.clone(), want_x);
         let (logits, masks) = Mlp::forward_frozen(inner.activation, &mut tape, &ws, xv, frozen);
         let loss = tape.cross_entropy(logits, labels);
         let mut xs = if want_w { ws.clone() } else { Vec::new() };

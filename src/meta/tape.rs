@@ -172,6 +172,12 @@ impl<F: Float> Tape<F> {
         self.push_raw(value, Op::Leaf, false)
     }
 
+    /// A leaf that is a [`param`](Self::param) when `differentiable`, else a
+    /// [`constant`](Self::constant).
+    pub fn leaf(&mut self, value: Tensor<F>, differentiable: bool) -> Var {
+        self.push_raw(value, Op::Leaf, differentiable)
+    }
+
     /// The value of a node.
     pub fn value(&self, v: Var) -> &Tensor<F> {
         &self.nodes[v.0].value
