@@ -616,47 +616,41 @@ fn bilinear(fx: f32, fy: f32, p00: f32, p01: f32, p10: f32, p11: f32) -> f32 {
     (1.0 - fy) * ((1.0 - fx) * p00 + fx * p01) + fy * ((1.0 - fx) * p10 + fx * p11)
 }
 
-/// `S_c(i, j)`: the bilinear sample of channel `c` for output pixel `(i, j)`,
-/// literally as the contract writes it.
-fn sample_at(s: &Sampler<'_>, c: usize, i: usize, j: usize) -> f32 {
-    let m = &s.m;
-    let (fj, fi) = (j as f32, i as f32);
-    let x = m[0] * fj + m[1] * fi + m[2];
-    let y = m[3] * fj + m[4] * fi + m[5];
-    let (xf, yf) = (x.floor(), y.floor());
-    let (fx, fy) = (x - xf, y - yf);
-    let (x0, y0) = (xf as i64, yf as i64);
-    bilinear(
-        fx,
-        fy,
-        s.pixel(c, y0, x0),
-        s.pixel(c, y0, x0.saturating_add(1)),
-        s.pixel(c, y0.saturating_add(1), x0),
-        s.pixel(c, y0.saturating_add(1), x0.saturating_add(1)),
-    )
-}
-
-/// `[S_0(i, j), S_1(i, j), S_2(i, j)]`: [`sample_at`] for the three channels
-/// of a pixel, its coordinates computed once (the same bits).
-fn sample_at3(s: &Sampler<'_>, i: usize, j: usize) -> [f32; 3] {
+/// The bilinear neighbourhood of output pixel `(i, j)`, literally as the
+/// contract writes it: fractions `fx`, `fy` and the top-left corner `x0`,
+/// `y0` (saturated as i64; [`floor`] is `f32::floor` bit for bit).
+fn neighbourhood(s: &Sampler<'_>, i: usize, j: usize) -> (f32, f32, i64, i64) {
     let m = &s.m;
     let (fj, fi) = (j as f32, i as f32);
     let x = m[0] * fj + m[1] * fi + m[2];
     let y = m[3] * fj + m[4] * fi + m[5];
     let (xf, yf) = (floor(x), floor(y));
-    let (fx, fy) = (x - xf, y - yf);
-    let (x0, y0) = (xf as i64, yf as i64);
+    (x - xf, y - yf, xf as i64, yf as i64)
+}
+
+/// The contract's blend of channel `c` over a [`neighbourhood`].
+fn sample_channel(s: &Sampler<'_>, c: usize, (fx, fy, x0, y0): (f32, f32, i64, i64)) -> f32 {
     let (x1, y1) = (x0.saturating_add(1), y0.saturating_add(1));
-    std::array::from_fn(|c| {
-        bilinear(
-            fx,
-            fy,
-            s.pixel(c, y0, x0),
-            s.pixel(c, y0, x1),
-            s.pixel(c, y1, x0),
-            s.pixel(c, y1, x1),
-        )
-    })
+    bilinear(
+        fx,
+        fy,
+        s.pixel(c, y0, x0),
+        s.pixel(c, y0, x1),
+        s.pixel(c, y1, x0),
+        s.pixel(c, y1, x1),
+    )
+}
+
+/// `S_c(i, j)`: the bilinear sample of channel `c` for output pixel `(i, j)`.
+fn sample_at(s: &Sampler<'_>, c: usize, i: usize, j: usize) -> f32 {
+    sample_channel(s, c, neighbourhood(s, i, j))
+}
+
+/// `[S_0(i, j), S_1(i, j), S_2(i, j)]`: [`sample_at`] for the three channels
+/// of a pixel, its neighbourhood computed once.
+fn sample_at3(s: &Sampler<'_>, i: usize, j: usize) -> [f32; 3] {
+    let n = neighbourhood(s, i, j);
+    std::array::from_fn(|c| sample_channel(s, c, n))
 }
 
 /// The scalar reference: the same result as [`augment_into`], computed one

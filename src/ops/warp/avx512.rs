@@ -90,7 +90,7 @@ pub(super) unsafe fn augment(
         if sigma > 0.0 && eps.len() < 3 * plane {
             eps.resize(3 * plane, 0.0);
         }
-        let norm: [(f32, f32); 3] = std::array::from_fn(|c| (spec.mean[c], spec.std[c]));
+        let norm = std::array::from_fn(|c| (spec.mean[c], spec.std[c]));
         for i in 0..h_out {
             // The noise of NOISE_ROWS rows of a channel at once (contiguous
             // elements): fewer partly used Philox groups than row by row.
@@ -107,42 +107,54 @@ pub(super) unsafe fn augment(
             } else {
                 [&[][..]; 3]
             };
+            let row = Row {
+                i,
+                mirror,
+                sigma,
+                eps,
+                norm,
+                h_out,
+                w_out,
+            };
             let mut j = 0;
             while j + 16 <= w_out {
                 // SAFETY: the target features are enabled; `j + 16 <= w_out`
                 // keeps the stores inside row `i` of each plane of `out`
                 // (`out.len() == 3·h_out·w_out·4`); the `eps` rows are
                 // empty or `w_out` long; gathers are bounded by `Consts::last`.
-                let ok = unsafe {
-                    block16(
-                        &consts, src.data, i, j, sigma, eps, &norm, out, h_out, w_out,
-                    )
-                };
+                let ok = unsafe { block16(&consts, src.data, &row, j, out) };
                 if ok != 0xffff {
                     for l in (0..16).filter(|l| ok & (1 << l) == 0) {
-                        pixel(
-                            &sampler,
-                            i,
-                            j + l,
-                            mirror,
-                            sigma,
-                            eps,
-                            &norm,
-                            out,
-                            h_out,
-                            w_out,
-                        );
+                        pixel(&sampler, &row, j + l, out);
                     }
                 }
                 j += 16;
             }
             for jj in j..w_out {
-                pixel(
-                    &sampler, i, jj, mirror, sigma, eps, &norm, out, h_out, w_out,
-                );
+                pixel(&sampler, &row, jj, out);
             }
         }
     });
+}
+
+/// One output row `i` of the sample: what its pixels share.
+struct Row<'a> {
+    i: usize,
+    mirror: bool,
+    sigma: f32,
+    /// The row's noise, per channel (empty when `sigma` is 0).
+    eps: [&'a [f32]; 3],
+    /// Per channel `(mean, std)`.
+    norm: [(f32, f32); 3],
+    h_out: usize,
+    w_out: usize,
+}
+
+impl Row<'_> {
+    /// The byte offset in the sample of channel `c`, column `j` (f32 NCHW).
+    fn offset(&self, c: usize, j: usize) -> usize {
+        ((c * self.h_out + self.i) * self.w_out + j) * 4
+    }
 }
 
 /// Per-sample constants of the vector path.
@@ -223,23 +235,11 @@ fn byte16(a: __m512i, b: __m512i, pick: __m512i) -> __m512 {
 ///
 /// # Safety
 /// As in [`augment`].
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-unsafe fn block16(
-    k: &Consts,
-    data: &[u8],
-    i: usize,
-    j: usize,
-    sigma: f32,
-    eps: [&[f32]; 3],
-    norm: &[(f32, f32); 3],
-    out: &mut [u8],
-    h_out: usize,
-    w_out: usize,
-) -> __mmask16 {
+unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize, out: &mut [u8]) -> __mmask16 {
     let m = &k.m;
-    let fi = i as f32;
+    let fi = row.i as f32;
     let (bx, by) = (m[1] * fi, m[4] * fi);
     let lanes = _mm512_setr_ps(
         0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
@@ -333,7 +333,7 @@ unsafe fn block16(
     }
     let one = s(1.0);
     let (gx, gy) = (_mm512_sub_ps(one, fx), _mm512_sub_ps(one, fy));
-    for (c, &(mean, std)) in norm.iter().enumerate() {
+    for (c, &(mean, std)) in row.norm.iter().enumerate() {
         let (left, right) = (pick[c], pick[c + 3]);
         let (p00, p01) = (byte16(top_a, top_b, left), byte16(top_a, top_b, right));
         let (p10, p11) = (byte16(bot_a, bot_b, left), byte16(bot_a, bot_b, right));
@@ -341,14 +341,14 @@ unsafe fn block16(
         let t = _mm512_add_ps(_mm512_mul_ps(gx, p00), _mm512_mul_ps(fx, p01));
         let b = _mm512_add_ps(_mm512_mul_ps(gx, p10), _mm512_mul_ps(fx, p11));
         let mut v = _mm512_add_ps(_mm512_mul_ps(gy, t), _mm512_mul_ps(fy, b));
-        if sigma > 0.0 {
+        if row.sigma > 0.0 {
             // SAFETY: each eps row is w_out long when sigma > 0, and
             // j + 16 <= w_out.
-            let e = unsafe { _mm512_loadu_ps(eps[c].as_ptr().add(j)) };
-            v = _mm512_add_ps(v, _mm512_mul_ps(s(sigma), e));
+            let e = unsafe { _mm512_loadu_ps(row.eps[c].as_ptr().add(j)) };
+            v = _mm512_add_ps(v, _mm512_mul_ps(s(row.sigma), e));
         }
         let y = _mm512_div_ps(_mm512_sub_ps(v, s(mean)), s(std));
-        let at = ((c * h_out + i) * w_out + j) * 4;
+        let at = row.offset(c, j);
         // SAFETY: the 64 bytes at `at` are row i, columns j..j+16 of plane c,
         // inside `out` (j + 16 <= w_out).
         unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at) as *mut f32, y) };
@@ -358,29 +358,17 @@ unsafe fn block16(
 
 /// Pixel `(i, j)`, all channels, element by element (the reference
 /// formulas; the same bits as [`block16`]).
-#[allow(clippy::too_many_arguments)]
 #[inline]
-fn pixel(
-    sampler: &Sampler<'_>,
-    i: usize,
-    j: usize,
-    mirror: bool,
-    sigma: f32,
-    eps: [&[f32]; 3],
-    norm: &[(f32, f32); 3],
-    out: &mut [u8],
-    h_out: usize,
-    w_out: usize,
-) {
-    let jj = if mirror { w_out - 1 - j } else { j };
-    let sampled = sample_at3(sampler, i, jj);
-    for (c, &(mean, std)) in norm.iter().enumerate() {
+fn pixel(sampler: &Sampler<'_>, row: &Row<'_>, j: usize, out: &mut [u8]) {
+    let jj = if row.mirror { row.w_out - 1 - j } else { j };
+    let sampled = sample_at3(sampler, row.i, jj);
+    for (c, &(mean, std)) in row.norm.iter().enumerate() {
         let mut v = sampled[c];
-        if sigma > 0.0 {
-            v += sigma * eps[c][j];
+        if row.sigma > 0.0 {
+            v += row.sigma * row.eps[c][j];
         }
         let y = (v - mean) / std;
-        let at = ((c * h_out + i) * w_out + j) * 4;
+        let at = row.offset(c, j);
         out[at..at + 4].copy_from_slice(&y.to_ne_bytes());
     }
 }
