@@ -10,11 +10,22 @@ use crate::error::Result;
 use crate::loader::plan::Position;
 use crate::ops::{DType, Layout, OutputSpec};
 
-/// A host byte buffer aligned to 8 bytes, so that it can be viewed as
-/// `f32`, `f16` or `u8` without copying.
+/// Bytes of alignment of a [`HostBuffer`]: a cache line, so that a sample
+/// whose size is a multiple of 64 starts on a line and whole-line stores
+/// (streaming stores included) never split.
+pub const HOST_ALIGN: usize = 64;
+
+/// Words of slack allocated so that the bytes can start on a
+/// [`HOST_ALIGN`] boundary.
+const SLACK_WORDS: usize = HOST_ALIGN / 8;
+
+/// A host byte buffer aligned to [`HOST_ALIGN`] bytes, so that it can be
+/// viewed as `f32`, `f16` or `u8` without copying.
 #[derive(Debug, Default)]
 pub struct HostBuffer {
+    /// The allocation; the bytes start `start` words into it.
     words: Vec<u64>,
+    start: usize,
     len: usize,
 }
 
@@ -29,16 +40,41 @@ impl HostBuffer {
     /// Sets the length to `len` bytes, reusing the allocation when it is
     /// large enough. New bytes are zero; kept bytes keep their values.
     pub fn resize(&mut self, len: usize) {
-        let words = len.div_ceil(8);
+        let words = len.div_ceil(8) + SLACK_WORDS;
         if self.words.is_empty() {
             // A fresh zeroed allocation: the allocator's zero pages, touched
             // first by the workers that write the samples (in parallel),
             // not a memset of the whole batch on the loader thread.
             self.words = vec![0; words];
-        } else {
+            self.start = Self::aligned_start(&self.words);
+            self.len = len;
+            return;
+        }
+        let kept = self.len.min(len);
+        let old_start = self.start;
+        if words > self.words.len() {
             self.words.resize(words, 0);
         }
+        // A reallocation may have moved the words to another alignment.
+        self.start = Self::aligned_start(&self.words);
+        if self.start != old_start {
+            let kept_words = kept.div_ceil(8);
+            self.words
+                .copy_within(old_start..old_start + kept_words, self.start);
+        }
+        // Bytes past the kept ones read as zero, as promised.
+        let from = self.start * 8 + kept;
+        let to = self.start * 8 + len;
+        bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[from..to].fill(0);
         self.len = len;
+    }
+
+    /// The first word of `words` on a [`HOST_ALIGN`] boundary.
+    fn aligned_start(words: &[u64]) -> usize {
+        let skip = words.as_ptr().align_offset(HOST_ALIGN);
+        // A `u64` pointer is 8-aligned, so at most 7 words are skipped.
+        debug_assert!(skip < SLACK_WORDS);
+        skip
     }
 
     /// Length in bytes.
@@ -53,12 +89,18 @@ impl HostBuffer {
 
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.words)[..self.len]
+        if self.words.is_empty() {
+            return &[];
+        }
+        &bytemuck::cast_slice(&self.words[self.start..])[..self.len]
     }
 
     /// The bytes, mutable.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
+        if self.words.is_empty() {
+            return &mut [];
+        }
+        &mut bytemuck::cast_slice_mut(&mut self.words[self.start..])[..self.len]
     }
 }
 
@@ -239,12 +281,26 @@ mod tests {
     fn host_buffer_is_aligned_and_resizes() {
         let mut b = HostBuffer::zeroed(13);
         assert_eq!(b.bytes().len(), 13);
-        assert_eq!(b.bytes().as_ptr() as usize % 8, 0);
+        assert_eq!(b.bytes().as_ptr() as usize % HOST_ALIGN, 0);
         b.bytes_mut()[12] = 7;
         b.resize(40);
         assert_eq!(b.bytes()[12], 7);
         assert_eq!(b.len(), 40);
         b.resize(4);
         assert_eq!(b.bytes().len(), 4);
+        // Growing far past the allocation keeps the kept bytes, zeroes the
+        // new ones (also those that were written before a shrink) and stays
+        // aligned, whatever the reallocation does.
+        b.bytes_mut()[3] = 9;
+        for len in [1 << 10, 1 << 16, 1 << 20, 3 << 20] {
+            b.resize(len);
+            assert_eq!(b.bytes().as_ptr() as usize % HOST_ALIGN, 0);
+            assert_eq!(&b.bytes()[..4], &[0, 0, 0, 9]);
+            assert!(b.bytes()[4..].iter().all(|&x| x == 0), "new bytes are zero");
+            b.bytes_mut()[len - 1] = 1;
+            b.resize(4);
+            b.resize(len);
+            assert_eq!(b.bytes()[len - 1], 0);
+        }
     }
 }

@@ -32,6 +32,7 @@ mod batch;
 mod builder;
 mod pipeline;
 pub mod plan;
+mod schedule;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use rayon::prelude::*;
 
 use crate::cuda::{GpuAugmenter, ImageView};
 use crate::decode::{decode, Pixels};
@@ -15,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::loader::batch::{Batch, HostBuffer, Images};
 use crate::loader::builder::{BadRecords, LoaderConfig};
 use crate::loader::plan::{EpochPlan, Position};
+use crate::loader::schedule::largest_first;
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
 use crate::ops::{augment_into, SampleParams};
 use crate::shard::{Dataset, ReadMode, Record};
@@ -95,14 +95,17 @@ impl Pipeline {
         let sample_bytes = cfg.spec.sample_bytes();
         let mut images = self.recycle_rx.try_recv().unwrap_or_default();
         images.resize(sample_bytes * indices.len());
-        let outcomes: Vec<std::result::Result<i64, SampleError>> = self.pool.install(|| {
-            images
-                .bytes_mut()
-                .par_chunks_mut(sample_bytes.max(1))
-                .zip(indices.par_iter())
-                .map(|(out, &index)| self.sample(position.epoch, index, out))
-                .collect()
-        });
+        let jobs: Vec<(&mut [u8], u64)> = images
+            .bytes_mut()
+            .chunks_mut(sample_bytes.max(1))
+            .zip(indices.iter().copied())
+            .collect();
+        let outcomes: Vec<std::result::Result<i64, SampleError>> = largest_first(
+            &self.pool,
+            jobs,
+            |&(_, index)| self.decode_cost(index),
+            |(out, index)| self.sample(position.epoch, index, out),
+        );
         let mut labels = Vec::with_capacity(indices.len());
         let mut kept = Vec::with_capacity(indices.len());
         let mut skipped = Vec::new();
@@ -149,12 +152,12 @@ impl Pipeline {
         indices: &[u64],
     ) -> Result<Batch> {
         let cfg = &*self.cfg;
-        let decoded: Vec<std::result::Result<Decoded<'_>, SampleError>> = self.pool.install(|| {
-            indices
-                .par_iter()
-                .map(|&index| self.decode_sample(position.epoch, index))
-                .collect()
-        });
+        let decoded: Vec<std::result::Result<Decoded<'_>, SampleError>> = largest_first(
+            &self.pool,
+            indices.to_vec(),
+            |&index| self.decode_cost(index),
+            |index| self.decode_sample(position.epoch, index),
+        );
         let mut pixels = Vec::with_capacity(indices.len());
         let mut params = Vec::with_capacity(indices.len());
         let mut labels = Vec::with_capacity(indices.len());
@@ -197,6 +200,15 @@ impl Pipeline {
             skipped,
             None,
         ))
+    }
+
+    /// A sample's decode cost, for the order in which threads take samples:
+    /// its stored pixel count (0 when the index has none to give; the
+    /// sample's own error comes when it is read).
+    fn decode_cost(&self, index: u64) -> u64 {
+        self.dataset
+            .shape(index)
+            .map_or(0, |[h, w, c]| h as u64 * w as u64 * c.max(1) as u64)
     }
 
     /// Decodes `record` (sample `index`) and draws its parameters.
