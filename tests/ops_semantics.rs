@@ -428,6 +428,37 @@ fn sixteen_pixel_path_matches_the_portable_build() {
 }
 
 #[test]
+fn large_samples_in_aligned_buffers_give_the_portable_bytes() {
+    // Large f32 NCHW samples written to a cache-line aligned buffer take
+    // the streaming-store path on CPUs with AVX-512 (border lanes fixed up
+    // in registers first); unaligned and small outputs take plain stores.
+    // Every path must give the portable build's bytes.
+    let mut r = rng(22);
+    for case in 0..12u64 {
+        let (h, w) = (r.random_range(60..420), r.random_range(60..420));
+        let (ho, wo) = [(224, 224), (160, 176), (200, 160), (256, 250)][case as usize % 4];
+        let img = random_image(&mut r, h, w, 3);
+        let mut p = random_params(&mut r, case % 2 == 0);
+        p.flip = (case % 3 == 0) as u32 as f32;
+        let spec = OutputSpec::new(Size::new(ho, wo), 3)
+            .with_normalization(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
+        let src = ImageView::new(h, w, 3, &img).unwrap();
+        let mut portable = vec![0xEF; spec.sample_bytes()];
+        augment_into_portable(src, &p, noise(case), &spec, &mut portable);
+        let mut aligned = metaug::loader::HostBuffer::zeroed(spec.sample_bytes() + 64);
+        assert_eq!(aligned.bytes().as_ptr() as usize % 64, 0);
+        for skip in [0, 4] {
+            let out = &mut aligned.bytes_mut()[skip..skip + spec.sample_bytes()];
+            augment_into(src, &p, noise(case), &spec, out);
+            assert!(
+                *out == portable[..],
+                "case {case} (offset {skip}): {h}x{w} -> {ho}x{wo} {p:?}: builds differ"
+            );
+        }
+    }
+}
+
+#[test]
 fn blended_flip_is_the_blend_of_the_two_views() {
     let mut r = rng(8);
     let (h, w, c) = (12u32, 10u32, 3u32);

@@ -34,6 +34,9 @@ use crate::ops::philox::PhiloxStream;
 /// Rows of noise drawn at once per channel.
 const NOISE_ROWS: usize = 8;
 
+/// Samples at least this large are written with streaming stores.
+const STREAM_MIN_BYTES: usize = 256 << 10;
+
 thread_local! {
     /// NOISE_ROWS rows of noise per channel, reused from sample to sample.
     static EPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -84,6 +87,14 @@ pub(super) unsafe fn augment(
     // An 8-byte read at o + stride must end inside the image.
     let last = src.data.len() as i64 - stride as i64 - 8;
     let consts = Consts::new(&m, mirror, w_out, w, h, last, stride);
+    // Streaming stores for large samples: their batch is far bigger than
+    // any cache, so a normal store's read of each output line is wasted
+    // and evicts the decoder's working set. Only whole aligned lines are
+    // streamed (rows start on a line, and border lanes are fixed up in
+    // registers before the store), so no line is written both ways.
+    let stream = (out.as_ptr() as usize).is_multiple_of(64)
+        && w_out.is_multiple_of(16)
+        && out.len() >= STREAM_MIN_BYTES;
     EPS.with(|cell| {
         let eps = &mut *cell.borrow_mut();
         let plane = NOISE_ROWS * w_out;
@@ -119,13 +130,38 @@ pub(super) unsafe fn augment(
             let mut j = 0;
             while j + 16 <= w_out {
                 // SAFETY: the target features are enabled; `j + 16 <= w_out`
-                // keeps the stores inside row `i` of each plane of `out`
-                // (`out.len() == 3·h_out·w_out·4`); the `eps` rows are
-                // empty or `w_out` long; gathers are bounded by `Consts::last`.
-                let ok = unsafe { block16(&consts, src.data, &row, j, out) };
+                // keeps the `eps` reads inside their rows (empty or `w_out`
+                // long); gathers are bounded by `Consts::last`.
+                let (mut vals, ok) = unsafe { block16(&consts, src.data, &row, j) };
                 if ok != 0xffff {
+                    let mut lanes = [[0f32; 16]; 3];
+                    for (c, lane) in lanes.iter_mut().enumerate() {
+                        // SAFETY: 16 f32 written to a 16-f32 array.
+                        unsafe { _mm512_storeu_ps(lane.as_mut_ptr(), vals[c]) };
+                    }
                     for l in (0..16).filter(|l| ok & (1 << l) == 0) {
-                        pixel(&sampler, &row, j + l, out);
+                        let v = pixel_values(&sampler, &row, j + l);
+                        for c in 0..3 {
+                            lanes[c][l] = v[c];
+                        }
+                    }
+                    for (c, lane) in lanes.iter().enumerate() {
+                        // SAFETY: 16 f32 read from a 16-f32 array.
+                        vals[c] = unsafe { _mm512_loadu_ps(lane.as_ptr()) };
+                    }
+                }
+                for (c, &v) in vals.iter().enumerate() {
+                    let p = out.as_mut_ptr().wrapping_add(row.offset(c, j)) as *mut f32;
+                    // SAFETY: the 64 bytes at `p` are row i, columns j..j+16
+                    // of plane c, inside `out` (j + 16 <= w_out); when
+                    // streaming they are one whole line (`stream` holds
+                    // only for an aligned `out` and w_out % 16 == 0).
+                    unsafe {
+                        if stream {
+                            _mm512_stream_ps(p, v)
+                        } else {
+                            _mm512_storeu_ps(p, v)
+                        }
                     }
                 }
                 j += 16;
@@ -135,6 +171,11 @@ pub(super) unsafe fn augment(
             }
         }
     });
+    if stream {
+        // Streaming stores are weakly ordered: fence them before the
+        // sample is handed over.
+        _mm_sfence();
+    }
 }
 
 /// One output row `i` of the sample: what its pixels share.
@@ -226,10 +267,10 @@ fn byte16(a: __m512i, b: __m512i, pick: __m512i) -> __m512 {
     unit16(_mm512_maskz_permutex2var_epi8(low_bytes, a, pick, b))
 }
 
-/// Sixteen pixels `j..j + 16` of row `i`, all channels, into `out`.
-/// Returns the mask of the pixels written right: those with all four
-/// neighbours inside (gathered) or all four outside (zeros); the others (on
-/// the border, too near the end of the data for an 8-byte read, or with
+/// Sixteen pixels `j..j + 16` of row `i`, all channels: their output values
+/// per channel, and the mask of the lanes computed right: those with all
+/// four neighbours inside (gathered) or all four outside (zeros); the others
+/// (on the border, too near the end of the data for an 8-byte read, or with
 /// non-finite coordinates) hold garbage and need the element-by-element
 /// path.
 ///
@@ -237,7 +278,7 @@ fn byte16(a: __m512i, b: __m512i, pick: __m512i) -> __m512 {
 /// As in [`augment`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize, out: &mut [u8]) -> __mmask16 {
+unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize) -> ([__m512; 3], __mmask16) {
     let m = &k.m;
     let fi = row.i as f32;
     let (bx, by) = (m[1] * fi, m[4] * fi);
@@ -272,7 +313,7 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize, out: &mut [u
             | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yf, s(-1.0))
             | _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yf, s(k.h as f32)));
     if inside | outside == 0 {
-        return 0;
+        return ([_mm512_setzero_ps(); 3], 0);
     }
     let (x0, y0) = (_mm512_cvtps_epi32(xf), _mm512_cvtps_epi32(yf));
     // o = (y0·w + x0)·3: below w·h·3 < 2^30 in the lanes inside (see
@@ -286,7 +327,7 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize, out: &mut [u
     let ok = inside & _mm512_cmple_epi32_mask(o, last);
     let done = ok | outside;
     if done == 0 {
-        return 0;
+        return ([_mm512_setzero_ps(); 3], 0);
     }
     let fx = _mm512_sub_ps(x, xf);
     let fy = _mm512_sub_ps(y, yf);
@@ -333,6 +374,7 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize, out: &mut [u
     }
     let one = s(1.0);
     let (gx, gy) = (_mm512_sub_ps(one, fx), _mm512_sub_ps(one, fy));
+    let mut vals = [_mm512_setzero_ps(); 3];
     for (c, &(mean, std)) in row.norm.iter().enumerate() {
         let (left, right) = (pick[c], pick[c + 3]);
         let (p00, p01) = (byte16(top_a, top_b, left), byte16(top_a, top_b, right));
@@ -347,27 +389,31 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize, out: &mut [u
             let e = unsafe { _mm512_loadu_ps(row.eps[c].as_ptr().add(j)) };
             v = _mm512_add_ps(v, _mm512_mul_ps(s(row.sigma), e));
         }
-        let y = _mm512_div_ps(_mm512_sub_ps(v, s(mean)), s(std));
-        let at = row.offset(c, j);
-        // SAFETY: the 64 bytes at `at` are row i, columns j..j+16 of plane c,
-        // inside `out` (j + 16 <= w_out).
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at) as *mut f32, y) };
+        vals[c] = _mm512_div_ps(_mm512_sub_ps(v, s(mean)), s(std));
     }
-    done
+    (vals, done)
 }
 
 /// Pixel `(i, j)`, all channels, element by element (the reference
 /// formulas; the same bits as [`block16`]).
 #[inline]
-fn pixel(sampler: &Sampler<'_>, row: &Row<'_>, j: usize, out: &mut [u8]) {
+fn pixel_values(sampler: &Sampler<'_>, row: &Row<'_>, j: usize) -> [f32; 3] {
     let jj = if row.mirror { row.w_out - 1 - j } else { j };
     let sampled = sample_at3(sampler, row.i, jj);
-    for (c, &(mean, std)) in row.norm.iter().enumerate() {
+    std::array::from_fn(|c| {
+        let (mean, std) = row.norm[c];
         let mut v = sampled[c];
         if row.sigma > 0.0 {
             v += row.sigma * row.eps[c][j];
         }
-        let y = (v - mean) / std;
+        (v - mean) / std
+    })
+}
+
+/// Pixel `(i, j)`, all channels, into `out`.
+#[inline]
+fn pixel(sampler: &Sampler<'_>, row: &Row<'_>, j: usize, out: &mut [u8]) {
+    for (c, y) in pixel_values(sampler, row, j).into_iter().enumerate() {
         let at = row.offset(c, j);
         out[at..at + 4].copy_from_slice(&y.to_ne_bytes());
     }
