@@ -24,6 +24,10 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+mod axis_aligned;
+
+use axis_aligned::Separable;
+
 use super::{sample_at3, Sampler};
 use crate::decode::ImageView;
 use crate::ops::geometry::{affine_matrix, SampleParams};
@@ -95,6 +99,8 @@ pub(super) unsafe fn augment(
     let stream = (out.as_ptr() as usize).is_multiple_of(64)
         && w_out.is_multiple_of(16)
         && out.len() >= STREAM_MIN_BYTES;
+    let mut separable =
+        Separable::plan(src.data, (w, h), &m, (consts.j0, consts.dj), (h_out, w_out));
     EPS.with(|cell| {
         let eps = &mut *cell.borrow_mut();
         let plane = NOISE_ROWS * w_out;
@@ -127,12 +133,18 @@ pub(super) unsafe fn augment(
                 h_out,
                 w_out,
             };
+            let mut rows = separable.as_mut().map(|sep| sep.row(i));
             let mut j = 0;
             while j + 16 <= w_out {
-                // SAFETY: the target features are enabled; `j + 16 <= w_out`
-                // keeps the `eps` reads inside their rows (empty or `w_out`
-                // long); gathers are bounded by `Consts::last`.
-                let (mut vals, ok) = unsafe { block16(&consts, src.data, &row, j) };
+                let (mut vals, ok) = match &mut rows {
+                    Some((gy, fy, top, bottom)) => {
+                        (vertical16(*gy, *fy, top, bottom, &row, j), 0xffff)
+                    }
+                    // SAFETY: the target features are enabled; `j + 16 <=
+                    // w_out` keeps the `eps` reads inside their rows (empty
+                    // or `w_out` long); gathers are bounded by `Consts::last`.
+                    None => unsafe { block16(&consts, src.data, &row, j) },
+                };
                 if ok != 0xffff {
                     let mut lanes = [[0f32; 16]; 3];
                     for (c, lane) in lanes.iter_mut().enumerate() {
@@ -214,6 +226,7 @@ struct Consts {
 }
 
 impl Consts {
+    #[target_feature(enable = "avx512f")]
     fn new(
         m: &[f32; 6],
         mirror: bool,
@@ -228,15 +241,7 @@ impl Consts {
         } else {
             (0.0, 1.0)
         };
-        // lane l takes byte 8l + k of the 128 bytes of (a, b); the other
-        // three bytes of the lane are zeroed by the mask
-        let pick = std::array::from_fn(|k| {
-            let idx: [u8; 64] =
-                std::array::from_fn(|t| if t % 4 == 0 { (2 * t + k) as u8 } else { 0 });
-            // SAFETY: 64 bytes read from a 64-byte array; AVX-512F is
-            // available (only `augment` builds a `Consts`).
-            unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }
-        });
+        let pick = word_picks();
         Consts {
             m: *m,
             j0,
@@ -248,6 +253,19 @@ impl Consts {
             pick,
         }
     }
+}
+
+/// The byte-permute tables of [`byte16`] for eight-byte words: `[k]` takes
+/// byte `k` of each pixel's word (pixels 0..8 in `a`, 8..16 in `b`).
+#[target_feature(enable = "avx512f")]
+fn word_picks() -> [__m512i; 6] {
+    // lane l takes byte 8l + k of the 128 bytes of (a, b); the other three
+    // bytes of the lane are zeroed by the mask
+    std::array::from_fn(|k| {
+        let idx: [u8; 64] = std::array::from_fn(|t| if t % 4 == 0 { (2 * t + k) as u8 } else { 0 });
+        // SAFETY: 64 bytes read from a 64-byte array.
+        unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }
+    })
 }
 
 /// `v / 255.0` for sixteen bytes in i32 lanes.
@@ -353,8 +371,11 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize) -> ([__m512;
         // byte k of pixel l's word is byte o[l] - omin + k of the window
         // (the index's low byte; the mask keeps only that byte of a lane)
         let rel = _mm512_sub_epi32(o, _mm512_set1_epi32(omin));
-        pick =
-            std::array::from_fn::<_, 6, _>(|b| _mm512_add_epi32(rel, _mm512_set1_epi32(b as i32)));
+        let mut p = [rel; 6];
+        for (b, p) in p.iter_mut().enumerate() {
+            *p = _mm512_add_epi32(rel, _mm512_set1_epi32(b as i32));
+        }
+        pick = p;
     } else {
         let base = data.as_ptr() as *const i64;
         let (o_a, o_b) = (_mm512_castsi512_si256(o), _mm512_extracti64x4_epi64::<1>(o));
@@ -375,23 +396,64 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize) -> ([__m512;
     let one = s(1.0);
     let (gx, gy) = (_mm512_sub_ps(one, fx), _mm512_sub_ps(one, fy));
     let mut vals = [_mm512_setzero_ps(); 3];
-    for (c, &(mean, std)) in row.norm.iter().enumerate() {
+    for c in 0..3 {
         let (left, right) = (pick[c], pick[c + 3]);
         let (p00, p01) = (byte16(top_a, top_b, left), byte16(top_a, top_b, right));
         let (p10, p11) = (byte16(bot_a, bot_b, left), byte16(bot_a, bot_b, right));
         // (1-fy)*((1-fx)*p00 + fx*p01) + fy*((1-fx)*p10 + fx*p11)
         let t = _mm512_add_ps(_mm512_mul_ps(gx, p00), _mm512_mul_ps(fx, p01));
         let b = _mm512_add_ps(_mm512_mul_ps(gx, p10), _mm512_mul_ps(fx, p11));
-        let mut v = _mm512_add_ps(_mm512_mul_ps(gy, t), _mm512_mul_ps(fy, b));
-        if row.sigma > 0.0 {
-            // SAFETY: each eps row is w_out long when sigma > 0, and
-            // j + 16 <= w_out.
-            let e = unsafe { _mm512_loadu_ps(row.eps[c].as_ptr().add(j)) };
-            v = _mm512_add_ps(v, _mm512_mul_ps(s(row.sigma), e));
-        }
-        vals[c] = _mm512_div_ps(_mm512_sub_ps(v, s(mean)), s(std));
+        let v = _mm512_add_ps(_mm512_mul_ps(gy, t), _mm512_mul_ps(fy, b));
+        vals[c] = finish(v, row, c, j);
     }
     (vals, done)
+}
+
+/// Sixteen sampled values of channel `c`, columns `j..j + 16` of `row`, to
+/// output values: `+ sigma·eps`, then `(s - mean) / std`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn finish(mut v: __m512, row: &Row<'_>, c: usize, j: usize) -> __m512 {
+    let s = _mm512_set1_ps;
+    if row.sigma > 0.0 {
+        // each eps row is w_out long when sigma > 0
+        let e = &row.eps[c][j..j + 16];
+        // SAFETY: 16 f32 read from a 16-f32 slice.
+        let e = unsafe { _mm512_loadu_ps(e.as_ptr()) };
+        v = _mm512_add_ps(v, _mm512_mul_ps(s(row.sigma), e));
+    }
+    let (mean, std) = row.norm[c];
+    _mm512_div_ps(_mm512_sub_ps(v, s(mean)), s(std))
+}
+
+/// Sixteen pixels `j..j + 16` of `row`, all channels, from the H rows `top`
+/// and `bottom` of an axis-aligned map (see [`axis_aligned`]).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn vertical16(
+    gy: f32,
+    fy: f32,
+    top: &[f32],
+    bottom: &[f32],
+    row: &Row<'_>,
+    j: usize,
+) -> [__m512; 3] {
+    let width = top.len() / 3;
+    let mut vals = [_mm512_setzero_ps(); 3];
+    // (a loop, not `from_fn`: its closure, having target features that
+    // `from_fn` lacks, would not be inlined)
+    for (c, val) in vals.iter_mut().enumerate() {
+        let (t, b) = (&top[c * width + j..][..16], &bottom[c * width + j..][..16]);
+        // SAFETY: 16 f32 read from 16-f32 slices.
+        let (t, b) = unsafe { (_mm512_loadu_ps(t.as_ptr()), _mm512_loadu_ps(b.as_ptr())) };
+        // (1-fy)*t + fy*b
+        let v = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_set1_ps(gy), t),
+            _mm512_mul_ps(_mm512_set1_ps(fy), b),
+        );
+        *val = finish(v, row, c, j);
+    }
+    vals
 }
 
 /// Pixel `(i, j)`, all channels, element by element (the reference
