@@ -268,6 +268,42 @@ fn word_picks() -> [__m512i; 6] {
     })
 }
 
+/// The 8-byte words at byte offsets `o` (top row: lanes 0..8, 8..16) and
+/// `o + stride` (bottom row) of `data`, by plain loads: with all sixteen
+/// lanes to read, faster here than four 64-bit gathers (rotation-only
+/// sample 120-130 µs against 130-155 µs in the same runs).
+///
+/// # Safety
+/// Every `o[l] >= 0` and `o[l] + stride + 8 <= data.len()`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn load_words(data: &[u8], o: __m512i, stride: usize) -> [__m512i; 4] {
+    let mut offsets = [0i32; 16];
+    // SAFETY: 16 i32 written to a 16-i32 array.
+    unsafe { _mm512_storeu_si512(offsets.as_mut_ptr() as *mut _, o) };
+    let mut words = [0u64; 32];
+    let p = data.as_ptr();
+    for (l, &at) in offsets.iter().enumerate() {
+        let at = at as usize;
+        // SAFETY: at >= 0 and at + stride + 8 <= data.len() (the caller's
+        // promise): both 8-byte reads are inside `data`.
+        unsafe {
+            words[l] = (p.add(at) as *const u64).read_unaligned();
+            words[16 + l] = (p.add(at + stride) as *const u64).read_unaligned();
+        }
+    }
+    let w = words.as_ptr() as *const __m512i;
+    // SAFETY: four 64-byte reads of the 256-byte array.
+    unsafe {
+        [
+            _mm512_loadu_si512(w as *const _),
+            _mm512_loadu_si512(w.add(1) as *const _),
+            _mm512_loadu_si512(w.add(2) as *const _),
+            _mm512_loadu_si512(w.add(3) as *const _),
+        ]
+    }
+}
+
 /// `v / 255.0` for sixteen bytes in i32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -382,14 +418,22 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize) -> ([__m512;
         let (ok_a, ok_b) = (ok as __mmask8, (ok >> 8) as __mmask8);
         let st = _mm256_set1_epi32(k.stride);
         let zero = _mm512_setzero_si512();
-        // SAFETY: in every lane gathered (mask `ok`), o >= 0 (x0, y0 >= 0)
-        // and o + stride + 8 <= data.len() (o <= last), so all four 8-byte
-        // reads are inside `data`; the other lanes read nothing.
-        unsafe {
-            top_a = _mm512_mask_i32gather_epi64::<1>(zero, ok_a, o_a, base);
-            top_b = _mm512_mask_i32gather_epi64::<1>(zero, ok_b, o_b, base);
-            bot_a = _mm512_mask_i32gather_epi64::<1>(zero, ok_a, _mm256_add_epi32(o_a, st), base);
-            bot_b = _mm512_mask_i32gather_epi64::<1>(zero, ok_b, _mm256_add_epi32(o_b, st), base);
+        if ok == 0xffff {
+            // SAFETY: every lane is in `ok`, so o >= 0 and o + stride + 8
+            // <= data.len() in each (as for the gathers below).
+            [top_a, top_b, bot_a, bot_b] = unsafe { load_words(data, o, k.stride as usize) };
+        } else {
+            // SAFETY: in every lane gathered (mask `ok`), o >= 0 (x0, y0 >=
+            // 0) and o + stride + 8 <= data.len() (o <= last), so all four
+            // 8-byte reads are inside `data`; the other lanes read nothing.
+            unsafe {
+                top_a = _mm512_mask_i32gather_epi64::<1>(zero, ok_a, o_a, base);
+                top_b = _mm512_mask_i32gather_epi64::<1>(zero, ok_b, o_b, base);
+                bot_a =
+                    _mm512_mask_i32gather_epi64::<1>(zero, ok_a, _mm256_add_epi32(o_a, st), base);
+                bot_b =
+                    _mm512_mask_i32gather_epi64::<1>(zero, ok_b, _mm256_add_epi32(o_b, st), base);
+            }
         }
         pick = k.pick;
     }
