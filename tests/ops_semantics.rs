@@ -394,6 +394,27 @@ fn fast_path_matches_the_reference() {
     }
 }
 
+/// `augment_into` (whatever build this CPU runs) of an RGB image to f32
+/// NCHW with ImageNet normalisation gives the portable build's bytes.
+fn assert_matches_portable(
+    img: &[u8],
+    (h, w): (u32, u32),
+    p: &SampleParams,
+    (ho, wo): (u32, u32),
+    case: u64,
+) {
+    let spec = OutputSpec::new(Size::new(ho, wo), 3)
+        .with_normalization(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
+    let fast = run(img, h, w, p, &spec, case);
+    let src = ImageView::new(h, w, 3, img).unwrap();
+    let mut portable = vec![0xEF; spec.sample_bytes()];
+    augment_into_portable(src, p, noise(case), &spec, &mut portable);
+    assert!(
+        fast == portable,
+        "case {case}: {h}x{w} -> {ho}x{wo} {p:?}: builds differ"
+    );
+}
+
 /// The fused sixteen-pixel path (AVX-512 CPUs; three channels, f32 NCHW,
 /// flip 0 or 1) gives exactly the portable build's bytes, with and without
 /// noise, on shapes that put many blocks half across the border (rotations,
@@ -414,16 +435,7 @@ fn sixteen_pixel_path_matches_the_portable_build() {
         if case % 5 == 0 {
             p.geometry.angle = 0.0; // long interior runs
         }
-        let spec = OutputSpec::new(Size::new(ho, wo), 3)
-            .with_normalization(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
-        let fast = run(&img, h, w, &p, &spec, case);
-        let src = ImageView::new(h, w, 3, &img).unwrap();
-        let mut portable = vec![0xEF; spec.sample_bytes()];
-        augment_into_portable(src, &p, noise(case), &spec, &mut portable);
-        assert!(
-            fast == portable,
-            "case {case}: {h}x{w} -> {ho}x{wo} {p:?}: builds differ"
-        );
+        assert_matches_portable(&img, (h, w), &p, (ho, wo), case);
     }
 }
 
@@ -457,16 +469,7 @@ fn axis_aligned_maps_match_the_portable_build() {
                 0.0
             },
         };
-        let spec = OutputSpec::new(Size::new(ho, wo), 3)
-            .with_normalization(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
-        let fast = run(&img, h, w, &p, &spec, case);
-        let src = ImageView::new(h, w, 3, &img).unwrap();
-        let mut portable = vec![0xEF; spec.sample_bytes()];
-        augment_into_portable(src, &p, noise(case), &spec, &mut portable);
-        assert!(
-            fast == portable,
-            "case {case}: {h}x{w} -> {ho}x{wo} {p:?}: builds differ"
-        );
+        assert_matches_portable(&img, (h, w), &p, (ho, wo), case);
     }
 }
 
