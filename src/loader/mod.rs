@@ -40,7 +40,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 
-pub use batch::{Batch, HostBuffer};
+pub use batch::{Batch, HostBuffer, HOST_ALIGN};
 pub use builder::{BadRecords, Device, LoaderBuilder};
 pub use plan::Position;
 

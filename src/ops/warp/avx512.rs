@@ -1,15 +1,19 @@
 //! The warp for the most common job, fused end to end with AVX-512: a
 //! three-channel byte image to f32 NCHW output, flip gate 0 or 1. Sixteen
 //! output pixels at a time go from source coordinates to normalised floats
-//! stored in the output planes without touching a scratch row:
+//! stored in the output planes without touching a scratch row.
+//!
+//! Axis-aligned maps (crop, flip and resize, no rotation) are done
+//! separably, each source row blended horizontally once ([`axis_aligned`]).
+//! Other maps go block by block:
 //!
 //! - coordinates, `floor`, fractions and corners as in `Sampler::coords`;
 //! - the two source rows of each pixel's neighbourhood read as one 8-byte
 //!   word each (`R G B` of the left neighbour, `R G B` of the right one):
-//!   when the sixteen words of a row fit in 128 bytes (no rotation and a
-//!   downscale up to about 2.5, the common case) by two plain loads, else by
-//!   two 64-bit gathers per row of eight pixels; then spread to one pixel per
-//!   32-bit lane and channel by byte permutes (`vpermt2b`, AVX-512 VBMI);
+//!   from one 128-byte window per row when the sixteen words of a row fit
+//!   in it, else by plain loads when every pixel's neighbours are inside,
+//!   else by masked 64-bit gathers; then spread to one pixel per 32-bit
+//!   lane and channel by byte permutes (`vpermt2b`, AVX-512 VBMI);
 //! - `u8 / 255.0`, the bilinear blend, `+ sigma·eps`, `(s - mean) / std`:
 //!   the contract's operations in its order, no FMA, so every value is bit
 //!   for bit the portable build's.
@@ -18,8 +22,11 @@
 //! formula; pixels on the border (some neighbours in, some out, or too close
 //! to the end of the buffer for an 8-byte read) are masked off the gathers
 //! and then computed one element at a time with the reference formulas, as
-//! are the last `W_out % 16` pixels of a row. Other jobs (one channel, u8/f16, NHWC, a blended
-//! flip) take the general path.
+//! are the last `W_out % 16` pixels of a row. Other jobs (one channel,
+//! u8/f16, NHWC, a blended flip) take the general path.
+//!
+//! Large samples in cache-line aligned buffers (a loader batch) are written
+//! with streaming stores, whole lines only.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
