@@ -1,11 +1,25 @@
 //! One meta step (k = 1, MLP 784-256-10, batch 128) against a plain
 //! training step on the same batch, for MAML and Reptile.
 //!
-//! Run briefly: `cargo bench --bench meta -- --warm-up-time 1 --measurement-time 3`.
+//! Criterion times each step alone (`meta_k1_mlp784-256-10_b128/*`), one
+//! after the other. Then the acceptance summary of issue 5 times them
+//! interleaved: every iteration takes one plain step, one MAML step and one
+//! Reptile step, so that the host's changing speed hits all three alike;
+//! a warm-up round, then 7 rounds of 40 iterations, the ratios of each
+//! round's summed times, and their medians (goals: MAML ≤ 5×, Reptile ≤ 4× the plain step).
+//!
+//! glibc's malloc is told to keep freed memory first, as the `metaug`
+//! command does (`meta::allocator`).
+//!
+//! Run briefly: `cargo bench --bench meta -- --warm-up-time 1 --measurement-time 3`;
+//! the summary alone: `cargo bench --bench meta -- nomatch`.
 
 use std::rc::Rc;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion};
 use metaug::meta::augment::{AugmentShape, SampleKey};
 use metaug::meta::bilevel::{Adam, Inner, TrainBatch, ValBatch};
 use metaug::meta::experiment::phi_init;
@@ -69,6 +83,35 @@ fn problem() -> (Mlp<f32>, TrainBatch<f32>, ValBatch<f32>, Inner) {
     )
 }
 
+/// One MAML meta step (exact hypergradient, Adam on φ).
+fn maml_step(model: &Mlp<f32>, batch: &TrainBatch<f32>, val: &ValBatch<f32>, inner: &Inner) {
+    let (mut phi, mut adam) = (phi_init(), Adam::new(0.05));
+    let (_, gr) = maml::hypergradient(&model.params, &phi, std::slice::from_ref(batch), val, inner);
+    adam.step(&mut phi, &gr);
+    black_box(phi);
+}
+
+/// One Reptile meta step (first order; it also trains the weights).
+fn reptile_meta_step(
+    m: &mut Mlp<f32>,
+    batch: &TrainBatch<f32>,
+    val: &ValBatch<f32>,
+    inner: &Inner,
+) {
+    let (mut phi, mut adam) = (phi_init(), Adam::new(0.05));
+    reptile::reptile_step(
+        m,
+        &mut phi,
+        &mut adam,
+        std::slice::from_ref(batch),
+        val,
+        inner,
+        1.0,
+        1e-2,
+    );
+    black_box(phi);
+}
+
 fn bench(c: &mut Criterion) {
     let (model, batch, val, inner) = problem();
     let flat = batch.images.clone().reshape(&[128, 784]);
@@ -100,41 +143,91 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.bench_function("maml_meta_step", |bch| {
-        bch.iter_batched(
-            || (phi_init(), Adam::new(0.05)),
-            |(mut phi, mut adam)| {
-                let (_, gr) = maml::hypergradient(
-                    &model.params,
-                    &phi,
-                    std::slice::from_ref(&batch),
-                    &val,
-                    &inner,
-                );
-                adam.step(&mut phi, &gr);
-            },
-            BatchSize::SmallInput,
-        )
+        bch.iter(|| maml_step(&model, &batch, &val, &inner))
     });
     g.bench_function("reptile_meta_step", |bch| {
         bch.iter_batched(
-            || (model.clone(), phi_init(), Adam::new(0.05)),
-            |(mut m, mut phi, mut adam)| {
-                reptile::reptile_step(
-                    &mut m,
-                    &mut phi,
-                    &mut adam,
-                    std::slice::from_ref(&batch),
-                    &val,
-                    &inner,
-                    1.0,
-                    1e-2,
-                )
-            },
+            || model.clone(),
+            |mut m| reptile_meta_step(&mut m, &batch, &val, &inner),
             BatchSize::SmallInput,
         )
     });
     g.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// Issue 5's step-cost figures, the three steps interleaved (see the module
+/// doc). The weights are cloned outside the timed regions.
+fn acceptance() {
+    const ROUNDS: usize = 7;
+    const ITERATIONS: usize = 40;
+    let (model, batch, val, inner) = problem();
+    let flat = batch.images.clone().reshape(&[128, 784]);
+    let timed = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    let (mut maml_ratios, mut reptile_ratios) = (Vec::new(), Vec::new());
+    let mut plain_ms = Vec::new();
+    for round in 0..=ROUNDS {
+        let (mut plain, mut maml, mut reptile) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        for _ in 0..ITERATIONS {
+            let mut m = model.clone();
+            plain += timed(&mut || {
+                black_box(m.sgd_step(&flat, &batch.labels, 0.1));
+            });
+            maml += timed(&mut || maml_step(&model, &batch, &val, &inner));
+            let mut m = model.clone();
+            reptile += timed(&mut || reptile_meta_step(&mut m, &batch, &val, &inner));
+        }
+        if round == 0 {
+            continue; // warm-up: the allocator's and caches' first pass
+        }
+        plain_ms.push(plain.as_secs_f64() * 1e3 / ITERATIONS as f64);
+        maml_ratios.push(maml.as_secs_f64() / plain.as_secs_f64());
+        reptile_ratios.push(reptile.as_secs_f64() / plain.as_secs_f64());
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "\nacceptance (issue 5), k = 1, MLP 784-256-10, batch 128, steps interleaved, {ROUNDS} rounds of {ITERATIONS}; load average {}:",
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    );
+    println!(
+        "  plain step: {:.3} ms (rounds {})",
+        median(&plain_ms),
+        list(&plain_ms)
+    );
+    for (name, ratios, goal) in [
+        ("MAML meta step", &maml_ratios, 5.0),
+        ("Reptile meta step", &reptile_ratios, 4.0),
+    ] {
+        let r = median(ratios);
+        println!(
+            "  {name} / plain step = {r:.2} (rounds {}) — goal <= {goal}: {}",
+            list(ratios),
+            if r <= goal { "met" } else { "MISSED" }
+        );
+    }
+}
+
+fn main() {
+    // As the `metaug` command does (see `meta::allocator`); it applies to
+    // the plain step as much as to the meta steps.
+    metaug::meta::allocator::keep_freed_memory();
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    acceptance();
+}

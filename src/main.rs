@@ -42,6 +42,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Meta steps free and reallocate their tensors every step; keep that
+    // memory in the process instead of faulting it in again each time.
+    metaug::meta::allocator::keep_freed_memory();
     let result = match cli.command {
         Command::Pack(a) => cli::pack::run(a),
         Command::Inspect(a) => cli::inspect::run(a),

@@ -29,6 +29,7 @@
 //! assert_eq!(t.value(h[0]).data(), &[2.0, 2.0]);
 //! ```
 
+pub mod allocator;
 pub mod augment;
 pub mod bilevel;
 pub mod data;
