@@ -73,6 +73,19 @@ fn reference(dir: &Path, epochs: u64) -> Vec<[u8; 32]> {
 }
 
 /// Per sample of one epoch: index -> (label, image bytes).
+/// A 3-epoch loader of `ds` after its first epoch, and that epoch's batch
+/// digests.
+fn first_of_three_epochs(ds: &Arc<Dataset>) -> (Vec<[u8; 32]>, Loader) {
+    let mut loader = builder(ds).epochs(3).build().unwrap();
+    let per_epoch = loader.batches_per_epoch() as usize;
+    let got = loader
+        .by_ref()
+        .take(per_epoch)
+        .map(|b| digest(&b.unwrap()))
+        .collect();
+    (got, loader)
+}
+
 fn samples(ds: &Arc<Dataset>, epoch: u64, bad: BadRecords) -> (HashMap<u64, (i64, Vec<u8>)>, u64) {
     let ds = ds.clone();
     within(60, move || {
@@ -163,13 +176,7 @@ fn a_shard_deleted_between_epochs_loses_nothing_and_the_next_open_names_it() {
         let ds = open(dir.path(), mode);
         let victim = dir.path().join("shard-00002.safetensors");
         let (got, victim) = within(60, move || {
-            let mut loader = builder(&ds).epochs(3).build().unwrap();
-            let per_epoch = loader.batches_per_epoch() as usize;
-            let mut got: Vec<[u8; 32]> = loader
-                .by_ref()
-                .take(per_epoch)
-                .map(|b| digest(&b.unwrap()))
-                .collect();
+            let (mut got, loader) = first_of_three_epochs(&ds);
             std::fs::remove_file(&victim).unwrap();
             got.extend(loader.map(|b| digest(&b.unwrap())));
             (got, victim)
@@ -205,13 +212,7 @@ fn a_shard_truncated_between_epochs_is_an_error_in_pread_mode() {
     let d = ds.clone();
     let v = victim.clone();
     let (got, err, after) = within(60, move || {
-        let mut loader = builder(&d).epochs(3).build().unwrap();
-        let per_epoch = loader.batches_per_epoch() as usize;
-        let mut got: Vec<[u8; 32]> = loader
-            .by_ref()
-            .take(per_epoch)
-            .map(|b| digest(&b.unwrap()))
-            .collect();
+        let (mut got, mut loader) = first_of_three_epochs(&d);
         truncate(&v, cut);
         let err = loop {
             match loader.next().expect("an error before the end") {
