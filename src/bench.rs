@@ -575,27 +575,25 @@ pub fn run(
 /// other processes hold the cores, so a stage's cost reads the same on a
 /// busy machine.
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant
-    // every Linux and macOS kernel knows.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
-/// CPU time consumed by the whole process so far (all threads).
-fn process_cpu_time() -> Duration {
+/// CPU time consumed by the whole process so far, all threads
+/// (`CLOCK_PROCESS_CPUTIME_ID`): unlike wall time, it does not grow while
+/// other processes hold the cores. Zero where the clock is unavailable.
+pub fn process_cpu_time() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// The CPU-time clock `id` (zero when it cannot be read).
+fn cpu_clock(id: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: as in `thread_cpu_time`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec; both callers pass clock
+    // ids every Linux and macOS kernel knows.
+    let rc = unsafe { libc::clock_gettime(id, &mut ts) };
     if rc != 0 {
         return Duration::ZERO;
     }

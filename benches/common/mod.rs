@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::Criterion;
+use metaug::bench::process_cpu_time;
 use metaug::pack::{pack_folder, pack_idx, FolderOptions, IdxOptions, FASHION_MNIST_CLASSES};
 use metaug::shard::Encoding;
 
@@ -187,25 +188,9 @@ pub fn resident_fraction(path: &Path) -> std::io::Result<f64> {
     Ok(vec.iter().filter(|b| **b & 1 == 1).count() as f64 / pages as f64)
 }
 
-/// CPU time used by this process so far, all threads
-/// (`CLOCK_PROCESS_CPUTIME_ID`): unlike wall time, it does not grow while
-/// other processes hold the cores.
-pub fn process_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Wall and CPU time of `f`.
 pub fn wall_and_cpu<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
-    let (t, c) = (std::time::Instant::now(), process_cpu());
+    let (t, c) = (std::time::Instant::now(), process_cpu_time());
     let out = f();
-    (out, t.elapsed(), process_cpu().saturating_sub(c))
+    (out, t.elapsed(), process_cpu_time().saturating_sub(c))
 }
