@@ -57,13 +57,24 @@ pub fn train_grads<F: Float>(
     let ws: Vec<Var> = w.iter().map(|t| tape.leaf(t.clone(), want_w)).collect();
     let p = tape.leaf(phi_tensor(phi), want_phi);
     let loss = train_loss(&mut tape, &ws, p, batch, inner);
-    let mut xs = Vec::new();
-    if want_w {
-        xs.extend_from_slice(&ws);
-    }
-    if want_phi {
-        xs.push(p);
-    }
+    let (gw, gp) = leaf_grads(&mut tape, loss, &ws, want_w, want_phi.then_some(p));
+    let gphi = gp.map_or([0.0; NUM_PHI], |t| {
+        std::array::from_fn(|k| t.data()[k].to_f64())
+    });
+    (gw, gphi)
+}
+
+/// The gradients of `loss` in the weight leaves `ws` (if `want_w`) and in
+/// the leaf `extra` (if any), as values.
+fn leaf_grads<F: Float>(
+    tape: &mut Tape<F>,
+    loss: Var,
+    ws: &[Var],
+    want_w: bool,
+    extra: Option<Var>,
+) -> (Option<Vec<Tensor<F>>>, Option<Tensor<F>>) {
+    let mut xs = if want_w { ws.to_vec() } else { Vec::new() };
+    xs.extend(extra);
     let g = tape.grad(loss, &xs, false);
     let gw = want_w.then(|| {
         g[..ws.len()]
@@ -71,13 +82,8 @@ pub fn train_grads<F: Float>(
             .map(|v| tape.value(*v).clone())
             .collect()
     });
-    let gphi = if want_phi {
-        let t = tape.value(g[g.len() - 1]);
-        std::array::from_fn(|k| t.data()[k].to_f64())
-    } else {
-        [0.0; NUM_PHI]
-    };
-    (gw, gphi)
+    let gx = extra.map(|_| tape.value(g[g.len() - 1]).clone());
+    (gw, gx)
 }
 
 /// `L_val(w)` and its gradient in `w`.
@@ -699,18 +705,7 @@ mod tests {
         let xv = tape.leaf(x.clone(), want_x);
         let (logits, masks) = Mlp::forward_frozen(inner.activation, &mut tape, &ws, xv, frozen);
         let loss = tape.cross_entropy(logits, labels);
-        let mut xs = if want_w { ws.clone() } else { Vec::new() };
-        if want_x {
-            xs.push(xv);
-        }
-        let g = tape.grad(loss, &xs, false);
-        let gw = want_w.then(|| {
-            g[..ws.len()]
-                .iter()
-                .map(|v| tape.value(*v).clone())
-                .collect()
-        });
-        let gx = want_x.then(|| tape.value(g[g.len() - 1]).clone());
+        let (gw, gx) = leaf_grads(&mut tape, loss, &ws, want_w, want_x.then_some(xv));
         (gw, gx, masks)
     }
 
