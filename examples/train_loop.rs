@@ -13,7 +13,7 @@ use std::time::Instant;
 use metaug::loader::Loader;
 use metaug::meta::mlp::{Activation, Mlp};
 use metaug::meta::tensor::Tensor;
-use metaug::pack::{pack_idx, IdxOptions, FASHION_MNIST_CLASSES};
+use metaug::pack::{fashion_mnist_class_names, pack_idx, IdxOptions};
 use metaug::policy::Policy;
 use metaug::shard::Dataset;
 
@@ -25,12 +25,7 @@ fn pack(dir: &std::path::Path, split: &str) -> metaug::Result<Dataset> {
         &src.join(format!("{split}-labels-idx1-ubyte.gz")),
         &out,
         &IdxOptions {
-            classes: Some(
-                FASHION_MNIST_CLASSES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            ),
+            classes: Some(fashion_mnist_class_names()),
             overwrite: true,
             ..IdxOptions::default()
         },

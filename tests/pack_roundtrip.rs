@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use metaug::pack::{check_decodes, FolderOptions, IdxOptions, ImageLimits, FASHION_MNIST_CLASSES};
+use metaug::pack::{
+    check_decodes, fashion_mnist_class_names, FolderOptions, IdxOptions, ImageLimits,
+};
 use metaug::shard::{Dataset, DatasetWriter, Encoding, WriterOptions};
 use shard_util::{bundled, read_idx_gz, shared_data};
 
@@ -51,12 +53,7 @@ fn fashion_mnist_all_70000_raw() {
         let labels = fm.join(format!("{split}-labels-idx1-ubyte.gz"));
         let dir = out.path().join(split);
         let options = IdxOptions {
-            classes: Some(
-                FASHION_MNIST_CLASSES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            ),
+            classes: Some(fashion_mnist_class_names()),
             shard_size: 16 << 20,
             ..IdxOptions::default()
         };

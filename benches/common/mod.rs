@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use metaug::bench::process_cpu_time;
-use metaug::pack::{pack_folder, pack_idx, FolderOptions, IdxOptions, FASHION_MNIST_CLASSES};
+use metaug::pack::{fashion_mnist_class_names, pack_folder, pack_idx, FolderOptions, IdxOptions};
 use metaug::shard::Encoding;
 
 /// `../shared/data` beside the repository, or `$METAUG_SHARED_DATA` (for a
@@ -120,12 +120,7 @@ pub fn fashion_mnist(encoding: Encoding) -> Option<PathBuf> {
     packed(&name, |out| {
         let opts = IdxOptions {
             encoding,
-            classes: Some(
-                FASHION_MNIST_CLASSES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            ),
+            classes: Some(fashion_mnist_class_names()),
             overwrite: true,
             ..IdxOptions::default()
         };

@@ -10,7 +10,7 @@ use metaug::loader::Loader;
 use metaug::meta::plot::plot_history;
 use metaug::meta::{image_set, learn_policy, LearnConfig};
 use metaug::ops::{DType, OutputSpec, Size};
-use metaug::pack::{pack_folder, pack_idx, FolderOptions, IdxOptions, FASHION_MNIST_CLASSES};
+use metaug::pack::{fashion_mnist_class_names, pack_folder, pack_idx, FolderOptions, IdxOptions};
 use metaug::policy::Policy;
 use metaug::precompute::{precompute, Part, PrecomputeConfig};
 use metaug::preview::{write_preview, PreviewConfig};
@@ -71,12 +71,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         &fm_src.join("train-labels-idx1-ubyte.gz"),
         &fm_dir,
         &IdxOptions {
-            classes: Some(
-                FASHION_MNIST_CLASSES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            ),
+            classes: Some(fashion_mnist_class_names()),
             overwrite: true,
             ..IdxOptions::default()
         },

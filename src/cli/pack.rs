@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use metaug::pack::{self, FolderOptions, IdxOptions, ImageLimits, FASHION_MNIST_CLASSES};
+use metaug::pack::{self, fashion_mnist_class_names, FolderOptions, IdxOptions, ImageLimits};
 use metaug::shard::Encoding;
 
 /// Arguments of `metaug pack`.
@@ -107,10 +107,7 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
             let encoding: Encoding = a.encoding.parse()?;
             let classes = a.classes.as_deref().map(|c| {
                 if c == "fashion-mnist" {
-                    FASHION_MNIST_CLASSES
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect()
+                    fashion_mnist_class_names()
                 } else {
                     c.split(',').map(|s| s.trim().to_string()).collect()
                 }

@@ -32,6 +32,14 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// [`FASHION_MNIST_CLASSES`] as owned names, for [`IdxOptions::classes`].
+pub fn fashion_mnist_class_names() -> Vec<String> {
+    FASHION_MNIST_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// Options of [`pack_idx`].
 #[derive(Clone, Debug)]
 pub struct IdxOptions {

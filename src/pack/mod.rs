@@ -12,7 +12,7 @@ pub mod idx;
 pub mod probe;
 
 pub use folder::{pack_folder, FolderOptions};
-pub use idx::{pack_idx, IdxOptions, FASHION_MNIST_CLASSES};
+pub use idx::{fashion_mnist_class_names, pack_idx, IdxOptions, FASHION_MNIST_CLASSES};
 pub use probe::{check_decodes, probe, ImageLimits};
 
 use crate::{Error, Result};
