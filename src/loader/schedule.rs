@@ -21,8 +21,8 @@ use std::sync::Mutex;
 /// thread taking the next item as soon as it finishes one; returns the
 /// results in the items' order. Ties keep the items' order.
 ///
-/// A panic in `work` reaches the caller (after the other threads finish
-/// their current item).
+/// A panic in `work` reaches the caller once the other threads have run
+/// the items left.
 pub(crate) fn largest_first<T, R>(
     pool: &rayon::ThreadPool,
     items: Vec<T>,

@@ -140,12 +140,12 @@ pub(super) unsafe fn augment(
                 h_out,
                 w_out,
             };
-            let mut rows = separable.as_mut().map(|sep| sep.row(i));
+            let rows = separable.as_mut().map(|sep| sep.row(i));
             let mut j = 0;
             while j + 16 <= w_out {
-                let (mut vals, ok) = match &mut rows {
+                let (mut vals, ok) = match rows {
                     Some((gy, fy, top, bottom)) => {
-                        (vertical16(*gy, *fy, top, bottom, &row, j), 0xffff)
+                        (vertical16(gy, fy, top, bottom, &row, j), 0xffff)
                     }
                     // SAFETY: the target features are enabled; `j + 16 <=
                     // w_out` keeps the `eps` reads inside their rows (empty

@@ -108,10 +108,9 @@ impl<'a> Separable<'a> {
             fx.push(x - xf);
             x0.push(xf as i64);
         }
-        let fj0 = j0;
         // y is monotonic in the row, so its ends bound it.
         for i in [0, h_out.saturating_sub(1)] {
-            let y = m[3] * fj0 + m[4] * i as f32 + m[5];
+            let y = m[3] * j0 + m[4] * i as f32 + m[5];
             if !small(floor(y)) {
                 return None;
             }
@@ -130,7 +129,7 @@ impl<'a> Separable<'a> {
             fx,
             x0,
             my: [m[3], m[4], m[5]],
-            fj0,
+            fj0: j0,
             picks: word_picks(),
             width,
             rows: [vec![0.0; 3 * width], vec![0.0; 3 * width]],
@@ -233,12 +232,10 @@ impl<'a> Separable<'a> {
                     Some((a, bb, self.picks, lanes))
                 }
             };
-            let mut done: __mmask16 = 0;
             for c in 0..3 {
                 let h = match words {
                     None => zero,
-                    Some((a, bb, pick, read)) => {
-                        done = read;
+                    Some((a, bb, pick, _)) => {
                         let pl = _mm512_maskz_mov_ps(blk.left, byte16(a, bb, pick[c]));
                         let pr = _mm512_maskz_mov_ps(blk.right, byte16(a, bb, pick[c + 3]));
                         _mm512_add_ps(_mm512_mul_ps(blk.gx, pl), _mm512_mul_ps(blk.fx, pr))
@@ -248,11 +245,10 @@ impl<'a> Separable<'a> {
                 // SAFETY: `at + 16 <= 3 × width = out.len()` (b < blocks).
                 unsafe { _mm512_storeu_ps(out[at..at + 16].as_mut_ptr(), h) };
             }
-            // The lanes with a tap inside that were not read above.
+            // The lanes with a tap inside that were not read above (none
+            // for `Taps::None`, which has no tap inside).
+            let done = words.map_or(0, |(.., read)| read);
             let mut rest = (blk.left | blk.right) & !done;
-            if words.is_none() {
-                rest = 0;
-            }
             while rest != 0 {
                 let l = rest.trailing_zeros() as usize;
                 rest &= rest - 1;
