@@ -165,26 +165,60 @@ pub fn affine_with_jacobian(g: [f64; 5], src: Size, out: Size) -> ([f64; 6], [[f
     (m, jac)
 }
 
-/// Scratch buffers of one worker: the sampling plan of one output row and
-/// the per-column work arrays (all `W_out` long, `view` `C·W_out`).
+/// Output elements a worker plans and samples at once: whole output rows,
+/// as many as fit this (at least one). Long loops vectorise with few
+/// remainders (a 28-pixel row alone leaves 4 of every 28 to scalar code),
+/// and the tile's work arrays, about 12 × this × 4 bytes in f32, stay in L1.
+const TILE_ELEMENTS: usize = 256;
+
+/// Zero pixels around each padded source plane ([`Scratch::pad_planes`]).
+const BORDER: usize = 2;
+
+/// Scratch buffers of one worker: the sample's source planes with a zero
+/// border, the sampling plan of one tile of output rows and the per-element
+/// work arrays (all `tile` long, `view` `C·tile`), and the per-column sums
+/// (`W_out` long).
 ///
-/// The plan makes the bilinear sample branch-free: each of the four
-/// neighbours of a column has a flat index clamped into the image and a mask
-/// (1 inside, 0 outside), so `p = plane[index] · mask` is the contract's
-/// "a neighbour outside the image counts 0" for finite pixels, and every
-/// loop below except the loads is straight-line arithmetic over arrays
-/// (vectorisable).
+/// The border makes the bilinear sample branch-free and mask-free: a
+/// corner's row and column are clamped into `[−2, H]` and `[−2, W]`, which
+/// moves a neighbour outside the image only onto other outside (zero)
+/// pixels, so "a neighbour outside the image counts 0" holds by reading,
+/// and the four corners are one index `k` and `k + 1`, `k + W + 4`,
+/// `k + W + 5` in the padded plane. Every loop below except the loads is
+/// straight-line arithmetic over arrays (vectorisable).
+///
+/// Every element gets the operations it would get row by row, in the same
+/// order, and sums over rows, channels and columns keep their order: the
+/// tiling changes no bit.
 struct Scratch<F> {
+    /// Output width.
+    wo: usize,
+    /// Rows per tile.
+    rows: usize,
+    /// The padded source planes, `[C, H + 4, W + 4]` (border zero).
+    padded: Vec<F>,
+    /// Their gradient, same layout (for the image gradient).
+    padded_grad: Vec<F>,
+    /// Padded width `W + 4`.
+    pw: usize,
+    /// Padded plane length `(H + 4)·(W + 4)`.
+    plane_len: usize,
+    /// Column `j` of each tile element (the tile's rows side by side).
     cols: Vec<F>,
+    /// Row `i` of each tile element, for the tile at hand.
+    rowf: Vec<F>,
     fx: Vec<F>,
     fy: Vec<F>,
-    idx: [Vec<u32>; 4],
-    mask: [Vec<F>; 4],
+    /// Flat index of each element's top-left corner in the padded plane,
+    /// at most `plane_len − pw − 2` (so all four corners are inside).
+    idx: Vec<i32>,
     px: [Vec<F>; 4],
     view: Vec<F>,
     gs: Vec<F>,
     dx: Vec<F>,
     dy: Vec<F>,
+    /// One output row (the flip's copy).
+    row: Vec<F>,
     eps32: Vec<f32>,
     eps: Vec<F>,
     /// Per-column sums over a sample's rows (VJP to the parameters):
@@ -194,127 +228,180 @@ struct Scratch<F> {
 
 impl<F: Float> Scratch<F> {
     fn new(shape: &AugmentShape) -> Self {
-        let wo = shape.out.width as usize;
-        let z = || vec![F::ZERO; wo];
+        let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
+        let (h, w) = (shape.src.height as usize, shape.src.width as usize);
+        let rows = (TILE_ELEMENTS / wo.max(1)).clamp(1, ho.max(1));
+        let tile = rows * wo;
+        let (pw, ph) = (w + 2 * BORDER, h + 2 * BORDER);
+        let z = |n: usize| vec![F::ZERO; n];
         Scratch {
-            cols: (0..wo).map(|j| F::from_f64(j as f64)).collect(),
-            fx: z(),
-            fy: z(),
-            idx: std::array::from_fn(|_| vec![0; wo]),
-            mask: std::array::from_fn(|_| z()),
-            px: std::array::from_fn(|_| z()),
-            view: vec![F::ZERO; shape.channels * wo],
-            gs: z(),
-            dx: z(),
-            dy: z(),
+            wo,
+            rows,
+            padded: z(shape.channels * ph * pw),
+            padded_grad: Vec::new(),
+            pw,
+            plane_len: ph * pw,
+            cols: (0..tile).map(|e| F::from_f64((e % wo) as f64)).collect(),
+            rowf: z(tile),
+            fx: z(tile),
+            fy: z(tile),
+            idx: vec![0; tile],
+            px: std::array::from_fn(|_| z(tile)),
+            view: z(shape.channels * tile),
+            gs: z(tile),
+            dx: z(tile),
+            dy: z(tile),
+            row: z(wo),
             eps32: Vec::new(),
             eps: Vec::new(),
-            col: std::array::from_fn(|_| z()),
+            col: std::array::from_fn(|_| z(wo)),
         }
     }
 
-    /// CONTRACT.md step 1 and the corners of step 2 for output row `i`:
-    /// `x = (m[0]·j + m[1]·i) + m[2]` (as `crate::ops::warp`), `y` likewise,
-    /// `x0 = floor(x)`, `fx = x − x0`; the corners' clamped flat indices
-    /// and masks, all in `F` (exact: indices are below 2^24, see
-    /// `check_shapes`), so that the loop vectorises.
-    #[inline(always)]
-    fn plan(&mut self, m: &[F; 6], i: usize, h: usize, w: usize) {
-        let fi = F::from_f64(i as f64);
-        let (bx, by) = (m[1] * fi, m[4] * fi);
-        let (zero, one) = (F::ZERO, F::ONE);
-        let wf = F::from_f64(w as f64);
-        let (wl, hl) = (F::from_f64(w as f64 - 1.0), F::from_f64(h as f64 - 1.0));
-        let wo = self.cols.len();
-        let (fx, fy) = (&mut self.fx[..wo], &mut self.fy[..wo]);
-        let [i0, i1, i2, i3] = &mut self.idx;
-        let [m0, m1, m2, m3] = &mut self.mask;
-        let (i0, i1, i2, i3) = (&mut i0[..wo], &mut i1[..wo], &mut i2[..wo], &mut i3[..wo]);
-        let (m0, m1, m2, m3) = (&mut m0[..wo], &mut m1[..wo], &mut m2[..wo], &mut m3[..wo]);
-        let inside = |v: F, last: F| (v >= zero) & (v <= last);
-        // `max` then `min`: NaN goes to 0 (its masks are 0 anyway)
-        let clamp = |v: F, last: F| v.max(zero).min(last);
-        for (j, &fj) in self.cols.iter().enumerate() {
-            let x = m[0] * fj + bx + m[2];
-            let y = m[3] * fj + by + m[5];
-            let (x0, y0) = (x.floor(), y.floor());
-            fx[j] = x - x0;
-            fy[j] = y - y0;
-            let (x1, y1) = (x0 + one, y0 + one);
-            let (vx0, vx1) = (inside(x0, wl), inside(x1, wl));
-            let (vy0, vy1) = (inside(y0, hl), inside(y1, hl));
-            let (cx0, cx1) = (clamp(x0, wl), clamp(x1, wl));
-            let (ry0, ry1) = (clamp(y0, hl) * wf, clamp(y1, hl) * wf);
-            i0[j] = (ry0 + cx0).to_index();
-            i1[j] = (ry0 + cx1).to_index();
-            i2[j] = (ry1 + cx0).to_index();
-            i3[j] = (ry1 + cx1).to_index();
-            let mask = |v: bool| if v { one } else { zero };
-            m0[j] = mask(vy0 & vx0);
-            m1[j] = mask(vy0 & vx1);
-            m2[j] = mask(vy1 & vx0);
-            m3[j] = mask(vy1 & vx1);
-        }
-    }
-
-    /// The four neighbours of every column of the planned row in `plane`,
-    /// zero outside the image.
-    #[inline(always)]
-    fn gather(&mut self, plane: &[F]) {
-        // `plan` keeps indices inside the plane; the `min` only lets the
-        // compiler drop the bounds checks
-        let Some(last) = plane.len().checked_sub(1) else {
-            return;
-        };
-        for k in 0..4 {
-            let (idx, mask) = (&self.idx[k], &self.mask[k]);
-            for ((p, &ix), &mk) in self.px[k].iter_mut().zip(idx).zip(mask) {
-                *p = plane[(ix as usize).min(last)] * mk;
+    /// Copies the sample's `[C, H, W]` planes into the padded planes'
+    /// interiors (the borders stay zero).
+    fn pad_planes(&mut self, img: &[F], h: usize, w: usize) {
+        let pw = self.pw;
+        for (src, dst) in img
+            .chunks_exact(h * w)
+            .zip(self.padded.chunks_exact_mut(self.plane_len))
+        {
+            for (s, d) in src
+                .chunks_exact(w)
+                .zip(dst[BORDER * pw..].chunks_exact_mut(pw))
+            {
+                d[BORDER..BORDER + w].copy_from_slice(s);
             }
         }
     }
 
-    /// CONTRACT.md step 2, operation for operation, for the gathered row.
+    /// Zeroes the padded gradient planes.
+    fn clear_grad(&mut self) {
+        self.padded_grad.clear();
+        self.padded_grad.resize(self.padded.len(), F::ZERO);
+    }
+
+    /// Writes the padded gradient planes' interiors to `gi` (`[C, H, W]`).
+    fn unpad_grad(&self, gi: &mut [F], h: usize, w: usize) {
+        let pw = self.pw;
+        for (dst, src) in gi
+            .chunks_exact_mut(h * w)
+            .zip(self.padded_grad.chunks_exact(self.plane_len))
+        {
+            for (d, s) in dst
+                .chunks_exact_mut(w)
+                .zip(src[BORDER * pw..].chunks_exact(pw))
+            {
+                d.copy_from_slice(&s[BORDER..BORDER + w]);
+            }
+        }
+    }
+
+    /// The tiles of an `ho`-row output: `(first row, rows)`.
+    fn tiles(&self, ho: usize) -> impl Iterator<Item = (usize, usize)> {
+        let rows = self.rows;
+        (0..ho).step_by(rows).map(move |i0| (i0, rows.min(ho - i0)))
+    }
+
+    /// CONTRACT.md step 1 and the corners of step 2 for output rows
+    /// `i0..i0 + nr`: `x = (m[0]·j + m[1]·i) + m[2]` (as `crate::ops::warp`),
+    /// `y` likewise, `x0 = floor(x)`, `fx = x − x0`; the top-left corner's
+    /// flat index in the padded plane, in `F` (exact: below 2^24, see
+    /// `check_shapes`), so that the loop vectorises. Returns the tile's
+    /// length.
+    #[inline(always)]
+    fn plan(&mut self, m: &[F; 6], i0: usize, nr: usize, h: usize, w: usize) -> usize {
+        let wo = self.wo;
+        let l = nr * wo;
+        for r in 0..nr {
+            self.rowf[r * wo..(r + 1) * wo].fill(F::from_f64((i0 + r) as f64));
+        }
+        // clamped as an integer too, which is what the unchecked loads
+        // rely on (the float clamps already keep it there)
+        let last = i32::try_from(self.plane_len - self.pw - 2).unwrap_or(i32::MAX);
+        let b = F::from_f64(BORDER as f64);
+        let (pw, wl, hl) = (
+            F::from_f64(self.pw as f64),
+            F::from_f64(w as f64),
+            F::from_f64(h as f64),
+        );
+        let (cols, rowf) = (&self.cols[..l], &self.rowf[..l]);
+        let (fx, fy, idx) = (&mut self.fx[..l], &mut self.fy[..l], &mut self.idx[..l]);
+        // `max` then `min`: NaN goes to −2 (its weights are NaN anyway)
+        let clamp = |v: F, last: F| v.max(-b).min(last);
+        for e in 0..l {
+            let (fj, fi) = (cols[e], rowf[e]);
+            let x = m[0] * fj + m[1] * fi + m[2];
+            let y = m[3] * fj + m[4] * fi + m[5];
+            let (x0, y0) = (x.floor(), y.floor());
+            fx[e] = x - x0;
+            fy[e] = y - y0;
+            let k = (clamp(y0, hl) + b) * pw + (clamp(x0, wl) + b);
+            idx[e] = (k.to_index() as i32).min(last);
+        }
+        l
+    }
+
+    /// The four neighbours of the first `l` planned elements in channel
+    /// `c`'s padded plane (zero outside the image).
+    #[inline(always)]
+    fn gather(&mut self, c: usize, l: usize) {
+        let plane = &self.padded[c * self.plane_len..(c + 1) * self.plane_len];
+        // SAFETY: `plan` filled the first `l` indices (of `tile ≥ l` long
+        // arrays) and clamped each into `[0, plane_len − pw − 2]`, so
+        // `index + pw + 1` is inside the plane.
+        unsafe { F::gather_corners(plane, &self.idx[..l], self.pw, &mut self.px) };
+    }
+
+    /// CONTRACT.md step 2, operation for operation, for the gathered
+    /// elements.
     #[inline(always)]
     fn blend(&self, out: &mut [F]) {
         let one = F::ONE;
+        let l = out.len();
         let [p0, p1, p2, p3] = &self.px;
-        for j in 0..out.len() {
-            let (fx, fy) = (self.fx[j], self.fy[j]);
-            out[j] = (one - fy) * ((one - fx) * p0[j] + fx * p1[j])
-                + fy * ((one - fx) * p2[j] + fx * p3[j]);
+        let (p0, p1, p2, p3) = (&p0[..l], &p1[..l], &p2[..l], &p3[..l]);
+        let (fx, fy) = (&self.fx[..l], &self.fy[..l]);
+        for e in 0..l {
+            let (fx, fy) = (fx[e], fy[e]);
+            out[e] = (one - fy) * ((one - fx) * p0[e] + fx * p1[e])
+                + fy * ((one - fx) * p2[e] + fx * p3[e]);
         }
     }
 
-    /// Adds `gs·(∂v/∂x, ∂v/∂y)` of the gathered row to `dx`, `dy`.
+    /// Adds `gs·(∂v/∂x, ∂v/∂y)` of the first `l` gathered elements to `dx`,
+    /// `dy`.
     #[inline(always)]
-    fn slopes(&mut self) {
+    fn slopes(&mut self, l: usize) {
         let one = F::ONE;
         let [p0, p1, p2, p3] = &self.px;
-        for j in 0..self.gs.len() {
-            let (fx, fy, d) = (self.fx[j], self.fy[j], self.gs[j]);
-            let sx = (one - fy) * (p1[j] - p0[j]) + fy * (p3[j] - p2[j]);
-            let sy = (one - fx) * (p2[j] - p0[j]) + fx * (p3[j] - p1[j]);
-            self.dx[j] += d * sx;
-            self.dy[j] += d * sy;
+        let (p0, p1, p2, p3) = (&p0[..l], &p1[..l], &p2[..l], &p3[..l]);
+        let (fx, fy, gs) = (&self.fx[..l], &self.fy[..l], &self.gs[..l]);
+        let (dx, dy) = (&mut self.dx[..l], &mut self.dy[..l]);
+        for e in 0..l {
+            let (fx, fy, d) = (fx[e], fy[e], gs[e]);
+            let sx = (one - fy) * (p1[e] - p0[e]) + fy * (p3[e] - p2[e]);
+            let sy = (one - fx) * (p2[e] - p0[e]) + fx * (p3[e] - p1[e]);
+            dx[e] += d * sx;
+            dy[e] += d * sy;
         }
     }
 
-    /// `plane[neighbour k] += gs · weight k · mask k` for the planned row.
+    /// Adds `gs · weight k` to neighbour `k` of each of the first `l`
+    /// planned elements in channel `c`'s padded gradient plane, in order.
     #[inline(always)]
-    fn scatter(&self, plane: &mut [F]) {
+    fn scatter(&mut self, c: usize, l: usize) {
         let one = F::ONE;
-        for j in 0..self.gs.len() {
-            let (fx, fy, d) = (self.fx[j], self.fy[j], self.gs[j]);
-            let wts = [
-                (one - fy) * (one - fx),
-                (one - fy) * fx,
-                fy * (one - fx),
-                fy * fx,
-            ];
-            for k in 0..4 {
-                plane[self.idx[k][j] as usize] += d * wts[k] * self.mask[k][j];
-            }
+        let pw = self.pw;
+        let plane = &mut self.padded_grad[c * self.plane_len..(c + 1) * self.plane_len];
+        let (fx, fy, gs, idx) = (&self.fx[..l], &self.fy[..l], &self.gs[..l], &self.idx[..l]);
+        for e in 0..l {
+            let (fx, fy, d) = (fx[e], fy[e], gs[e]);
+            let k = idx[e] as usize;
+            plane[k] += d * ((one - fy) * (one - fx));
+            plane[k + 1] += d * ((one - fy) * fx);
+            plane[k + pw] += d * (fy * (one - fx));
+            plane[k + pw + 1] += d * (fy * fx);
         }
     }
 
@@ -325,6 +412,18 @@ impl<F: Float> Scratch<F> {
         self.eps.clear();
         self.eps.extend(self.eps32.iter().map(|&z| F::from_f32(z)));
     }
+}
+
+/// `row` reversed into `buf` (`row[W−1−j]` at `j`): the flip's mirror
+/// read as a copy, so that the arithmetic on it is elementwise
+/// (vectorised) rather than an indexed loop running backwards.
+#[inline(always)]
+fn reversed<'a, F: Float>(row: &[F], buf: &'a mut [F]) -> &'a [F] {
+    let buf = &mut buf[..row.len()];
+    for (r, &v) in buf.iter_mut().zip(row.iter().rev()) {
+        *r = v;
+    }
+    buf
 }
 
 fn row_params<F: Float>(params: &Tensor<F>, b: usize) -> [f64; NUM_PARAMS] {
@@ -428,10 +527,11 @@ fn check_shapes<F: Float>(
         ],
         "image shape"
     );
-    // flat pixel indices are computed exactly in f32
+    // flat pixel indices (of the padded planes) are computed exactly in f32
+    let pad = 2 * BORDER as u64;
     assert!(
-        (shape.src.height as u64) * (shape.src.width as u64) <= 1 << 24,
-        "source image larger than 2^24 pixels"
+        (shape.src.height as u64 + pad) * (shape.src.width as u64 + pad) <= 1 << 24,
+        "source image larger than 2^24 pixels (its border included)"
     );
     assert_eq!(params.shape(), [s[0], NUM_PARAMS], "params must be [B, 7]");
     assert_eq!(keys.len(), s[0], "one key per sample");
@@ -498,31 +598,30 @@ fn forward_sample<F: Float>(
     let p: [f64; NUM_PARAMS] = std::array::from_fn(|q| pr[q].to_f64());
     let m = coefficients::<F>(&p, shape);
     let (g, sigma) = (pr[Param::Flip as usize], pr[Param::Sigma as usize]);
-    for i in 0..ho {
-        s.plan(&m, i, h, w);
+    s.pad_planes(img, h, w);
+    let tiles: Vec<_> = s.tiles(ho).collect();
+    for (i0, nr) in tiles {
+        let l = s.plan(&m, i0, nr, h, w);
         for c in 0..shape.channels {
-            s.gather(&img[c * h * w..(c + 1) * h * w]);
-            let mut view = std::mem::take(&mut s.view);
-            s.blend(&mut view[c * wo..(c + 1) * wo]);
-            s.view = view;
-        }
-        for c in 0..shape.channels {
-            let at = (c * ho + i) * wo;
-            let row = &mut o[at..at + wo];
-            let v = &s.view[c * wo..(c + 1) * wo];
-            if g == F::ZERO {
-                row.copy_from_slice(v);
-            } else if g == F::ONE {
-                for (r, &x) in row.iter_mut().zip(v.iter().rev()) {
-                    *r = x;
+            // the tile's rows of channel c are contiguous in the output
+            let at = (c * ho + i0) * wo;
+            let out = &mut o[at..at + l];
+            s.gather(c, l);
+            s.blend(out);
+            if g == F::ONE {
+                for row in out.chunks_exact_mut(wo) {
+                    row.reverse();
                 }
-            } else {
-                for j in 0..wo {
-                    row[j] = (F::ONE - g) * v[j] + g * v[wo - 1 - j];
+            } else if g != F::ZERO {
+                for row in out.chunks_exact_mut(wo) {
+                    let rev = reversed(row, &mut s.row);
+                    for (v, &r) in row.iter_mut().zip(rev) {
+                        *v = (F::ONE - g) * *v + g * r;
+                    }
                 }
             }
             if sigma > F::ZERO {
-                for (r, &e) in row.iter_mut().zip(&eps[at..at + wo]) {
+                for (r, &e) in out.iter_mut().zip(&eps[at..at + l]) {
                     *r += sigma * e;
                 }
             }
@@ -638,7 +737,7 @@ fn vjp_sample<F: Float>(
     eps: Option<&[F]>,
     shape: &AugmentShape,
     gyb: &[F],
-    mut gi: Option<&mut [F]>,
+    gi: Option<&mut [F]>,
     want_params: bool,
 ) -> [F; NUM_PARAMS] {
     let (h, w) = (shape.src.height as usize, shape.src.width as usize);
@@ -650,46 +749,66 @@ fn vjp_sample<F: Float>(
     for c in s.col.iter_mut() {
         c.fill(F::ZERO);
     }
-    for i in 0..ho {
-        s.plan(&m, i, h, w);
-        s.dx.fill(F::ZERO);
-        s.dy.fill(F::ZERO);
+    s.pad_planes(img, h, w);
+    if gi.is_some() {
+        s.clear_grad();
+    }
+    let tiles: Vec<_> = s.tiles(ho).collect();
+    for (i0, nr) in tiles {
+        let l = s.plan(&m, i0, nr, h, w);
+        s.dx[..l].fill(F::ZERO);
+        s.dy[..l].fill(F::ZERO);
+        let tile = s.rows * wo;
         for c in 0..shape.channels {
-            let at = (c * ho + i) * wo;
-            let gyr = &gyb[at..at + wo];
+            let at = (c * ho + i0) * wo;
+            let gyt = &gyb[at..at + l];
             // gradient with respect to the unflipped view S
-            for j in 0..wo {
-                s.gs[j] = (F::ONE - g) * gyr[j] + g * gyr[wo - 1 - j];
-            }
-            s.gather(&img[c * h * w..(c + 1) * h * w]);
-            if want_params {
-                s.slopes();
-                let mut view = std::mem::take(&mut s.view);
-                let v = &mut view[..wo];
-                s.blend(v);
-                // flip: ∂out/∂g = S(i, W−1−j) − S(i, j)
-                let fl = &mut s.col[4][..wo];
+            for (gs, gyr) in s.gs[..l].chunks_exact_mut(wo).zip(gyt.chunks_exact(wo)) {
+                let rev = reversed(gyr, &mut s.row);
                 for j in 0..wo {
-                    fl[j] += gyr[j] * (v[wo - 1 - j] - v[j]);
+                    gs[j] = (F::ONE - g) * gyr[j] + g * rev[j];
                 }
+            }
+            s.gather(c, l);
+            if want_params {
+                s.slopes(l);
+                let mut view = std::mem::take(&mut s.view);
+                s.blend(&mut view[c * tile..c * tile + l]);
                 s.view = view;
             }
-            if let Some(gi) = gi.as_mut() {
-                s.scatter(&mut gi[c * h * w..(c + 1) * h * w]);
+            if gi.is_some() {
+                s.scatter(c, l);
             }
         }
         if want_params {
-            let fi = F::from_f64(i as f64);
-            let [cx, cy, cxi, cyi, _] = &mut s.col;
-            let (dx, dy) = (&s.dx[..wo], &s.dy[..wo]);
-            let (cx, cy, cxi, cyi) = (&mut cx[..wo], &mut cy[..wo], &mut cxi[..wo], &mut cyi[..wo]);
-            for j in 0..wo {
-                cx[j] += dx[j];
-                cy[j] += dy[j];
-                cxi[j] += fi * dx[j];
-                cyi[j] += fi * dy[j];
+            for r in 0..nr {
+                // flip: ∂out/∂g = S(i, W−1−j) − S(i, j), channels in order
+                let fl = &mut s.col[4][..wo];
+                for c in 0..shape.channels {
+                    let at = (c * ho + i0 + r) * wo;
+                    let gyr = &gyb[at..at + wo];
+                    let v = &s.view[c * tile + r * wo..][..wo];
+                    let rev = reversed(v, &mut s.row);
+                    for j in 0..wo {
+                        fl[j] += gyr[j] * (rev[j] - v[j]);
+                    }
+                }
+                let fi = F::from_f64((i0 + r) as f64);
+                let [cx, cy, cxi, cyi, _] = &mut s.col;
+                let (dx, dy) = (&s.dx[r * wo..][..wo], &s.dy[r * wo..][..wo]);
+                let (cx, cy, cxi, cyi) =
+                    (&mut cx[..wo], &mut cy[..wo], &mut cxi[..wo], &mut cyi[..wo]);
+                for j in 0..wo {
+                    cx[j] += dx[j];
+                    cy[j] += dy[j];
+                    cxi[j] += fi * dx[j];
+                    cyi[j] += fi * dy[j];
+                }
             }
         }
+    }
+    if let Some(gi) = gi {
+        s.unpad_grad(gi, h, w);
     }
     let mut row = [F::ZERO; NUM_PARAMS];
     if want_params {
@@ -697,7 +816,7 @@ fn vjp_sample<F: Float>(
         let mut dm = [0f64; 6];
         let mut dflip = 0f64;
         for j in 0..wo {
-            let fj = s.cols[j].to_f64();
+            let fj = j as f64;
             let (cx, cy) = (s.col[0][j].to_f64(), s.col[1][j].to_f64());
             dm[0] += cx * fj;
             dm[1] += s.col[2][j].to_f64();

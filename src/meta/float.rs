@@ -59,6 +59,15 @@ pub trait Float:
     fn min(self, other: Self) -> Self;
     /// Sine and cosine.
     fn sin_cos(self) -> (Self, Self);
+    /// The four corners `plane[k]`, `plane[k + 1]`, `plane[k + row]`,
+    /// `plane[k + row + 1]` of every top-left index `k` of `idx`, into
+    /// `out[0..4]` (by vector gathers where the CPU has them; the same
+    /// values either way).
+    ///
+    /// # Safety
+    /// Every `out[c]` is at least `idx.len()` long, and for every index
+    /// `k`, `0 ≤ k` and `k + row + 1 < plane.len()`.
+    unsafe fn gather_corners(plane: &[Self], idx: &[i32], row: usize, out: &mut [Vec<Self>; 4]);
     /// `C ← α·A·B + β·C` on row-major or strided matrices: `A` is `m×k`
     /// with row stride `rsa` and column stride `csa`, `B` is `k×n`, `C` is
     /// `m×n` row-major. Transposes are expressed through the strides.
@@ -89,7 +98,7 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 }
 
 macro_rules! impl_float {
-    ($t:ty, $gemm:path) => {
+    ($t:ty, $gemm:path, $gather:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -154,6 +163,19 @@ macro_rules! impl_float {
             fn sin_cos(self) -> (Self, Self) {
                 <$t>::sin_cos(self)
             }
+            #[inline]
+            unsafe fn gather_corners(
+                plane: &[Self],
+                idx: &[i32],
+                row: usize,
+                out: &mut [Vec<Self>; 4],
+            ) {
+                // SAFETY: the caller's contract is the callee's.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    $gather(plane, idx, row, out)
+                }
+            }
             fn gemm(
                 m: usize,
                 k: usize,
@@ -202,5 +224,13 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, matrixmultiply::sgemm);
-impl_float!(f64, matrixmultiply::dgemm);
+impl_float!(
+    f32,
+    matrixmultiply::sgemm,
+    super::gather::gather_corners_f32
+);
+impl_float!(
+    f64,
+    matrixmultiply::dgemm,
+    super::gather::gather_corners::<f64>
+);

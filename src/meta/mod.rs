@@ -35,6 +35,7 @@ pub mod bilevel;
 pub mod data;
 pub mod experiment;
 pub mod float;
+mod gather;
 pub mod gradcheck;
 pub mod learn;
 pub mod maml;
