@@ -176,8 +176,7 @@ const BORDER: usize = 2;
 
 /// Scratch buffers of one worker: the sample's source planes with a zero
 /// border, the sampling plan of one tile of output rows and the per-element
-/// work arrays (all `tile` long, `view` `C·tile`), and the per-column sums
-/// (`W_out` long).
+/// work arrays and sums (all `tile` long).
 ///
 /// The border makes the bilinear sample branch-free and mask-free: a
 /// corner's row and column are clamped into `[−2, H]` and `[−2, W]`, which
@@ -188,8 +187,9 @@ const BORDER: usize = 2;
 /// straight-line arithmetic over arrays (vectorisable).
 ///
 /// Every element gets the operations it would get row by row, in the same
-/// order, and sums over rows, channels and columns keep their order: the
-/// tiling changes no bit.
+/// order: the tiling changes no bit of the output or of the image gradient.
+/// The parameter gradient's sums run over tile positions first, then over
+/// the positions (in f64): the same order in every build.
 struct Scratch<F> {
     /// Output width.
     wo: usize,
@@ -219,11 +219,13 @@ struct Scratch<F> {
     dy: Vec<F>,
     /// One output row (the flip's copy).
     row: Vec<F>,
+    /// The tile's rows of the output gradient, each reversed.
+    rev: Vec<F>,
     eps32: Vec<f32>,
     eps: Vec<F>,
-    /// Per-column sums over a sample's rows (VJP to the parameters):
-    /// `Σ_i dx`, `Σ_i dy`, `Σ_i i·dx`, `Σ_i i·dy`, and the flip terms.
-    col: [Vec<F>; 5],
+    /// Per tile position, sums over a sample's tiles (VJP to the
+    /// parameters): `Σ dx`, `Σ dy`, `Σ i·dx`, `Σ i·dy`, and the flip terms.
+    acc: [Vec<F>; 5],
 }
 
 impl<F: Float> Scratch<F> {
@@ -247,14 +249,15 @@ impl<F: Float> Scratch<F> {
             fy: z(tile),
             idx: vec![0; tile],
             px: std::array::from_fn(|_| z(tile)),
-            view: z(shape.channels * tile),
+            view: z(tile),
             gs: z(tile),
             dx: z(tile),
             dy: z(tile),
             row: z(wo),
+            rev: z(tile),
             eps32: Vec::new(),
             eps: Vec::new(),
-            col: std::array::from_fn(|_| z(wo)),
+            acc: std::array::from_fn(|_| z(tile)),
         }
     }
 
@@ -744,10 +747,12 @@ fn vjp_sample<F: Float>(
     let (ho, wo) = (shape.out.height as usize, shape.out.width as usize);
     let m = coefficients::<F>(p, shape);
     let g = F::from_f64(p[Param::Flip as usize]);
-    // per-column partial sums, reduced once per sample: the per-row loops
-    // stay elementwise (vectorised) instead of chains of dependent additions
-    for c in s.col.iter_mut() {
-        c.fill(F::ZERO);
+    // partial sums per tile position, reduced once per sample: the loops
+    // stay elementwise over whole tiles (vectorised) instead of chains of
+    // dependent additions or row-long loops
+    let tile = s.rows * wo;
+    for a in s.acc.iter_mut() {
+        a[..tile].fill(F::ZERO);
     }
     s.pad_planes(img, h, w);
     if gi.is_some() {
@@ -758,22 +763,33 @@ fn vjp_sample<F: Float>(
         let l = s.plan(&m, i0, nr, h, w);
         s.dx[..l].fill(F::ZERO);
         s.dy[..l].fill(F::ZERO);
-        let tile = s.rows * wo;
         for c in 0..shape.channels {
             let at = (c * ho + i0) * wo;
             let gyt = &gyb[at..at + l];
-            // gradient with respect to the unflipped view S
-            for (gs, gyr) in s.gs[..l].chunks_exact_mut(wo).zip(gyt.chunks_exact(wo)) {
-                let rev = reversed(gyr, &mut s.row);
-                for j in 0..wo {
-                    gs[j] = (F::ONE - g) * gyr[j] + g * rev[j];
+            // gy(i, W−1−j) at (i, j)
+            let rev = &mut s.rev[..l];
+            for (r, g) in rev.chunks_exact_mut(wo).zip(gyt.chunks_exact(wo)) {
+                for (a, &b) in r.iter_mut().zip(g.iter().rev()) {
+                    *a = b;
                 }
+            }
+            // gradient with respect to the unflipped view S
+            let gs = &mut s.gs[..l];
+            for e in 0..l {
+                gs[e] = (F::ONE - g) * gyt[e] + g * rev[e];
             }
             s.gather(c, l);
             if want_params {
                 s.slopes(l);
                 let mut view = std::mem::take(&mut s.view);
-                s.blend(&mut view[c * tile..c * tile + l]);
+                let v = &mut view[..l];
+                s.blend(v);
+                // flip: ∂out/∂g = Σ gy(i, j)·(S(i, W−1−j) − S(i, j))
+                //              = Σ S(i, j)·(gy(i, W−1−j) − gy(i, j))
+                let (fl, rev) = (&mut s.acc[4][..l], &s.rev[..l]);
+                for e in 0..l {
+                    fl[e] += v[e] * (rev[e] - gyt[e]);
+                }
                 s.view = view;
             }
             if gi.is_some() {
@@ -781,29 +797,14 @@ fn vjp_sample<F: Float>(
             }
         }
         if want_params {
-            for r in 0..nr {
-                // flip: ∂out/∂g = S(i, W−1−j) − S(i, j), channels in order
-                let fl = &mut s.col[4][..wo];
-                for c in 0..shape.channels {
-                    let at = (c * ho + i0 + r) * wo;
-                    let gyr = &gyb[at..at + wo];
-                    let v = &s.view[c * tile + r * wo..][..wo];
-                    let rev = reversed(v, &mut s.row);
-                    for j in 0..wo {
-                        fl[j] += gyr[j] * (rev[j] - v[j]);
-                    }
-                }
-                let fi = F::from_f64((i0 + r) as f64);
-                let [cx, cy, cxi, cyi, _] = &mut s.col;
-                let (dx, dy) = (&s.dx[r * wo..][..wo], &s.dy[r * wo..][..wo]);
-                let (cx, cy, cxi, cyi) =
-                    (&mut cx[..wo], &mut cy[..wo], &mut cxi[..wo], &mut cyi[..wo]);
-                for j in 0..wo {
-                    cx[j] += dx[j];
-                    cy[j] += dy[j];
-                    cxi[j] += fi * dx[j];
-                    cyi[j] += fi * dy[j];
-                }
+            let [cx, cy, cxi, cyi, _] = &mut s.acc;
+            let (dx, dy, fi) = (&s.dx[..l], &s.dy[..l], &s.rowf[..l]);
+            let (cx, cy, cxi, cyi) = (&mut cx[..l], &mut cy[..l], &mut cxi[..l], &mut cyi[..l]);
+            for e in 0..l {
+                cx[e] += dx[e];
+                cy[e] += dy[e];
+                cxi[e] += fi[e] * dx[e];
+                cyi[e] += fi[e] * dy[e];
             }
         }
     }
@@ -815,16 +816,17 @@ fn vjp_sample<F: Float>(
         // dm[k] = Σ_{i,j} (∂x/∂m_k or ∂y/∂m_k)·slope: x = m0·j + m1·i + m2
         let mut dm = [0f64; 6];
         let mut dflip = 0f64;
-        for j in 0..wo {
-            let fj = j as f64;
-            let (cx, cy) = (s.col[0][j].to_f64(), s.col[1][j].to_f64());
+        let [cx, cy, cxi, cyi, fl] = &s.acc;
+        for e in 0..tile {
+            let fj = s.cols[e].to_f64();
+            let (cx, cy) = (cx[e].to_f64(), cy[e].to_f64());
             dm[0] += cx * fj;
-            dm[1] += s.col[2][j].to_f64();
+            dm[1] += cxi[e].to_f64();
             dm[2] += cx;
             dm[3] += cy * fj;
-            dm[4] += s.col[3][j].to_f64();
+            dm[4] += cyi[e].to_f64();
             dm[5] += cy;
-            dflip += s.col[4][j].to_f64();
+            dflip += fl[e].to_f64();
         }
         let (_, jac) = affine_with_jacobian([p[0], p[1], p[2], p[3], p[4]], shape.src, shape.out);
         for q in 0..5 {

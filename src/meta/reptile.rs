@@ -138,16 +138,21 @@ impl<F: Float> Augmented<F> {
         let p = tape.param(phi_tensor(phi));
         let images = tape.constant(batch.images.clone());
         let params = tape.relaxed_params(p, inner.tau, batch.draws.clone());
+        // `[B, C, H, W]`, read as `[B, C·H·W]` rows (no reshape node: it
+        // would copy the batch, forward and back)
         let x = tape.augment(images, params, batch.keys.clone(), inner.shape);
-        let n = batch.labels.len();
-        let d = tape.value(x).len() / n.max(1);
-        let x = tape.reshape(x, &[n, d]);
         Augmented { tape, phi: p, x }
     }
 
-    /// `(∂x/∂φ)ᵀ gx`.
+    /// The augmented rows, `[B, C·H·W]` row-major.
+    fn rows(&self) -> &[F] {
+        self.tape.value(self.x).data()
+    }
+
+    /// `(∂x/∂φ)ᵀ gx` for `gx` of the rows' shape.
     fn pull_back(&mut self, gx: Tensor<F>) -> [f64; NUM_PHI] {
-        let seed = self.tape.constant(gx);
+        let shape = self.tape.value(self.x).shape().to_vec();
+        let seed = self.tape.constant(gx.reshape(&shape));
         let g = self.tape.grad_seeded(self.x, seed, &[self.phi], false);
         let t = self.tape.value(g[0]);
         std::array::from_fn(|k| t.data()[k].to_f64())
@@ -656,7 +661,7 @@ pub fn first_order_hypergradient<F: Float>(
     for (j, batch) in batches.iter().enumerate() {
         let aug = Augmented::new(phi, batch, inner);
         let w = if j == 0 { w0 } else { &ws[j - 1][..] };
-        let (pass, mut g) = weight_grads(act, w, aug.tape.value(aug.x).data(), &batch.labels);
+        let (pass, mut g) = weight_grads(act, w, aug.rows(), &batch.labels);
         // w_{j+1} = w_j − α g, written over g
         for (gp, p) in g.iter_mut().zip(w) {
             for (a, &b) in gp.data_mut().iter_mut().zip(p.data()) {
@@ -696,7 +701,7 @@ pub fn first_order_hypergradient<F: Float>(
         let n = labels.len();
         let c = F::from_f64(-inner.alpha / (2.0 * e));
         let dx = {
-            let x = aug.tape.value(aug.x).data();
+            let x = aug.rows();
             // the first layer's pre-activation at w_j ± εv
             let mut q0 = lead.left(x, n, d0, d1);
             for row in q0.chunks_mut(d1) {
@@ -818,6 +823,14 @@ mod tests {
     use crate::meta::gradcheck::{random, MetaProblem};
     use crate::meta::rng::SplitMix;
 
+    impl<F: Float> Augmented<F> {
+        /// The augmented rows as an `[n, C·H·W]` tensor.
+        fn matrix(&self, n: usize) -> Tensor<F> {
+            let rows = self.rows();
+            Tensor::new(&[n, rows.len() / n.max(1)], rows.to_vec())
+        }
+    }
+
     fn norm<F: Float>(v: &[Tensor<F>]) -> f64 {
         v.iter().map(Tensor::norm_sq).sum::<f64>().sqrt()
     }
@@ -871,7 +884,7 @@ mod tests {
             let w = &ws[ws.len() - 1];
             let (g, _, m) = model_grads(
                 w,
-                aug.tape.value(aug.x),
+                &aug.matrix(batch.labels.len()),
                 &batch.labels,
                 inner,
                 true,
@@ -901,8 +914,8 @@ mod tests {
             let e = radius / nv;
             let propagate = estimator == Estimator::Adjoint && j > 0;
             let aug = &mut augmented[j];
-            let x = aug.tape.value(aug.x).clone();
             let labels = &batches[j].labels;
+            let x = aug.matrix(labels.len());
             let frozen = Some(&masks[j][..]);
             let (gp, xp, _) = model_grads(
                 &offset(&ws[j], &v, e),
