@@ -555,17 +555,27 @@ pub fn augment_forward<F: Float>(
     forward_impl(images, params, keys, shape, &eps)
 }
 
-/// Calls `$f(args)`, through its AVX2 build (`$f` + `_avx2`) on CPUs that
-/// have AVX2: the same operations (no FMA), so the same bits, with the
-/// per-column loops vectorised 8 wide instead of 4.
+/// Calls `$f(args)` through its widest build the CPU runs: `$f` +
+/// `_avx512` (AVX-512F and VL), `_avx2`, or the baseline `$f`. The same
+/// operations in all (Rust does not fuse a multiply and an add into an
+/// FMA), so the same bits; only the vector width differs (measured on the
+/// 128×28×28 batch, one thread: forward 176 → 158 µs, parameter VJP with
+/// its noise 384 → 360 µs from the AVX2 build to the AVX-512 one).
 macro_rules! dispatch {
     ($f:ident($($a:expr),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                // SAFETY: the `_avx512` build requires AVX-512F and VL
+                // (and the AVX2 they imply), which the CPU was just found
+                // to support.
+                unsafe { paste_build!($f, avx512)($($a),*) }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the `_avx2` build only requires AVX2, which the
                 // CPU was just found to support.
-                unsafe { paste_avx2!($f)($($a),*) }
+                unsafe { paste_build!($f, avx2)($($a),*) }
             } else {
                 $f($($a),*)
             }
@@ -577,14 +587,59 @@ macro_rules! dispatch {
     }};
 }
 
-macro_rules! paste_avx2 {
-    (forward_sample) => {
+macro_rules! paste_build {
+    (forward_sample, avx2) => {
         forward_sample_avx2
     };
-    (vjp_sample) => {
+    (vjp_sample, avx2) => {
         vjp_sample_avx2
     };
+    (forward_sample, avx512) => {
+        forward_sample_avx512
+    };
+    (vjp_sample, avx512) => {
+        vjp_sample_avx512
+    };
 }
+
+/// The `_avx2` and `_avx512` builds of [`forward_sample`] and
+/// [`vjp_sample`]: the same generic code, compiled for those features.
+macro_rules! builds {
+    ($forward:ident, $vjp:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $forward<F: Float>(
+            s: &mut Scratch<F>,
+            img: &[F],
+            pr: &[F],
+            eps: &[F],
+            shape: &AugmentShape,
+            o: &mut [F],
+        ) {
+            forward_sample(s, img, pr, eps, shape, o)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $vjp<F: Float>(
+            s: &mut Scratch<F>,
+            img: &[F],
+            p: &[f64; NUM_PARAMS],
+            key: &SampleKey,
+            eps: Option<&[F]>,
+            shape: &AugmentShape,
+            gyb: &[F],
+            gi: Option<&mut [F]>,
+            want_params: bool,
+        ) -> [F; NUM_PARAMS] {
+            vjp_sample(s, img, p, key, eps, shape, gyb, gi, want_params)
+        }
+    };
+}
+
+builds!(forward_sample_avx2, vjp_sample_avx2, "avx2");
+builds!(forward_sample_avx512, vjp_sample_avx512, "avx512f,avx512vl");
 
 /// One sample's forward (steps 1–4) into `o`, `[C, H_out, W_out]`.
 #[inline(always)]
@@ -630,36 +685,6 @@ fn forward_sample<F: Float>(
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn forward_sample_avx2<F: Float>(
-    s: &mut Scratch<F>,
-    img: &[F],
-    pr: &[F],
-    eps: &[F],
-    shape: &AugmentShape,
-    o: &mut [F],
-) {
-    forward_sample(s, img, pr, eps, shape, o)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn vjp_sample_avx2<F: Float>(
-    s: &mut Scratch<F>,
-    img: &[F],
-    p: &[f64; NUM_PARAMS],
-    key: &SampleKey,
-    eps: Option<&[F]>,
-    shape: &AugmentShape,
-    gyb: &[F],
-    gi: Option<&mut [F]>,
-    want_params: bool,
-) -> [F; NUM_PARAMS] {
-    vjp_sample(s, img, p, key, eps, shape, gyb, gi, want_params)
 }
 
 /// The forward pass with each sample's noise given (`[B, C·H_out·W_out]`,
@@ -998,5 +1023,136 @@ impl<F: Float> Tape<F> {
             noise: BatchNoise { eps, drawn },
         };
         self.custom(Rc::new(op), value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every build of the per-sample passes (baseline, AVX2, AVX-512) gives
+    //! the same bits: output, image gradient and parameter gradient.
+
+    use super::*;
+    use crate::meta::rng::SplitMix;
+
+    type Forward = unsafe fn(&mut Scratch<f32>, &[f32], &[f32], &[f32], &AugmentShape, &mut [f32]);
+    type Vjp = unsafe fn(
+        &mut Scratch<f32>,
+        &[f32],
+        &[f64; NUM_PARAMS],
+        &SampleKey,
+        Option<&[f32]>,
+        &AugmentShape,
+        &[f32],
+        Option<&mut [f32]>,
+        bool,
+    ) -> [f32; NUM_PARAMS];
+
+    /// The builds this CPU runs, the baseline first.
+    fn builds() -> Vec<(&'static str, Forward, Vjp)> {
+        unsafe fn forward_base(
+            s: &mut Scratch<f32>,
+            i: &[f32],
+            p: &[f32],
+            e: &[f32],
+            sh: &AugmentShape,
+            o: &mut [f32],
+        ) {
+            forward_sample(s, i, p, e, sh, o)
+        }
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn vjp_base(
+            s: &mut Scratch<f32>,
+            i: &[f32],
+            p: &[f64; NUM_PARAMS],
+            k: &SampleKey,
+            e: Option<&[f32]>,
+            sh: &AugmentShape,
+            g: &[f32],
+            gi: Option<&mut [f32]>,
+            w: bool,
+        ) -> [f32; NUM_PARAMS] {
+            vjp_sample(s, i, p, k, e, sh, g, gi, w)
+        }
+        #[allow(unused_mut)]
+        let mut v: Vec<(&'static str, Forward, Vjp)> = vec![("baseline", forward_base, vjp_base)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                v.push(("avx2", forward_sample_avx2, vjp_sample_avx2));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                v.push(("avx512", forward_sample_avx512, vjp_sample_avx512));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_build_gives_the_same_bits() {
+        let mut rng = SplitMix::new(7);
+        let builds = builds();
+        eprintln!(
+            "builds compared: {:?}",
+            builds.iter().map(|b| b.0).collect::<Vec<_>>()
+        );
+        for (c, h, w, ho, wo) in [(1, 28, 28, 28, 28), (3, 13, 9, 17, 31), (2, 5, 40, 3, 7)] {
+            let shape = AugmentShape {
+                channels: c,
+                src: Size::new(h as u32, w as u32),
+                out: Size::new(ho as u32, wo as u32),
+            };
+            let n_out = c * ho * wo;
+            for trial in 0..8 {
+                let img: Vec<f32> = (0..c * h * w).map(|_| rng.uniform() as f32).collect();
+                let pr: [f32; NUM_PARAMS] = [
+                    rng.range(0.2, 1.0) as f32,
+                    rng.range(0.7, 1.4) as f32,
+                    rng.range(-0.2, 1.2) as f32,
+                    rng.range(-0.2, 1.2) as f32,
+                    rng.range(-3.2, 3.2) as f32,
+                    [0.0, 1.0, rng.uniform() as f32][trial % 3],
+                    rng.range(0.0, 0.3) as f32,
+                ];
+                let p64 = pr.map(f64::from);
+                let key = SampleKey {
+                    seed: 3,
+                    epoch: trial as u64,
+                    sample: 11,
+                };
+                let eps: Vec<f32> = noise(&key, n_out);
+                let gy: Vec<f32> = (0..n_out).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+                let mut results = Vec::new();
+                for (name, forward, vjp) in &builds {
+                    let mut s = Scratch::new(&shape);
+                    let mut out = vec![0f32; n_out];
+                    let mut gi = vec![0f32; c * h * w];
+                    // SAFETY: `builds` lists only the builds this CPU runs.
+                    let gp = unsafe {
+                        forward(&mut s, &img, &pr, &eps, &shape, &mut out);
+                        vjp(
+                            &mut s,
+                            &img,
+                            &p64,
+                            &key,
+                            Some(&eps),
+                            &shape,
+                            &gy,
+                            Some(&mut gi),
+                            true,
+                        )
+                    };
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    results.push((name, bits(&out), bits(&gi), bits(&gp)));
+                }
+                for r in &results[1..] {
+                    let base = &results[0];
+                    assert_eq!(r.1, base.1, "{}: output, shape {shape:?}", r.0);
+                    assert_eq!(r.2, base.2, "{}: image gradient, shape {shape:?}", r.0);
+                    assert_eq!(r.3, base.3, "{}: parameter gradient, shape {shape:?}", r.0);
+                }
+            }
+        }
     }
 }
