@@ -603,11 +603,12 @@ macro_rules! paste_build {
 }
 
 /// The `_avx2` and `_avx512` builds of [`forward_sample`] and
-/// [`vjp_sample`]: the same generic code, compiled for those features.
+/// [`vjp_sample`]: the same generic code, compiled for those features
+/// (without features: the baseline, as the tests compare it).
 macro_rules! builds {
-    ($forward:ident, $vjp:ident, $features:literal) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $features)]
+    ($forward:ident, $vjp:ident $(, $features:literal)?) => {
+        $(#[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)])?
         unsafe fn $forward<F: Float>(
             s: &mut Scratch<F>,
             img: &[F],
@@ -619,8 +620,8 @@ macro_rules! builds {
             forward_sample(s, img, pr, eps, shape, o)
         }
 
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $features)]
+        $(#[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)])?
         #[allow(clippy::too_many_arguments)]
         unsafe fn $vjp<F: Float>(
             s: &mut Scratch<F>,
@@ -1049,30 +1050,7 @@ mod tests {
 
     /// The builds this CPU runs, the baseline first.
     fn builds() -> Vec<(&'static str, Forward, Vjp)> {
-        unsafe fn forward_base(
-            s: &mut Scratch<f32>,
-            i: &[f32],
-            p: &[f32],
-            e: &[f32],
-            sh: &AugmentShape,
-            o: &mut [f32],
-        ) {
-            forward_sample(s, i, p, e, sh, o)
-        }
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn vjp_base(
-            s: &mut Scratch<f32>,
-            i: &[f32],
-            p: &[f64; NUM_PARAMS],
-            k: &SampleKey,
-            e: Option<&[f32]>,
-            sh: &AugmentShape,
-            g: &[f32],
-            gi: Option<&mut [f32]>,
-            w: bool,
-        ) -> [f32; NUM_PARAMS] {
-            vjp_sample(s, i, p, k, e, sh, g, gi, w)
-        }
+        builds!(forward_base, vjp_base);
         #[allow(unused_mut)]
         let mut v: Vec<(&'static str, Forward, Vjp)> = vec![("baseline", forward_base, vjp_base)];
         #[cfg(target_arch = "x86_64")]
