@@ -5,20 +5,25 @@
 //! [`PhiloxStream::normals`] calls libm's `ln`, `sin` and `cos` once per pair,
 //! about 40 ns a block: 1.5 ms for the noise of one 224×224×3 sample. The fast
 //! path here, [`fill_normals`], computes the same Box–Muller transform eight
-//! blocks at a time in plain f32 arithmetic that the compiler vectorises:
+//! blocks at a time in f32 arithmetic that the compiler vectorises:
 //!
 //! - Philox4x32-10 itself is integer arithmetic, bit for bit the same;
 //! - the uniforms are the same ([`uniform_from_u32`]), and so is
 //!   `t = TAU * u1` and the square root;
 //! - `ln` and `sin`/`cos` are the Cephes single-precision polynomials (`logf`,
-//!   `sinf`/`cosf` with a three-part π/4 reduction), each within about 1 ulp.
+//!   `sinf`/`cosf` with a three-part π/4 reduction), each within about 1 ulp,
+//!   evaluated with fused multiply-adds (`f32::mul_add`: one rounding per
+//!   step, a third fewer operations than a multiply and an add).
 //!
 //! So `fill_normals` differs from `PhiloxStream::normals` only by the
 //! last-bit rounding of `ln`, `sin` and `cos`: at most [`MAX_NORMAL_ERROR`]
 //! absolute on a value (tested on millions of draws), far below the 1e-4
 //! tolerance between the CPU reference and the CUDA kernels, whose `logf`,
-//! `sinf` and `cosf` are themselves not libm's. The fast path also needs no
-//! libm at all, so it gives the same bits on every platform.
+//! `sinf` and `cosf` are themselves not libm's. The fast path gives the same
+//! bits on every platform: a fused multiply-add is exactly rounded by IEEE
+//! 754 whether the CPU has the instruction (the AVX2 build requires FMA,
+//! every AVX-512 CPU has it) or not (then `mul_add` is libm's exact `fmaf`:
+//! slow, but only the portable build on CPUs older than AVX2 takes it).
 
 use crate::ops::philox::{uniform_from_u32, PhiloxStream};
 
@@ -73,20 +78,20 @@ fn ln(x: f32) -> f32 {
     m = if small { m + m - 1.0 } else { m - 1.0 };
     let ef = e as f32;
     let z = m * m;
-    let mut y = 7.037_683_6e-2;
-    y = y * m - 1.151_461_1e-1;
-    y = y * m + 1.167_699_9e-1;
-    y = y * m - 1.242_014_1e-1;
-    y = y * m + 1.424_932_3e-1;
-    y = y * m - 1.666_805_8e-1;
-    y = y * m + 2.000_071_4e-1;
-    y = y * m - 2.499_999_4e-1;
-    y = y * m + 3.333_333e-1;
+    let mut y: f32 = 7.037_683_6e-2;
+    y = y.mul_add(m, -1.151_461_1e-1);
+    y = y.mul_add(m, 1.167_699_9e-1);
+    y = y.mul_add(m, -1.242_014_1e-1);
+    y = y.mul_add(m, 1.424_932_3e-1);
+    y = y.mul_add(m, -1.666_805_8e-1);
+    y = y.mul_add(m, 2.000_071_4e-1);
+    y = y.mul_add(m, -2.499_999_4e-1);
+    y = y.mul_add(m, 3.333_333e-1);
     y = y * m * z;
-    y += -2.121_944_4e-4 * ef;
-    y += -0.5 * z;
+    y = (-2.121_944_4e-4f32).mul_add(ef, y);
+    y = (-0.5f32).mul_add(z, y);
     let r = m + y;
-    r + 0.693_359_4 * ef
+    0.693_359_4f32.mul_add(ef, r)
 }
 
 /// `(sin t, cos t)` for `0 <= t < 8` (Cephes `sinf`/`cosf`).
@@ -102,16 +107,16 @@ fn sin_cos(t: f32) -> (f32, f32) {
     let mut j = unsafe { (t * FOPI).to_int_unchecked::<i32>() };
     j += j & 1; // to an even octant: t = j·π/4 + r, |r| <= π/4
     let y = j as f32;
-    let r = ((t - y * DP1) - y * DP2) - y * DP3;
+    let r = (-y).mul_add(DP3, (-y).mul_add(DP2, (-y).mul_add(DP1, t)));
     let z = r * r;
-    let mut s = -1.951_529_6e-4;
-    s = s * z + 8.332_161e-3;
-    s = s * z - 1.666_665_5e-1;
-    let s = s * z * r + r;
-    let mut c = 2.443_315_7e-5;
-    c = c * z - 1.388_731_6e-3;
-    c = c * z + 4.166_664_6e-2;
-    let c = c * z * z - 0.5 * z + 1.0;
+    let mut s: f32 = -1.951_529_6e-4;
+    s = s.mul_add(z, 8.332_161e-3);
+    s = s.mul_add(z, -1.666_665_5e-1);
+    let s = (s * z).mul_add(r, r);
+    let mut c: f32 = 2.443_315_7e-5;
+    c = c.mul_add(z, -1.388_731_6e-3);
+    c = c.mul_add(z, 4.166_664_6e-2);
+    let c = (c * z).mul_add(z, (-0.5f32).mul_add(z, 1.0));
     // quadrant q = j/2: (sin, cos) = (s, c), (c, -s), (-s, -c), (-c, s)
     let q = (j >> 1) & 3;
     let (sn, cs) = if q & 1 == 0 { (s, c) } else { (c, s) };
@@ -178,8 +183,10 @@ pub fn fill_normals(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
             unsafe { avx512::fill(stream, first, out) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: `fill_avx2` only requires AVX2, which the CPU supports.
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: `fill_avx2` only requires AVX2 and FMA, which the CPU
+            // supports.
             unsafe { fill_avx2(stream, first, out) };
             return;
         }
@@ -193,8 +200,9 @@ pub fn fill_normals(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
 #[doc(hidden)]
 pub fn fill_avx2_if_available(stream: &PhiloxStream, first: u64, out: &mut [f32]) -> Option<()> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: `fill_avx2` only requires AVX2, which the CPU supports.
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: `fill_avx2` only requires AVX2 and FMA, which the CPU
+        // supports.
         unsafe { fill_avx2(stream, first, out) };
         return Some(());
     }
@@ -203,7 +211,7 @@ pub fn fill_avx2_if_available(stream: &PhiloxStream, first: u64, out: &mut [f32]
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 #[inline(never)]
 unsafe fn fill_avx2(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
     fill_body(stream, first, out)
@@ -233,8 +241,9 @@ fn fill_body(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
 /// The same computation, sixteen blocks at a time, written out with AVX-512
 /// intrinsics: Philox with `vpmuludq` on even and odd lanes recombined by
 /// two-table permutes, then `uniform_from_u32`, [`ln`], [`sin_cos`] and the
-/// products operation for operation as the scalar code writes them (no FMA,
-/// same order), so every value is bit for bit that of the portable build.
+/// products operation for operation as the scalar code writes them (the
+/// same fused multiply-adds, the same plain products and sums, in the same
+/// order), so every value is bit for bit that of the portable build.
 /// Auto-vectorisation gave about 6 cycles a normal; this path about 1.5.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
@@ -247,39 +256,37 @@ mod avx512 {
     /// Vectors of blocks generated together (independent chains).
     const GROUPS: usize = 2;
 
-    /// `(hi, lo)` 32-bit halves of `a[l] · m` for the 16 lanes (`m` is in
-    /// the low half of each 64-bit lane of `mv`).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn mul_hi_lo(a: __m512i, mv: __m512i) -> (__m512i, __m512i) {
-        let even = _mm512_mul_epu32(a, mv);
-        let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), mv);
-        let lo = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-        let hi = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-        (
-            _mm512_permutex2var_epi32(even, hi, odd),
-            _mm512_permutex2var_epi32(even, lo, odd),
-        )
-    }
-
     /// Philox4x32-10 of blocks `block .. block + 16·G`: `[g][k]` is word `k`
-    /// of blocks `block + 16g ..`. The `G` groups are independent chains of
-    /// ten dependent rounds, interleaved so that one's latency hides the
-    /// other's.
+    /// of blocks `block + 16g ..`.
+    ///
+    /// The rounds run on blocks in 64-bit lanes (two vectors of eight per
+    /// group), each word in a lane's low half: `vpmuludq` gives the whole
+    /// 64-bit product, its high word is one shift away and its low word
+    /// needs nothing, since the next multiply reads low halves only and
+    /// the words only meet by xor (what the upper halves hold never reaches
+    /// a low half). The words go back to 32-bit lanes once, after the ten
+    /// rounds. The `2·G` chains of ten dependent rounds are independent,
+    /// interleaved so that one's latency hides the others'.
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn philox<const G: usize>(stream: &PhiloxStream, block: u32) -> [[__m512i; 4]; G] {
         let [_, s, n, e] = stream.counter(0);
-        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let mut c: [[__m512i; 4]; G] = std::array::from_fn(|g| {
-            let first = block.wrapping_add(16 * g as u32);
-            [
-                _mm512_add_epi32(_mm512_set1_epi32(first as i32), lanes),
-                _mm512_set1_epi32(s as i32),
-                _mm512_set1_epi32(n as i32),
-                _mm512_set1_epi32(e as i32),
-            ]
-        });
+        let lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+        // [g][half][k]: word k of blocks block + 16g + 8·half ..
+        let mut c = [[[_mm512_setzero_si512(); 4]; 2]; G];
+        for (g, c) in c.iter_mut().enumerate() {
+            for (half, c) in c.iter_mut().enumerate() {
+                let first = block.wrapping_add((16 * g + 8 * half) as u32);
+                *c = [
+                    // a 32-bit add: each low half wraps alone, as Philox's
+                    // block counter does
+                    _mm512_add_epi32(_mm512_set1_epi64(first as i64), lanes),
+                    _mm512_set1_epi64(s as i64),
+                    _mm512_set1_epi64(n as i64),
+                    _mm512_set1_epi64(e as i64),
+                ];
+            }
+        }
         let (m0, m1) = (_mm512_set1_epi64(M0 as i64), _mm512_set1_epi64(M1 as i64));
         let [mut k0, mut k1] = stream.key();
         for round in 0..10 {
@@ -288,15 +295,32 @@ mod avx512 {
                 k1 = k1.wrapping_add(W1);
             }
             let (kv0, kv1) = (_mm512_set1_epi32(k0 as i32), _mm512_set1_epi32(k1 as i32));
-            for c in c.iter_mut() {
-                let (hi0, lo0) = mul_hi_lo(c[0], m0);
-                let (hi1, lo1) = mul_hi_lo(c[2], m1);
-                let n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c[1]), kv0);
-                let n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c[3]), kv1);
-                *c = [n0, lo1, n2, lo0];
+            // (index loops over constant bounds, unrolled into registers;
+            // an iterator chain here kept the state in memory)
+            for g in 0..G {
+                for half in 0..2 {
+                    let c = &mut c[g][half];
+                    let p0 = _mm512_mul_epu32(c[0], m0);
+                    let p1 = _mm512_mul_epu32(c[2], m1);
+                    let hi0 = _mm512_srli_epi64::<32>(p0);
+                    let hi1 = _mm512_srli_epi64::<32>(p1);
+                    let n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c[1]), kv0);
+                    let n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c[3]), kv1);
+                    *c = [n0, p1, n2, p0];
+                }
             }
         }
-        c
+        // low halves of (blocks 0..8, blocks 8..16) to 16 32-bit lanes
+        let low = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        // (loops, not `map`/`from_fn`: closures lack the target feature and
+        // their intrinsics would not be inlined)
+        let mut out = [[_mm512_setzero_si512(); 4]; G];
+        for (out, [a, b]) in out.iter_mut().zip(c) {
+            for k in 0..4 {
+                out[k] = _mm512_permutex2var_epi32(a[k], low, b[k]);
+            }
+        }
+        out
     }
 
     #[inline]
@@ -310,7 +334,8 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     fn uniform(x: __m512i) -> __m512 {
         let k = _mm512_cvtepi32_ps(_mm512_srli_epi32::<9>(x));
-        _mm512_mul_ps(_mm512_add_ps(k, splat(0.5)), splat(1.0 / 8_388_608.0))
+        // k·2^-23 + 2^-24 = (2k + 1)·2^-24, exact like the scalar form
+        _mm512_fmadd_ps(k, splat(1.0 / 8_388_608.0), splat(1.0 / 16_777_216.0))
     }
 
     /// [`super::ln`], lane by lane, the same operations.
@@ -336,19 +361,23 @@ mod avx512 {
         let ef = _mm512_cvtepi32_ps(e);
         let z = _mm512_mul_ps(m, m);
         let mut y = splat(7.037_683_6e-2);
-        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(1.151_461_1e-1));
-        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(1.167_699_9e-1));
-        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(1.242_014_1e-1));
-        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(1.424_932_3e-1));
-        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(1.666_805_8e-1));
-        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(2.000_071_4e-1));
-        y = _mm512_sub_ps(_mm512_mul_ps(y, m), splat(2.499_999_4e-1));
-        y = _mm512_add_ps(_mm512_mul_ps(y, m), splat(3.333_333e-1));
+        for c in [
+            -1.151_461_1e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            y = _mm512_fmadd_ps(y, m, splat(c));
+        }
         y = _mm512_mul_ps(_mm512_mul_ps(y, m), z);
-        y = _mm512_add_ps(y, _mm512_mul_ps(splat(-2.121_944_4e-4), ef));
-        y = _mm512_add_ps(y, _mm512_mul_ps(splat(-0.5), z));
+        y = _mm512_fmadd_ps(splat(-2.121_944_4e-4), ef, y);
+        y = _mm512_fmadd_ps(splat(-0.5), z, y);
         let r = _mm512_add_ps(m, y);
-        _mm512_add_ps(r, _mm512_mul_ps(splat(0.693_359_4), ef))
+        _mm512_fmadd_ps(splat(0.693_359_4), ef, r)
     }
 
     /// [`super::sin_cos`], lane by lane, the same operations.
@@ -359,23 +388,22 @@ mod avx512 {
         let mut j = _mm512_cvttps_epi32(_mm512_mul_ps(t, splat(FOPI)));
         j = _mm512_add_epi32(j, _mm512_and_si512(j, _mm512_set1_epi32(1)));
         let y = _mm512_cvtepi32_ps(j);
-        let r = _mm512_sub_ps(t, _mm512_mul_ps(y, splat(0.785_156_25)));
-        let r = _mm512_sub_ps(r, _mm512_mul_ps(y, splat(2.418_756_5e-4)));
-        let r = _mm512_sub_ps(r, _mm512_mul_ps(y, splat(3.774_895e-8)));
+        // t - y·DP1 - y·DP2 - y·DP3, each step one fused operation
+        let r = _mm512_fnmadd_ps(y, splat(0.785_156_25), t);
+        let r = _mm512_fnmadd_ps(y, splat(2.418_756_5e-4), r);
+        let r = _mm512_fnmadd_ps(y, splat(3.774_895e-8), r);
         let z = _mm512_mul_ps(r, r);
         let mut s = splat(-1.951_529_6e-4);
-        s = _mm512_add_ps(_mm512_mul_ps(s, z), splat(8.332_161e-3));
-        s = _mm512_sub_ps(_mm512_mul_ps(s, z), splat(1.666_665_5e-1));
-        let s = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(s, z), r), r);
+        s = _mm512_fmadd_ps(s, z, splat(8.332_161e-3));
+        s = _mm512_fmadd_ps(s, z, splat(-1.666_665_5e-1));
+        let s = _mm512_fmadd_ps(_mm512_mul_ps(s, z), r, r);
         let mut c = splat(2.443_315_7e-5);
-        c = _mm512_sub_ps(_mm512_mul_ps(c, z), splat(1.388_731_6e-3));
-        c = _mm512_add_ps(_mm512_mul_ps(c, z), splat(4.166_664_6e-2));
-        let c = _mm512_add_ps(
-            _mm512_sub_ps(
-                _mm512_mul_ps(_mm512_mul_ps(c, z), z),
-                _mm512_mul_ps(splat(0.5), z),
-            ),
-            splat(1.0),
+        c = _mm512_fmadd_ps(c, z, splat(-1.388_731_6e-3));
+        c = _mm512_fmadd_ps(c, z, splat(4.166_664_6e-2));
+        let c = _mm512_fmadd_ps(
+            _mm512_mul_ps(c, z),
+            z,
+            _mm512_fmadd_ps(splat(-0.5), z, splat(1.0)),
         );
         // q = (j >> 1) & 3: (sin, cos) = (s, c), (c, -s), (-s, -c), (-c, s)
         let q = _mm512_and_si512(_mm512_srai_epi32::<1>(j), _mm512_set1_epi32(3));
