@@ -77,6 +77,11 @@ impl HostBuffer {
         skip
     }
 
+    /// Bytes the buffer can hold without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.words.len().saturating_sub(SLACK_WORDS) * 8
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -266,9 +271,12 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {
         if let (Some(tx), Images::Host(buf)) = (self.recycle.take(), &mut self.images) {
-            // The loader may be gone, or its pool full: then the buffer is
-            // simply freed. (Device buffers go back to their own pool.)
-            let _ = tx.try_send(std::mem::take(buf));
+            // The loader may be gone, or its pool full: then the buffer
+            // is kept for the next loader, or freed (see `spare`). (Device
+            // buffers go back to their own pool.)
+            if let Err(e) = tx.try_send(std::mem::take(buf)) {
+                super::spare::keep(e.into_inner());
+            }
         }
     }
 }

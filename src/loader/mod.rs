@@ -22,7 +22,10 @@
 //!
 //! Stages are joined by bounded channels: memory stays within about
 //! `(prefetch + 2) × batch bytes` plus the decode buffers, whatever the
-//! dataset size. Every random choice is keyed by `(seed, epoch, sample)`,
+//! dataset size. A finished or dropped loader leaves up to 4 of its batch
+//! buffers (512 MiB at most) to the next loader of the process, which then
+//! writes its first batches to memory already mapped instead of faulting in
+//! and zeroing fresh pages; [`release_spare_buffers`] frees them. Every random choice is keyed by `(seed, epoch, sample)`,
 //! so batches are identical whatever the number of threads or the prefetch
 //! depth, and a run can stop and [resume](LoaderBuilder::resume) at any batch.
 //! Dropping the loader stops its threads promptly; a worker's panic or a bad
@@ -33,6 +36,7 @@ mod builder;
 mod pipeline;
 pub mod plan;
 mod schedule;
+mod spare;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,6 +47,7 @@ use crossbeam_channel::Receiver;
 pub use batch::{Batch, HostBuffer, HOST_ALIGN};
 pub use builder::{BadRecords, Device, LoaderBuilder};
 pub use plan::Position;
+pub use spare::release_spare_buffers;
 
 use crate::error::{Error, Result};
 use crate::shard::Dataset;

@@ -15,6 +15,7 @@ use crate::loader::batch::{Batch, HostBuffer, Images};
 use crate::loader::builder::{BadRecords, LoaderConfig};
 use crate::loader::plan::{EpochPlan, Position};
 use crate::loader::schedule::largest_first;
+use crate::loader::spare;
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
 use crate::ops::{augment_into, SampleParams};
 use crate::shard::{Dataset, ReadMode, Record};
@@ -39,9 +40,13 @@ pub(crate) struct Pipeline {
     pub dataset: Arc<Dataset>,
     pub cfg: Arc<LoaderConfig>,
     pub pool: rayon::ThreadPool,
+    /// Declared (so dropped) before `tx`: batches still queued in `tx`
+    /// when the pipeline goes find their recycle channel closed and leave
+    /// their buffers to the next loader (see `spare`), instead of being
+    /// sent into a channel about to be dropped with its contents.
+    pub recycle_rx: Receiver<HostBuffer>,
     pub tx: Sender<Msg>,
     pub recycle_tx: Sender<HostBuffer>,
-    pub recycle_rx: Receiver<HostBuffer>,
     pub stop: Arc<AtomicBool>,
     /// The GPU path's augmenter (its own pinned staging, copy and compute
     /// streams, double buffered); `None` on the CPU path.
@@ -93,8 +98,14 @@ impl Pipeline {
     fn build(&self, position: Position, indices: &[u64]) -> Result<Batch> {
         let cfg = &*self.cfg;
         let sample_bytes = cfg.spec.sample_bytes();
-        let mut images = self.recycle_rx.try_recv().unwrap_or_default();
-        images.resize(sample_bytes * indices.len());
+        let len = sample_bytes * indices.len();
+        let mut images = self
+            .recycle_rx
+            .try_recv()
+            .ok()
+            .or_else(|| spare::take(len))
+            .unwrap_or_default();
+        images.resize(len);
         let jobs: Vec<(&mut [u8], u64)> = images
             .bytes_mut()
             .chunks_mut(sample_bytes.max(1))
@@ -122,9 +133,15 @@ impl Pipeline {
                     labels.push(label);
                     kept.push(index);
                 }
-                Err(SampleError::Stopped) => return Err(Error::Pipeline("loader stopped".into())),
+                Err(SampleError::Stopped) => {
+                    spare::keep(images);
+                    return Err(Error::Pipeline("loader stopped".into()));
+                }
                 Err(SampleError::Bad(e)) => match cfg.bad_records {
-                    BadRecords::Fail => return Err(e),
+                    BadRecords::Fail => {
+                        spare::keep(images);
+                        return Err(e);
+                    }
                     BadRecords::Skip => skipped.push(index),
                 },
             }
@@ -283,6 +300,15 @@ impl Pipeline {
             });
         RECORD_BUF.set(buf);
         label
+    }
+}
+
+impl Drop for Pipeline {
+    /// The buffers waiting for reuse go to the next loader (see `spare`).
+    fn drop(&mut self) {
+        while let Ok(buf) = self.recycle_rx.try_recv() {
+            spare::keep(buf);
+        }
     }
 }
 
