@@ -43,8 +43,15 @@ pub(crate) fn keep(buf: HostBuffer) {
 }
 
 /// Frees the batch buffers that finished loaders left for the next one in
-/// this process (see the [module docs](self)); returns the bytes released.
-/// Loaders still running keep theirs.
+/// this process; returns the bytes released. Loaders still running keep
+/// theirs.
+///
+/// A loader that is done, or dropped, leaves up to 4 of its batch buffers
+/// (512 MiB at most, the latest ones) to the next loader built in the
+/// process, which then writes its first batches to memory already mapped
+/// instead of faulting in and zeroing fresh pages (about 20 ms of CPU per
+/// 38 MB buffer on a 2-core VM). Call this to give that memory back, e.g.
+/// once the last loader of a program is done.
 pub fn release_spare_buffers() -> usize {
     let bufs = std::mem::take(&mut spares().bufs);
     bufs.iter().map(HostBuffer::capacity).sum()

@@ -617,7 +617,7 @@ impl<F: Float> Lead<'_, F> {
 /// Runs the `k = batches.len()` inner SGD steps from `w0` (first order) and
 /// estimates `dL_val(w_k)/dφ` without double backward. `radius` is the
 /// finite difference's step length in weight space, `‖εv‖` (with the first
-/// layer's part of `‖v‖` estimated: [`lead_norm_sq`]).
+/// layer's part of `‖v‖` estimated: `lead_norm_sq`).
 ///
 /// The φ-gradient is linear in the gradient with respect to the augmented
 /// images, so the central difference is taken on `∇_x L_train` and pulled
