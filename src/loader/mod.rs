@@ -22,12 +22,12 @@
 //!
 //! Stages are joined by bounded channels: memory stays within about
 //! `(prefetch + 2) × batch bytes` plus the decode buffers, whatever the
-//! dataset size. A finished or dropped loader leaves up to 4 of its batch
-//! buffers (512 MiB at most) to the next loader of the process, which then
-//! writes its first batches to memory already mapped instead of faulting in
-//! and zeroing fresh pages; [`release_spare_buffers`] frees them. Every random choice is keyed by `(seed, epoch, sample)`,
-//! so batches are identical whatever the number of threads or the prefetch
-//! depth, and a run can stop and [resume](LoaderBuilder::resume) at any batch.
+//! dataset size. A finished or dropped loader leaves some of its batch
+//! buffers to the next loader of the process (see
+//! [`release_spare_buffers`]). Every random choice is keyed by
+//! `(seed, epoch, sample)`, so batches are identical whatever the number of
+//! threads or the prefetch depth, and a run can stop and
+//! [resume](LoaderBuilder::resume) at any batch.
 //! Dropping the loader stops its threads promptly; a worker's panic or a bad
 //! record reaches the caller as an error, never a hang.
 

@@ -121,7 +121,7 @@ impl Pipeline {
         let mut kept = Vec::with_capacity(indices.len());
         let mut skipped = Vec::new();
         for (slot, (outcome, &index)) in outcomes.into_iter().zip(indices).enumerate() {
-            match outcome {
+            let failure = match outcome {
                 Ok(label) => {
                     if kept.len() != slot {
                         // Close the gap left by skipped samples.
@@ -132,18 +132,21 @@ impl Pipeline {
                     }
                     labels.push(label);
                     kept.push(index);
+                    None
                 }
-                Err(SampleError::Stopped) => {
-                    spare::keep(images);
-                    return Err(Error::Pipeline("loader stopped".into()));
-                }
+                Err(SampleError::Stopped) => Some(Error::Pipeline("loader stopped".into())),
                 Err(SampleError::Bad(e)) => match cfg.bad_records {
-                    BadRecords::Fail => {
-                        spare::keep(images);
-                        return Err(e);
+                    BadRecords::Fail => Some(e),
+                    BadRecords::Skip => {
+                        skipped.push(index);
+                        None
                     }
-                    BadRecords::Skip => skipped.push(index),
                 },
+            };
+            if let Some(e) = failure {
+                // No batch: its buffer goes to a later one (see `spare`).
+                spare::keep(images);
+                return Err(e);
             }
         }
         images.resize(kept.len() * sample_bytes);

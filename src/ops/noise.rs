@@ -183,8 +183,7 @@ pub fn fill_normals(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
             unsafe { avx512::fill(stream, first, out) };
             return;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx2_fma() {
             // SAFETY: `fill_avx2` only requires AVX2 and FMA, which the CPU
             // supports.
             unsafe { fill_avx2(stream, first, out) };
@@ -194,13 +193,13 @@ pub fn fill_normals(stream: &PhiloxStream, first: u64, out: &mut [f32]) {
     fill_portable(stream, first, out);
 }
 
-/// [`fill_normals`] through its AVX2 build, `None` on CPUs without AVX2, so
+/// [`fill_normals`] through its AVX2 build, `None` on CPUs without AVX2 and FMA, so
 /// that tests can compare it with the others on a CPU that would pick
 /// AVX-512.
 #[doc(hidden)]
 pub fn fill_avx2_if_available(stream: &PhiloxStream, first: u64, out: &mut [f32]) -> Option<()> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma() {
         // SAFETY: `fill_avx2` only requires AVX2 and FMA, which the CPU
         // supports.
         unsafe { fill_avx2(stream, first, out) };
@@ -208,6 +207,12 @@ pub fn fill_avx2_if_available(stream: &PhiloxStream, first: u64, out: &mut [f32]
     }
     let _ = (stream, first, out);
     None
+}
+
+/// Whether this CPU has what [`fill_avx2`] is built for.
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]
