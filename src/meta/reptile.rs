@@ -416,15 +416,15 @@ fn norm_probes<F: Float>(d1: usize) -> Vec<F> {
 /// The unit vector along the mean row of `x` (`[n, d₀]`), zero if that is
 /// zero: the direction [`lead_norm_sq`] takes exactly.
 fn mean_direction<F: Float>(x: &[F], d0: usize) -> Vec<F> {
-    let mut u = vec![0f64; d0];
-    for row in x.chunks(d0) {
-        for (a, &v) in u.iter_mut().zip(row) {
-            *a += v.to_f64();
-        }
-    }
-    let norm = u.iter().map(|a| a * a).sum::<f64>().sqrt();
+    // the column sums in F (a direction needs no more), normalised in f64
+    let u = sum_rows(x, d0);
+    let norm = u
+        .iter()
+        .map(|a| a.to_f64() * a.to_f64())
+        .sum::<f64>()
+        .sqrt();
     u.iter()
-        .map(|&a| F::from_f64(if norm > 0.0 { a / norm } else { 0.0 }))
+        .map(|&a| F::from_f64(if norm > 0.0 { a.to_f64() / norm } else { 0.0 }))
         .collect()
 }
 
@@ -806,6 +806,11 @@ pub fn reptile_step<F: Float>(
     }
     let b = F::from_f64(beta);
     for (w, wk) in model.params.iter_mut().zip(&out.adapted) {
+        if beta == 1.0 {
+            // θ_k itself (θ + 1·(θ_k − θ) may round away from it)
+            w.data_mut().copy_from_slice(wk.data());
+            continue;
+        }
         for (a, &c) in w.data_mut().iter_mut().zip(wk.data()) {
             *a += b * (c - *a);
         }
