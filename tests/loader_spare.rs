@@ -51,17 +51,27 @@ fn a_new_loader_writes_to_the_last_loaders_buffers() {
     release_spare_buffers();
     let pages = BATCH_BYTES / 4096;
     let first = faults_of_a_loader(&ds);
+    // How many buffers a loader has in flight at once (2 or 3 here) depends
+    // on thread timing: a loader that needs one more than the last one left
+    // maps that one afresh. Of two later loaders, at least one needs no
+    // more than the pool holds by then (the pool keeps up to 4).
     let second = faults_of_a_loader(&ds);
-    eprintln!("page faults: first loader {first}, second {second}; one buffer is {pages} pages");
+    let third = faults_of_a_loader(&ds);
+    eprintln!(
+        "page faults: first loader {first}, second {second}, third {third}; one buffer is {pages} pages"
+    );
     assert!(first >= pages, "the first loader maps fresh buffers");
     assert!(
-        second < pages / 4,
-        "the second loader faulted {second} pages: it did not reuse the first's buffers"
+        second.min(third) < pages / 4,
+        "the later loaders faulted {second} and {third} pages: they did not reuse the buffers left to them"
     );
     let freed = release_spare_buffers() as u64;
     assert!(freed >= BATCH_BYTES, "freed {freed} bytes");
     assert_eq!(release_spare_buffers(), 0);
     // with the pool empty, a loader maps (and faults in) its own again
-    let third = faults_of_a_loader(&ds);
-    assert!(third >= pages, "third loader faulted only {third} pages");
+    let last = faults_of_a_loader(&ds);
+    assert!(
+        last >= pages,
+        "a loader after the release faulted only {last} pages"
+    );
 }
