@@ -941,7 +941,7 @@ struct Saved<F> {
     data: Vec<F>,
 }
 
-/// At most this many elements are kept in [`Saved`] (three per output
+/// At most this many elements are kept for the parameter VJP (three per output
 /// element): larger batches recompute in the VJP instead. 2^22 is 16 MiB in
 /// f32, 3 × 128 samples of 104×104.
 pub const SAVE_MAX_ELEMENTS: usize = 1 << 22;

@@ -11,7 +11,7 @@
 //! - [`relaxed`]: φ and the Philox draws to per-sample parameters, hard and
 //!   relaxed mode, with the relaxed map's Jacobian;
 //! - [`mlp`]: the task model; [`bilevel`]: the bilevel problem and Adam;
-//! - [`maml`]: the exact second-order hypergradient through k unrolled steps;
+//! - [`maml`]: the exact second-order hypergradient through k inner steps;
 //! - [`reptile`]: the first-order estimate (finite-difference mixed term);
 //! - [`train`]: online training with a fixed or a learning policy;
 //! - [`learn`], [`plot`]: [`learn_policy`] and the PNG of φ over the steps;
