@@ -18,6 +18,15 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((parse(h)?, parse(w)?))
 }
 
+/// Parses a finite number above 0 (a step size, a temperature).
+pub fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err(format!("{s:?}: must be a finite number above 0")),
+        Err(_) => Err(format!("{s:?}: not a number")),
+    }
+}
+
 /// `--dtype` values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum DTypeArg {

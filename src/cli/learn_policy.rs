@@ -10,7 +10,8 @@ use metaug::ops::Size;
 use metaug::shard::Dataset;
 use metaug::{Error, Result};
 
-use crate::cli::args::{parse_size, progress_bar};
+use crate::cli::args::{parse_positive, parse_size, progress_bar};
+use crate::cli::experiment::{MAX_INNER_STEPS, MAX_STEPS};
 
 /// Arguments of `metaug learn-policy`.
 #[derive(clap::Args)]
@@ -41,10 +42,10 @@ pub struct LearnPolicyArgs {
     #[arg(long, default_value_t = 0.0)]
     pub meta_start: f64,
     /// Step size on φ.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = parse_positive)]
     pub meta_lr: f64,
     /// Temperature of the relaxed gates.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = parse_positive)]
     pub tau: f64,
     /// Seed.
     #[arg(long, default_value_t = 0)]
@@ -64,15 +65,22 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
     } else {
         Method::Maml
     };
-    if args.images < 10
-        || args.steps == 0
-        || args.meta_every == 0
-        || args.tau.is_nan()
-        || args.tau <= 0.0
-    {
+    if args.images < 10 || args.meta_every == 0 {
         return Err(Error::invalid(
             "options",
-            "need --images ≥ 10, --steps > 0, --meta-every > 0, --tau > 0",
+            "need --images ≥ 10 and --meta-every > 0",
+        ));
+    }
+    if !(1..=MAX_STEPS).contains(&args.steps) {
+        return Err(Error::invalid(
+            "steps",
+            format!("{} is not in 1..={MAX_STEPS}", args.steps),
+        ));
+    }
+    if !(1..=MAX_INNER_STEPS).contains(&args.inner_steps) {
+        return Err(Error::invalid(
+            "inner-steps",
+            format!("{} is not in 1..={MAX_INNER_STEPS}", args.inner_steps),
         ));
     }
     if !(0.0..1.0).contains(&args.meta_start) {
@@ -90,7 +98,7 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
     cfg.train.seed = args.seed;
     cfg.meta.method = method;
     cfg.meta.every = args.meta_every;
-    cfg.meta.inner_steps = args.inner_steps.max(1);
+    cfg.meta.inner_steps = args.inner_steps;
     cfg.meta.meta_lr = args.meta_lr;
     cfg.meta.meta_start = args.meta_start;
     cfg.meta.tau = args.tau;
