@@ -47,6 +47,32 @@ pub struct Inner {
     pub activation: Activation,
 }
 
+/// Records the relaxed augmentation `A(x; φ, u)` of `batch`'s images on
+/// `tape` for the var `phi`: `[B, C, H_out, W_out]`.
+pub fn augmented_images<F: Float>(
+    tape: &mut Tape<F>,
+    phi: Var,
+    batch: &TrainBatch<F>,
+    inner: &Inner,
+) -> Var {
+    let images = tape.constant(batch.images.clone());
+    let params = tape.relaxed_params(phi, inner.tau, batch.draws.clone());
+    tape.augment(images, params, batch.keys.clone(), inner.shape)
+}
+
+/// [`augmented_images`] as the model's input rows, `[B, C·H_out·W_out]`.
+pub fn augmented_rows<F: Float>(
+    tape: &mut Tape<F>,
+    phi: Var,
+    batch: &TrainBatch<F>,
+    inner: &Inner,
+) -> Var {
+    let x = augmented_images(tape, phi, batch, inner);
+    let n = batch.labels.len();
+    let d = tape.value(x).len() / n.max(1);
+    tape.reshape(x, &[n, d])
+}
+
 /// Records `L_train(w; A(x; φ, u))` on `tape` for vars `w` and `phi`.
 pub fn train_loss<F: Float>(
     tape: &mut Tape<F>,
@@ -55,12 +81,7 @@ pub fn train_loss<F: Float>(
     batch: &TrainBatch<F>,
     inner: &Inner,
 ) -> Var {
-    let images = tape.constant(batch.images.clone());
-    let params = tape.relaxed_params(phi, inner.tau, batch.draws.clone());
-    let x = tape.augment(images, params, batch.keys.clone(), inner.shape);
-    let n = batch.labels.len();
-    let d = tape.value(x).len() / n.max(1);
-    let x = tape.reshape(x, &[n, d]);
+    let x = augmented_rows(tape, phi, batch, inner);
     Mlp::loss(inner.activation, tape, w, x, &batch.labels)
 }
 

@@ -11,9 +11,12 @@
 //! multiply-adds per meta step where the second costs 180 M (k = 1, MLP
 //! 784-256-10, batches of 128).
 
-use super::bilevel::{phi_array, phi_tensor, train_loss, val_loss, Inner, TrainBatch, ValBatch};
+use super::bilevel::{
+    augmented_rows, phi_array, phi_tensor, train_loss, val_loss, Inner, TrainBatch, ValBatch,
+};
 use super::float::Float;
-use super::mlp::Activation;
+use super::lead::{gemm, Lead};
+use super::mlp::Mlp;
 use super::relaxed::NUM_PHI;
 use super::tape::{Tape, Var};
 use super::tensor::Tensor;
@@ -123,18 +126,23 @@ pub fn hypergradient<F: Float>(
     }
     // v_k, its first layer as x_valᵀδ_val
     let (val_loss, delta_val, mut rest) = val_gradient(&w, val, inner);
-    let mut lead = Lead::Factored(delta_val);
+    let (d0, d1) = w0[0].dims2();
+    let mut lead = Lead::Outer {
+        x: val.x.data(),
+        delta: delta_val.into_data(),
+        n: val.labels.len(),
+    };
     let mut grad = [0.0; NUM_PHI];
     for j in (0..k).rev() {
         let step = &mut steps[j];
-        let (g_phi, hv) = step.differentiate(&lead, &rest, val, j > 0);
+        let (g_phi, hv) = step.differentiate(&lead, &rest, j > 0);
         for q in 0..NUM_PHI {
             grad[q] -= alpha * g_phi[q];
         }
         if let Some(hv) = hv {
             // v_j = v_{j+1} − α H_j v_{j+1}
             let a = F::from_f64(-alpha);
-            let mut v0 = lead.into_dense(val);
+            let mut v0 = lead.into_dense(d0, d1);
             v0.axpy(a, &hv[0]);
             lead = Lead::Dense(v0);
             for (r, h) in rest.iter_mut().zip(&hv[1..]) {
@@ -143,58 +151,6 @@ pub fn hypergradient<F: Float>(
         }
     }
     (val_loss, grad)
-}
-
-/// The first layer's weights `V₀` of the direction `v`.
-enum Lead<F> {
-    /// `x_valᵀδ` with `δ` given (`[n_val, d₁]`) and `x_val` the validation
-    /// inputs.
-    Factored(Tensor<F>),
-    /// `V₀` itself, `[d₀, d₁]`.
-    Dense(Tensor<F>),
-}
-
-impl<F: Float> Lead<F> {
-    fn into_dense(self, val: &ValBatch<F>) -> Tensor<F> {
-        match self {
-            Lead::Dense(t) => t,
-            Lead::Factored(delta) => {
-                let ((n, d0), d1) = (val.x.dims2(), delta.dims2().1);
-                let mut v = vec![F::ZERO; d0 * d1];
-                // V₀ = x_valᵀδ: A = x_valᵀ read from x_val (column-major)
-                F::gemm(
-                    d0,
-                    n,
-                    d1,
-                    F::ONE,
-                    val.x.data(),
-                    1,
-                    d0,
-                    delta.data(),
-                    d1,
-                    1,
-                    F::ZERO,
-                    &mut v,
-                );
-                Tensor::new(&[d0, d1], v)
-            }
-        }
-    }
-}
-
-/// The MLP from its first layer's pre-activation `z0`: the logits, with
-/// `tail` the parameters after the first layer (`[W₁, b₁, …]`).
-fn logits_from<F: Float>(tape: &mut Tape<F>, act: Activation, z0: Var, tail: &[Var]) -> Var {
-    let mut z = z0;
-    for l in 0..tail.len() / 2 {
-        let h = match act {
-            Activation::Relu => tape.relu(z),
-            Activation::Tanh => tape.tanh(z),
-        };
-        let y = tape.matmul(h, tail[2 * l]);
-        z = tape.add_bias(y, tail[2 * l + 1]);
-    }
-    z
 }
 
 /// `L_val(w)`, the gradient `δ_val` of its first layer's pre-activation
@@ -211,7 +167,7 @@ fn val_gradient<F: Float>(
     let x = tape.constant(val.x.clone());
     let y = tape.matmul(x, w0);
     let z0 = tape.add_bias(y, rest[0]);
-    let logits = logits_from(&mut tape, inner.activation, z0, &rest[1..]);
+    let logits = Mlp::forward_from_first(inner.activation, &mut tape, &rest[1..], z0);
     let loss = tape.cross_entropy(logits, &val.labels);
     let mut wanted = vec![z0];
     wanted.extend(&rest);
@@ -254,15 +210,11 @@ impl<F: Float> Step<F> {
             .map(|(i, t)| tape.leaf(t.clone(), i > 0 || want_hv))
             .collect();
         let p = tape.param(phi_tensor(phi));
-        let images = tape.constant(batch.images.clone());
-        let params = tape.relaxed_params(p, inner.tau, batch.draws.clone());
-        let xa = tape.augment(images, params, batch.keys.clone(), inner.shape);
-        let n = batch.labels.len();
-        let d0 = tape.value(xa).len() / n.max(1);
-        let x = tape.reshape(xa, &[n, d0]);
+        let x = augmented_rows(&mut tape, p, batch, inner);
+        let (n, d0) = tape.value(x).dims2();
         let y = tape.matmul(x, wv[0]);
         let z0 = tape.add_bias(y, wv[1]);
-        let logits = logits_from(&mut tape, inner.activation, z0, &wv[2..]);
+        let logits = Mlp::forward_from_first(inner.activation, &mut tape, &wv[2..], z0);
         let loss = tape.cross_entropy(logits, &batch.labels);
         let mut wanted = vec![z0];
         wanted.extend(&wv[1..]);
@@ -272,17 +224,15 @@ impl<F: Float> Step<F> {
         let a = F::from_f64(-inner.alpha);
         let mut next = w.to_vec();
         let d1 = w[0].dims2().1;
-        F::gemm(
+        gemm(
             d0,
             n,
             d1,
             a,
             tape.value(x).data(),
-            1,
-            d0,
+            true,
             tape.value(delta).data(),
-            d1,
-            1,
+            false,
             F::ONE,
             next[0].data_mut(),
         );
@@ -307,16 +257,16 @@ impl<F: Float> Step<F> {
         &mut self,
         lead: &Lead<F>,
         rest: &[Tensor<F>],
-        val: &ValBatch<F>,
         want_hv: bool,
     ) -> ([f64; NUM_PHI], Option<Vec<Tensor<F>>>) {
         let t = &mut self.tape;
         // the first layer's term
         let mut s = match lead {
-            Lead::Factored(delta_val) => {
+            Lead::Outer { x, delta, n } => {
                 // ⟨xᵀδ, x_valᵀδ_val⟩ = ⟨x·x_valᵀ, δ·δ_valᵀ⟩
-                let xv = t.constant(val.x.clone());
-                let dv = t.constant(delta_val.clone());
+                let n = *n;
+                let xv = t.constant(Tensor::new(&[n, x.len() / n.max(1)], x.to_vec()));
+                let dv = t.constant(Tensor::new(&[n, delta.len() / n.max(1)], delta.clone()));
                 let gx = t.matmul_t(self.x, xv, false, true);
                 let gd = t.matmul_t(self.delta, dv, false, true);
                 t.dot(gx, gd)
@@ -348,6 +298,7 @@ impl<F: Float> Step<F> {
 mod tests {
     use super::*;
     use crate::meta::gradcheck::MetaProblem;
+    use crate::meta::mlp::Activation;
 
     /// The step-by-step reverse mode gives the unrolled tape's number, in
     /// f64 to rounding, for ReLU and tanh and k = 1, 2, 3 (the adjoint's

@@ -56,21 +56,32 @@ impl<F: Float> Mlp<F> {
     /// Logits `[n, classes]` of inputs `x: [n, sizes[0]]` with parameters
     /// `params` (vars on `tape`, in [`Mlp::params`] order).
     pub fn forward(activation: Activation, tape: &mut Tape<F>, params: &[Var], x: Var) -> Var {
-        let layers = params.len() / 2;
-        let mut h = x;
-        for l in 0..layers {
-            let z = tape.matmul(h, params[2 * l]);
-            let z = tape.add_bias(z, params[2 * l + 1]);
-            h = if l + 1 == layers {
-                z
-            } else {
-                match activation {
-                    Activation::Relu => tape.relu(z),
-                    Activation::Tanh => tape.tanh(z),
-                }
-            };
+        if params.len() < 2 {
+            return x;
         }
-        h
+        let z = tape.matmul(x, params[0]);
+        let z0 = tape.add_bias(z, params[1]);
+        Self::forward_from_first(activation, tape, &params[2..], z0)
+    }
+
+    /// The logits from the first layer's pre-activation `z0 = x·W₀ + b₀`:
+    /// the layers after it, `tail` being `params[2..]` (`[W₁, b₁, …]`).
+    pub fn forward_from_first(
+        activation: Activation,
+        tape: &mut Tape<F>,
+        tail: &[Var],
+        z0: Var,
+    ) -> Var {
+        let mut z = z0;
+        for l in 0..tail.len() / 2 {
+            let h = match activation {
+                Activation::Relu => tape.relu(z),
+                Activation::Tanh => tape.tanh(z),
+            };
+            let y = tape.matmul(h, tail[2 * l]);
+            z = tape.add_bias(y, tail[2 * l + 1]);
+        }
+        z
     }
 
     /// [`Mlp::forward`] with the ReLU activation pattern either recorded

@@ -37,6 +37,7 @@ pub mod experiment;
 pub mod float;
 mod gather;
 pub mod gradcheck;
+mod lead;
 pub mod learn;
 pub mod maml;
 pub mod mlp;

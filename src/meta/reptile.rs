@@ -26,8 +26,11 @@
 //! After the k inner steps, `(w, φ)` move toward their adapted values:
 //! `θ ← θ + β(θ_k − θ)`, with `φ_k = φ + Adam(ĝ)`.
 
-use super::bilevel::{phi_tensor, train_loss, val_loss, Adam, Inner, TrainBatch, ValBatch};
+use super::bilevel::{
+    augmented_images, phi_tensor, train_loss, val_loss, Adam, Inner, TrainBatch, ValBatch,
+};
 use super::float::Float;
+use super::lead::{gemm, Lead};
 use super::mlp::{Activation, Mlp};
 use super::ops::{mean_cross_entropy, softmax_rows};
 use super::relaxed::NUM_PHI;
@@ -136,11 +139,9 @@ impl<F: Float> Augmented<F> {
     fn new(phi: &[f64; NUM_PHI], batch: &TrainBatch<F>, inner: &Inner) -> Self {
         let mut tape = Tape::new();
         let p = tape.param(phi_tensor(phi));
-        let images = tape.constant(batch.images.clone());
-        let params = tape.relaxed_params(p, inner.tau, batch.draws.clone());
         // `[B, C, H, W]`, read as `[B, C·H·W]` rows (no reshape node: it
         // would copy the batch, forward and back)
-        let x = tape.augment(images, params, batch.keys.clone(), inner.shape);
+        let x = augmented_images(&mut tape, p, batch, inner);
         Augmented { tape, phi: p, x }
     }
 
@@ -157,27 +158,6 @@ impl<F: Float> Augmented<F> {
         let t = self.tape.value(g[0]);
         std::array::from_fn(|k| t.data()[k].to_f64())
     }
-}
-
-/// `c ← alpha·op(a)·op(b) + beta·c` on row-major matrices: `op(a)` is
-/// `[m, k]` (`a` is stored `[k, m]` when `ta`), `op(b)` is `[k, n]` (`b` is
-/// stored `[n, k]` when `tb`), `c` is `[m, n]`.
-#[allow(clippy::too_many_arguments)]
-fn gemm<F: Float>(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: F,
-    a: &[F],
-    ta: bool,
-    b: &[F],
-    tb: bool,
-    beta: F,
-    c: &mut [F],
-) {
-    let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
-    let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
-    F::gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c);
 }
 
 /// `x·W + b` for `x: [n, d_in]`, `W: [d_in, d_out]`, `b: [d_out]`.
@@ -388,20 +368,6 @@ fn weight_grads<F: Float>(
     (pass, g)
 }
 
-/// The first layer's weights `V₀` (`[d₀, d₁]`) of the direction `v`.
-///
-/// Where `v` is a gradient of the loss on `n` inputs `x` (`[n, d₀]`), `V₀ =
-/// xᵀδ` is kept as that product: with `n ≤ d₁` every use of it is cheaper
-/// through `x` and `δ` than through `V₀` (for `n = 128`, `d₀ = 784`,
-/// `d₁ = 256`: `y·V₀ = (y·xᵀ)·δ` and `b·V₀ᵀ = (b·δᵀ)·x` cost `(d₀ + d₁)n /
-/// d₀d₁ = 0.66` of the dense product, `‖V₀‖² = ⟨x·xᵀ, δ·δᵀ⟩` as much, and
-/// forming `V₀` one dense product is saved). The adjoint's update makes it
-/// dense.
-enum Lead<'a, F> {
-    Dense(Tensor<F>),
-    Outer { x: &'a [F], delta: Vec<F>, n: usize },
-}
-
 /// Random projections for [`lead_norm_sq`]'s estimate.
 const NORM_PROBES: usize = 16;
 
@@ -597,18 +563,6 @@ impl<F: Float> Lead<'_, F> {
                 let mut bd = vec![F::ZERO; m * n];
                 gemm(m, d1, *n, F::ONE, b, false, delta, true, F::ZERO, &mut bd);
                 gemm(m, *n, d0, F::ONE, &bd, false, x, false, F::ONE, out);
-            }
-        }
-    }
-
-    /// `V₀` as a tensor.
-    fn into_dense(self, d0: usize, d1: usize) -> Tensor<F> {
-        match self {
-            Lead::Dense(t) => t,
-            Lead::Outer { x, delta, n } => {
-                let mut v = vec![F::ZERO; d0 * d1];
-                gemm(d0, n, d1, F::ONE, x, true, &delta, false, F::ZERO, &mut v);
-                Tensor::new(&[d0, d1], v)
             }
         }
     }
