@@ -33,6 +33,7 @@ fn bad_meta_settings_are_clear_errors() {
             "inner-steps",
         ),
         (vec!["learn-policy", dir, "--steps", "0"], "steps"),
+        (vec!["learn-policy", dir, "--images", "9"], "--images"),
         (vec!["learn-policy", dir, "--meta-start", "1"], "meta-start"),
         (
             vec!["learn-policy", dir, "--meta-every", "0"],

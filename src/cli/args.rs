@@ -27,6 +27,25 @@ pub fn parse_positive(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Most training steps of a run (φ's history keeps one row a meta step).
+pub const MAX_STEPS: usize = 10_000_000;
+/// Most inner steps of a meta step (each keeps a batch and its tape).
+pub const MAX_INNER_STEPS: usize = 64;
+
+/// A `value_parser` for whole numbers from `min` to `max` (`usize::MAX`:
+/// no upper bound); clap's error names the option.
+pub fn count_in(
+    min: usize,
+    max: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s| match s.trim().parse::<usize>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        Ok(v) if max == usize::MAX => Err(format!("{v} is below {min}")),
+        Ok(v) => Err(format!("{v} is not in {min}..={max}")),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
 /// `--dtype` values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum DTypeArg {

@@ -3,18 +3,14 @@
 
 use std::path::PathBuf;
 
-use crate::cli::args::parse_positive;
+use crate::cli::args::{count_in, parse_positive, MAX_INNER_STEPS, MAX_STEPS};
 
 use metaug::meta::experiment::{
     load_fashion_mnist, markdown_table, run_experiment, write_section, ExperimentConfig,
 };
 
 /// Most seeds one run takes (each is a full set of training runs).
-const MAX_SEEDS: u64 = 100;
-/// Most training steps of a run (φ's history keeps one row a meta step).
-pub const MAX_STEPS: usize = 10_000_000;
-/// Most inner steps of a meta step (each keeps a batch and its tape).
-pub const MAX_INNER_STEPS: usize = 64;
+const MAX_SEEDS: usize = 100;
 
 /// Arguments of `metaug experiment`.
 #[derive(clap::Args)]
@@ -26,16 +22,16 @@ pub struct ExperimentArgs {
     pub data: PathBuf,
     /// SGD steps per training run (the budget; 6,000 is 768 epochs of the
     /// 1,000 training images, where augmentation starts to matter).
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 6000, value_parser = count_in(1, MAX_STEPS))]
     pub steps: usize,
     /// Number of seeds (0, 1, …).
-    #[arg(long, default_value_t = 3)]
-    pub seeds: u64,
+    #[arg(long, default_value_t = 3, value_parser = count_in(1, MAX_SEEDS))]
+    pub seeds: usize,
     /// One meta step every N training steps.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = count_in(1, usize::MAX))]
     pub meta_every: usize,
     /// Inner steps k of a meta step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = count_in(1, MAX_INNER_STEPS))]
     pub inner_steps: usize,
     /// Adam step size on φ.
     #[arg(long, default_value_t = 0.02, value_parser = parse_positive)]
@@ -52,7 +48,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value = "default")]
     pub phi_init: String,
     /// Validation images per meta step.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = count_in(1, usize::MAX))]
     pub val_batch: usize,
     /// Fraction of the steps trained with φ held at its start before the
     /// first meta step (0: meta-learn from the first step). The defaults
@@ -75,30 +71,6 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
             format!("unknown experiment `{}` (known: fashion-mnist)", args.name),
         ));
     }
-    if args.meta_every == 0 || args.val_batch == 0 {
-        return Err(metaug::Error::invalid(
-            "options",
-            "--meta-every and --val-batch must be positive",
-        ));
-    }
-    if !(1..=MAX_STEPS).contains(&args.steps) {
-        return Err(metaug::Error::invalid(
-            "steps",
-            format!("{} is not in 1..={MAX_STEPS}", args.steps),
-        ));
-    }
-    if !(1..=MAX_SEEDS).contains(&args.seeds) {
-        return Err(metaug::Error::invalid(
-            "seeds",
-            format!("{} is not in 1..={MAX_SEEDS}", args.seeds),
-        ));
-    }
-    if !(1..=MAX_INNER_STEPS).contains(&args.inner_steps) {
-        return Err(metaug::Error::invalid(
-            "inner-steps",
-            format!("{} is not in 1..={MAX_INNER_STEPS}", args.inner_steps),
-        ));
-    }
     if !(0.0..1.0).contains(&args.meta_start) {
         return Err(metaug::Error::invalid("meta-start", "must be in [0, 1)"));
     }
@@ -117,7 +89,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     let mut cfg = ExperimentConfig::default();
     cfg.train.steps = args.steps;
     cfg.train.lr = args.lr;
-    cfg.seeds = (0..args.seeds).collect();
+    cfg.seeds = (0..args.seeds as u64).collect();
     cfg.meta.every = args.meta_every;
     cfg.meta.inner_steps = args.inner_steps;
     cfg.meta.meta_lr = args.meta_lr;

@@ -10,8 +10,9 @@ use metaug::ops::Size;
 use metaug::shard::Dataset;
 use metaug::{Error, Result};
 
-use crate::cli::args::{parse_positive, parse_size, progress_bar};
-use crate::cli::experiment::{MAX_INNER_STEPS, MAX_STEPS};
+use crate::cli::args::{
+    count_in, parse_positive, parse_size, progress_bar, MAX_INNER_STEPS, MAX_STEPS,
+};
 
 /// Arguments of `metaug learn-policy`.
 #[derive(clap::Args)]
@@ -23,19 +24,19 @@ pub struct LearnPolicyArgs {
     pub mode: String,
     /// Images used (spread evenly over the dataset); a fifth is held out
     /// as the validation set of the meta-objective.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = count_in(10, usize::MAX))]
     pub images: usize,
     /// Resize images to HxW (default: the first record's size).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<(u32, u32)>,
     /// Training steps of the task model.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = count_in(1, MAX_STEPS))]
     pub steps: usize,
     /// One meta step every this many training steps.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = count_in(1, usize::MAX))]
     pub meta_every: usize,
     /// Inner SGD steps unrolled per meta step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = count_in(1, MAX_INNER_STEPS))]
     pub inner_steps: usize,
     /// Fraction of the steps trained with φ held at its start before the
     /// first meta step (0: meta-learn from the first step).
@@ -65,24 +66,6 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
     } else {
         Method::Maml
     };
-    if args.images < 10 || args.meta_every == 0 {
-        return Err(Error::invalid(
-            "options",
-            "need --images ≥ 10 and --meta-every > 0",
-        ));
-    }
-    if !(1..=MAX_STEPS).contains(&args.steps) {
-        return Err(Error::invalid(
-            "steps",
-            format!("{} is not in 1..={MAX_STEPS}", args.steps),
-        ));
-    }
-    if !(1..=MAX_INNER_STEPS).contains(&args.inner_steps) {
-        return Err(Error::invalid(
-            "inner-steps",
-            format!("{} is not in 1..={MAX_INNER_STEPS}", args.inner_steps),
-        ));
-    }
     if !(0.0..1.0).contains(&args.meta_start) {
         return Err(Error::invalid("meta-start", "must be in [0, 1)"));
     }
