@@ -71,9 +71,13 @@ __device__ __forceinline__ float metaug_u8_unit(unsigned int p) {
 // f32 -> IEEE half, round to nearest even: the instruction cuda_fp16.h's
 // __float2half_rn emits (that header is not available to NVRTC without a toolkit).
 __device__ __forceinline__ unsigned short metaug_f32_to_f16_rn(float f) {
+#ifdef METAUG_EMULATION
+  return metaug_emu_f32_to_f16_rn(f);  // the host emulation (emu/include/metaug_cuda_emu.h)
+#else
   unsigned short h;
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
+#endif
 }
 
 // Step 6, u8: (y * 255).round().clamp(0, 255) as u8. roundf is half away from

@@ -2,12 +2,14 @@
 //! `ops::augment_into`, on fresh random images and parameters: each op alone
 //! and all together, u8/f16/f32, NCHW/NHWC, 1 and 3 channels, odd widths
 //! (scalar path) and widths divisible by 4 (vector path), 1×1 and large
-//! images, batches of 1 to 512. Outputs are poisoned before each run.
+//! images, batches of 1 to 512 (1, 7 and 64 on the emulator). Outputs are
+//! poisoned before each run. Every test runs on the CPU emulator of the CUDA
+//! execution model (`emulated`) and, where a GPU is found, on it (`gpu`).
 
 mod cuda_common;
 
 use cuda_common::*;
-use metaug::cuda::{DType, Device, GpuAugmenter, ImageView, Layout, OutputSpec};
+use metaug::cuda::{Backend, DType, GpuAugmenter, ImageView, Layout, OutputSpec};
 use metaug::ops::philox::{PhiloxStream, STREAM_NOISE};
 use metaug::ops::{augment_into, SampleParams, Size};
 use rand::rngs::StdRng;
@@ -30,9 +32,9 @@ fn random_spec(rng: &mut StdRng, size: Size, c: u32, dtype: DType, layout: Layou
 /// Runs one batch on the GPU (poisoned with 0xFF, and for u8 also 0x00) and
 /// on the CPU, and compares sample by sample.
 #[allow(clippy::too_many_arguments)]
-fn check(
+fn check<B: Backend>(
     what: &str,
-    aug: &mut GpuAugmenter,
+    aug: &mut GpuAugmenter<B>,
     images: &[ImageView<'_>],
     params: &[SampleParams],
     samples: &[u64],
@@ -78,6 +80,7 @@ fn check(
                 range,
             );
         }
+        case_checked();
     }
 }
 
@@ -118,29 +121,28 @@ impl Owned {
     }
 }
 
-fn device(test: &str) -> Option<(Device, GpuAugmenter)> {
-    let dev = gpu(test)?;
-    let aug = GpuAugmenter::new(&dev).unwrap();
-    Some((dev, aug))
-}
+on_emulator_and_gpu!(
+    each_op_alone_and_together_in_every_dtype_and_layout,
+    tiny_odd_and_large_images,
+    batches_of_1_to_512,
+);
 
-#[test]
-fn each_op_alone_and_together_in_every_dtype_and_layout() {
-    let Some((_dev, mut aug)) = device("each_op_alone_and_together_in_every_dtype_and_layout")
-    else {
-        return;
-    };
-    let mut rng = rng("each_op_alone_and_together_in_every_dtype_and_layout");
+fn each_op_alone_and_together_in_every_dtype_and_layout<B: Backend>(
+    dev: B,
+    rng: &mut StdRng,
+    _: Scale,
+) {
+    let mut aug = GpuAugmenter::new(&dev).unwrap();
     for ops in EACH_OP {
         for c in [1, 3] {
             for dtype in DTYPES {
                 for layout in LAYOUTS {
                     // an odd width (scalar path) and a width divisible by 4 (vector path)
                     for size in [Size::new(37, 29), Size::new(24, 32)] {
-                        let imgs = Owned::random(&mut rng, 3, c, 1..=80);
-                        let params: Vec<_> = (0..3).map(|_| random_params(&mut rng, ops)).collect();
+                        let imgs = Owned::random(rng, 3, c, 1..=80);
+                        let params: Vec<_> = (0..3).map(|_| random_params(rng, ops)).collect();
                         let samples: Vec<u64> = (0..3).map(|_| rng.random::<u64>()).collect();
-                        let spec = random_spec(&mut rng, size, c, dtype, layout);
+                        let spec = random_spec(rng, size, c, dtype, layout);
                         let (seed, epoch) = (rng.random(), rng.random_range(0..100));
                         check(
                             &format!("{ops:?} c{c} {dtype:?} {layout:?}"),
@@ -159,12 +161,8 @@ fn each_op_alone_and_together_in_every_dtype_and_layout() {
     }
 }
 
-#[test]
-fn tiny_odd_and_large_images() {
-    let Some((_dev, mut aug)) = device("tiny_odd_and_large_images") else {
-        return;
-    };
-    let mut rng = rng("tiny_odd_and_large_images");
+fn tiny_odd_and_large_images<B: Backend>(dev: B, rng: &mut StdRng, _: Scale) {
+    let mut aug = GpuAugmenter::new(&dev).unwrap();
     let cases: [((u32, u32), (u32, u32)); 7] = [
         ((1, 1), (1, 1)),
         ((1, 1), (7, 5)),
@@ -177,16 +175,16 @@ fn tiny_odd_and_large_images() {
     for ((h, w), (ho, wo)) in cases {
         for dtype in DTYPES {
             for ops in [Ops::Identity, Ops::All] {
-                let px = random_pixels(&mut rng, h, w, 3);
+                let px = random_pixels(rng, h, w, 3);
                 let img = ImageView {
                     height: h,
                     width: w,
                     channels: 3,
                     data: &px,
                 };
-                let p = random_params(&mut rng, ops);
+                let p = random_params(rng, ops);
                 let layout = LAYOUTS[rng.random_range(0..2)];
-                let spec = random_spec(&mut rng, Size::new(ho, wo), 3, dtype, layout);
+                let spec = random_spec(rng, Size::new(ho, wo), 3, dtype, layout);
                 check(
                     &format!("{h}x{w} -> {ho}x{wo} {ops:?} {dtype:?}"),
                     &mut aug,
@@ -202,19 +200,19 @@ fn tiny_odd_and_large_images() {
     }
 }
 
-#[test]
-fn batches_of_1_to_512() {
-    let Some((_dev, mut aug)) = device("batches_of_1_to_512") else {
-        return;
+fn batches_of_1_to_512<B: Backend>(dev: B, rng: &mut StdRng, scale: Scale) {
+    let mut aug = GpuAugmenter::new(&dev).unwrap();
+    let sizes: &[usize] = match scale {
+        Scale::Emulated => &[1, 7, 64],
+        Scale::Gpu => &[1, 2, 7, 31, 64, 256, 512],
     };
-    let mut rng = rng("batches_of_1_to_512");
-    for n in [1usize, 2, 31, 256, 512] {
-        let imgs = Owned::random(&mut rng, n, 3, 1..=48);
-        let params: Vec<_> = (0..n).map(|_| random_params(&mut rng, Ops::All)).collect();
+    for &n in sizes {
+        let imgs = Owned::random(rng, n, 3, 1..=48);
+        let params: Vec<_> = (0..n).map(|_| random_params(rng, Ops::All)).collect();
         let samples: Vec<u64> = (0..n as u64).map(|k| 1_000_000 + 7 * k).collect();
         let dtype = DTYPES[rng.random_range(0..3)];
         let layout = LAYOUTS[rng.random_range(0..2)];
-        let spec = random_spec(&mut rng, Size::new(20, 16), 3, dtype, layout);
+        let spec = random_spec(rng, Size::new(20, 16), 3, dtype, layout);
         check(
             &format!("batch {n} {dtype:?} {layout:?}"),
             &mut aug,
@@ -231,18 +229,19 @@ fn batches_of_1_to_512() {
 #[test]
 #[ignore = "heavy: 256 x 3 x 224 x 224 against the CPU reference in every dtype and layout"]
 fn full_size_batches_in_every_variant() {
-    let Some((_dev, mut aug)) = device("full_size_batches_in_every_variant") else {
+    let Some(dev) = gpu("full_size_batches_in_every_variant") else {
         return;
     };
-    let mut rng = rng("full_size_batches_in_every_variant");
-    let imgs = Owned::random(&mut rng, 256, 3, 160..=320);
+    let mut aug = GpuAugmenter::new(&dev).unwrap();
+    let rng = &mut rng("full_size_batches_in_every_variant");
+    let imgs = Owned::random(rng, 256, 3, 160..=320);
     let params: Vec<_> = (0..256)
-        .map(|_| random_params(&mut rng, Ops::All))
+        .map(|_| random_params(rng, Ops::All))
         .collect();
     let samples: Vec<u64> = (0..256).collect();
     for dtype in DTYPES {
         for layout in LAYOUTS {
-            let spec = random_spec(&mut rng, Size::new(224, 224), 3, dtype, layout);
+            let spec = random_spec(rng, Size::new(224, 224), 3, dtype, layout);
             check(
                 &format!("256x3x224x224 {dtype:?} {layout:?}"),
                 &mut aug,

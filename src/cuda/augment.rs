@@ -21,11 +21,10 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use cudarc::driver::{
-    CudaEvent, CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, LaunchConfig,
-};
+use cudarc::driver::CudaView;
 
-use super::device::{cu, Device};
+use super::backend::{Backend, LaunchConfig};
+use super::device::Device;
 use super::kernels::AugmentVariant;
 use super::launch::Launch;
 use super::spec::{DType, ImageView, Layout, OutputSpec};
@@ -53,18 +52,15 @@ pub fn pack_params(p: &SampleParams, src: Size, out: Size) -> [f32; PARAMS_PER_S
     [m[0], m[1], m[2], m[3], m[4], m[5], p.flip, p.sigma]
 }
 
-/// `struct Norm` of `augment.cu`.
+/// `struct Norm` of `augment.cu` (32 bytes, align 4; the compile test checks
+/// the PTX parameter is a 32-byte `.b8` array, the emulator that the host
+/// compiler's `sizeof(Norm)` is 32).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct Norm {
     mean: [f32; 4],
     std: [f32; 4],
 }
-
-// SAFETY: plain `repr(C)` struct of 8 f32, the layout of `struct Norm` in
-// augment.cu (32 bytes, align 4; the compile test checks the PTX parameter is
-// a 32-byte `.b8` array).
-unsafe impl DeviceRepr for Norm {}
 
 /// Byte offsets of the regions of one staging buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,15 +92,52 @@ impl StagingLayout {
             total,
         })
     }
+
+    /// Writes the batch into `h` (at least `total` bytes): the images back to
+    /// back, then the parameter rows, source offsets, sizes and sample indices.
+    fn pack(
+        &self,
+        h: &mut [u8],
+        images: &[ImageView<'_>],
+        params: &[SampleParams],
+        sample_indices: &[u64],
+        out: Size,
+    ) {
+        let h = &mut h[..self.total];
+        let mut at = 0usize;
+        let mut offsets = Vec::with_capacity(images.len());
+        for img in images {
+            h[at..at + img.data.len()].copy_from_slice(img.data);
+            offsets.push(at as u64);
+            at += img.data.len();
+        }
+        h[self.pixels..self.params].fill(0);
+        for (k, (p, img)) in params.iter().zip(images).enumerate() {
+            let src = Size::new(img.height, img.width);
+            let row = pack_params(p, src, out);
+            let o = self.params + k * PARAMS_PER_SAMPLE * 4;
+            for (d, v) in h[o..o + PARAMS_PER_SAMPLE * 4].chunks_exact_mut(4).zip(row) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+            let o = self.offsets + k * 8;
+            h[o..o + 8].copy_from_slice(&offsets[k].to_le_bytes());
+            let o = self.hw + k * 8;
+            h[o..o + 4].copy_from_slice(&img.height.to_le_bytes());
+            h[o + 4..o + 8].copy_from_slice(&img.width.to_le_bytes());
+            let o = self.samples + k * 4;
+            // PhiloxStream::new truncates the sample index to 32 bits.
+            h[o..o + 4].copy_from_slice(&(sample_indices[k] as u32).to_le_bytes());
+        }
+    }
 }
 
-struct Slot {
-    host: Option<cudarc::driver::PinnedHostSlice<u8>>,
-    dev: Option<CudaSlice<u8>>,
+struct Slot<B: Backend> {
+    host: Option<B::Pinned>,
+    dev: Option<B::Buf<u8>>,
     /// Recorded on the copy stream after the upload from this slot.
-    uploaded: CudaEvent,
+    uploaded: B::Event,
     /// Recorded on the compute stream after the last kernel reading this slot.
-    consumed: CudaEvent,
+    consumed: B::Event,
 }
 
 /// What [`GpuAugmenter::relaunch_last`] needs.
@@ -121,14 +154,15 @@ struct LastLaunch {
     bytes: usize,
 }
 
-struct PooledBuffer {
-    buf: CudaSlice<u8>,
-    wait: Vec<CudaEvent>,
+struct PooledBuffer<B: Backend> {
+    buf: B::Buf<u8>,
+    wait: Vec<B::Event>,
 }
 
-type Pool = Mutex<Vec<PooledBuffer>>;
+type Pool<B> = Mutex<Vec<PooledBuffer<B>>>;
 
-/// Augments batches on one GPU. See the module docs for the pipelining.
+/// Augments batches on one GPU (or on the CPU [`Emulator`](super::Emulator),
+/// which runs the same host code). See the module docs for the pipelining.
 ///
 /// ```no_run
 /// # fn main() -> metaug::Result<()> {
@@ -143,18 +177,18 @@ type Pool = Mutex<Vec<PooledBuffer>>;
 /// let bytes = batch.to_host()?; // 1 × 3 × 24 × 24 f32
 /// # Ok(()) }
 /// ```
-pub struct GpuAugmenter {
-    device: Device,
-    copy: Arc<CudaStream>,
-    compute: Arc<CudaStream>,
-    slots: [Slot; 2],
+pub struct GpuAugmenter<B: Backend = Device> {
+    device: B,
+    copy: Arc<B::Stream>,
+    compute: Arc<B::Stream>,
+    slots: [Slot<B>; 2],
     next: usize,
-    pool: Arc<Pool>,
+    pool: Arc<Pool<B>>,
     poison: Option<u8>,
     last: Option<LastLaunch>,
 }
 
-impl std::fmt::Debug for GpuAugmenter {
+impl<B: Backend> std::fmt::Debug for GpuAugmenter<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GpuAugmenter")
             .field("device", &self.device)
@@ -162,18 +196,17 @@ impl std::fmt::Debug for GpuAugmenter {
     }
 }
 
-impl GpuAugmenter {
+impl<B: Backend> GpuAugmenter<B> {
     /// A new augmenter with its own copy and compute streams on `device`.
-    pub fn new(device: &Device) -> Result<GpuAugmenter> {
+    pub fn new(device: &B) -> Result<GpuAugmenter<B>> {
         let copy = device.new_stream()?;
         let compute = device.new_stream()?;
-        let ctx = device.context();
-        let slot = || -> Result<Slot> {
+        let slot = || -> Result<Slot<B>> {
             Ok(Slot {
                 host: None,
                 dev: None,
-                uploaded: ctx.new_event(None).map_err(cu("cuEventCreate"))?,
-                consumed: ctx.new_event(None).map_err(cu("cuEventCreate"))?,
+                uploaded: device.new_event()?,
+                consumed: device.new_event()?,
             })
         };
         Ok(GpuAugmenter {
@@ -189,17 +222,17 @@ impl GpuAugmenter {
     }
 
     /// The device.
-    pub fn device(&self) -> &Device {
+    pub fn device(&self) -> &B {
         &self.device
     }
 
     /// The stream kernels run on (and [`DeviceBatch`]es belong to).
-    pub fn compute_stream(&self) -> &Arc<CudaStream> {
+    pub fn compute_stream(&self) -> &Arc<B::Stream> {
         &self.compute
     }
 
     /// The stream uploads run on.
-    pub fn copy_stream(&self) -> &Arc<CudaStream> {
+    pub fn copy_stream(&self) -> &Arc<B::Stream> {
         &self.copy
     }
 
@@ -216,7 +249,7 @@ impl GpuAugmenter {
         spec.validate()?;
         for vec4 in [false, true] {
             let v = variant(spec, vec4);
-            self.device.function(&v.module(), &v.kernel_name())?;
+            self.device.prepare(&v.module(), &v.kernel_name())?;
         }
         Ok(())
     }
@@ -242,7 +275,7 @@ impl GpuAugmenter {
         seed: u64,
         epoch: u64,
         spec: &OutputSpec,
-    ) -> Result<DeviceBatch> {
+    ) -> Result<DeviceBatch<B>> {
         let b = check_batch(images, params, sample_indices, spec)?;
         let mut pixel_bytes = 0usize;
         for img in images {
@@ -270,11 +303,10 @@ impl GpuAugmenter {
         self.launch(&launch, &mut out.buf, &out.wait)?;
         out.wait.clear();
         self.last = Some(launch);
-        let ready = self
-            .compute
-            .record_event(None)
-            .map_err(cu("cuEventRecord"))?;
+        let ready = self.device.new_event()?;
+        self.device.record(&ready, &self.compute)?;
         Ok(DeviceBatch {
+            device: self.device.clone(),
             buf: Some(out.buf),
             bytes: launch.bytes,
             batch: b,
@@ -292,11 +324,11 @@ impl GpuAugmenter {
     /// Runs the last batch's kernel again, on the inputs already on the
     /// device, into `batch` (which must have the same byte length). For
     /// benchmarks that time the kernel alone.
-    pub fn relaunch_last(&mut self, batch: &mut DeviceBatch) -> Result<()> {
+    pub fn relaunch_last(&mut self, batch: &mut DeviceBatch<B>) -> Result<()> {
         let last = self
             .last
             .ok_or_else(|| Error::invalid("relaunch", "no batch has been augmented yet"))?;
-        if batch.bytes != last.bytes || batch.stream.context() != self.compute.context() {
+        if batch.bytes != last.bytes || !self.device.owns(&batch.stream) {
             return Err(Error::invalid(
                 "relaunch",
                 "the batch does not have the last batch's size or device",
@@ -308,10 +340,7 @@ impl GpuAugmenter {
             .ok_or_else(|| Error::invalid("relaunch", "batch has no buffer"))?;
         let release = std::mem::take(&mut batch.release);
         self.launch(&last, buf, &release)?;
-        batch
-            .ready
-            .record(&self.compute)
-            .map_err(cu("cuEventRecord"))
+        self.device.record(&batch.ready, &self.compute)
     }
 
     /// Packs the batch into pinned slot `ix` and queues its upload.
@@ -324,78 +353,51 @@ impl GpuAugmenter {
         sample_indices: &[u64],
         spec: &OutputSpec,
     ) -> Result<()> {
-        let ctx = self.device.context().clone();
+        let dev = &self.device;
         let slot = &mut self.slots[ix];
         // The previous upload from this slot must be done before the host
         // overwrites (or frees) its pinned buffer.
-        slot.uploaded
-            .synchronize()
-            .map_err(cu("cuEventSynchronize"))?;
-        let cap = slot.host.as_ref().map_or(0, |h| h.len());
+        dev.sync_event(&slot.uploaded)?;
+        let cap = slot.host.as_ref().map_or(0, |h| B::pinned_len(h));
         if cap < layout.total {
             let new_cap = layout.total.max(cap + cap / 2);
             slot.host = None;
+            // The old device buffer is freed in the compute stream's order,
+            // after the kernels that read it.
             slot.dev = None;
             // SAFETY: `alloc_pinned` returns uninitialised memory; every byte
             // the device reads (the first `layout.total`) is written below
             // before the upload, and u8 has no invalid bit patterns.
-            slot.host =
-                Some(unsafe { ctx.alloc_pinned::<u8>(new_cap) }.map_err(cu("cuMemHostAlloc"))?);
+            slot.host = Some(unsafe { dev.alloc_pinned(new_cap) }?);
             // SAFETY: as above: the kernel reads only the uploaded prefix.
-            slot.dev = Some(unsafe { self.copy.alloc::<u8>(new_cap) }.map_err(cu("cuMemAlloc"))?);
+            slot.dev = Some(unsafe { dev.alloc::<u8>(&self.compute, new_cap) }?);
+            // The upload (copy stream, after `consumed`) comes after the allocation.
+            dev.record(&slot.consumed, &self.compute)?;
         }
-        let (Some(host), Some(dev)) = (slot.host.as_mut(), slot.dev.as_mut()) else {
+        let (Some(host), Some(dbuf)) = (slot.host.as_mut(), slot.dev.as_mut()) else {
             return Err(Error::Cuda("staging buffers missing".into()));
         };
-        {
-            let h = host.as_mut_slice().map_err(cu("pinned buffer"))?;
-            let h = &mut h[..layout.total];
-            let mut at = 0usize;
-            let mut offsets = Vec::with_capacity(images.len());
-            for img in images {
-                h[at..at + img.data.len()].copy_from_slice(img.data);
-                offsets.push(at as u64);
-                at += img.data.len();
-            }
-            h[layout.pixels..layout.params].fill(0);
-            for (k, (p, img)) in params.iter().zip(images).enumerate() {
-                let src = Size::new(img.height, img.width);
-                let row = pack_params(p, src, spec.size);
-                let o = layout.params + k * PARAMS_PER_SAMPLE * 4;
-                for (d, v) in h[o..o + PARAMS_PER_SAMPLE * 4].chunks_exact_mut(4).zip(row) {
-                    d.copy_from_slice(&v.to_le_bytes());
-                }
-                let o = layout.offsets + k * 8;
-                h[o..o + 8].copy_from_slice(&offsets[k].to_le_bytes());
-                let o = layout.hw + k * 8;
-                h[o..o + 4].copy_from_slice(&img.height.to_le_bytes());
-                h[o + 4..o + 8].copy_from_slice(&img.width.to_le_bytes());
-                let o = layout.samples + k * 4;
-                // PhiloxStream::new truncates the sample index to 32 bits.
-                h[o..o + 4].copy_from_slice(&(sample_indices[k] as u32).to_le_bytes());
-            }
-        }
+        layout.pack(
+            dev.pinned_bytes(host)?,
+            images,
+            params,
+            sample_indices,
+            spec.size,
+        );
         // The previous kernel reading this slot's device buffer must be done.
-        self.copy
-            .wait(&slot.consumed)
-            .map_err(cu("cuStreamWaitEvent"))?;
-        let src = &host.as_slice().map_err(cu("pinned buffer"))?[..layout.total];
-        let mut dst = dev.slice_mut(..layout.total);
-        self.copy
-            .memcpy_htod(src, &mut dst)
-            .map_err(cu("cuMemcpyHtoDAsync"))?;
-        slot.uploaded
-            .record(&self.copy)
-            .map_err(cu("cuEventRecord"))
+        dev.wait(&self.copy, &slot.consumed)?;
+        dev.upload_pinned(&self.copy, host, layout.total, dbuf)?;
+        dev.record(&slot.uploaded, &self.copy)
     }
 
     /// A buffer of at least `bytes` bytes from the pool, or a new one.
-    fn output_buffer(&mut self, bytes: usize) -> Result<PooledBuffer> {
+    fn output_buffer(&mut self, bytes: usize) -> Result<PooledBuffer<B>> {
         let reuse = {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let at = pool
-                .iter()
-                .position(|p| p.buf.len() >= bytes && p.buf.len() <= bytes.saturating_mul(2));
+            let at = pool.iter().position(|p| {
+                let n = B::len(&p.buf);
+                n >= bytes && n <= bytes.saturating_mul(2)
+            });
             at.map(|i| pool.swap_remove(i))
         };
         match reuse {
@@ -403,51 +405,31 @@ impl GpuAugmenter {
             None => Ok(PooledBuffer {
                 // SAFETY: uninitialised device memory; the kernel writes every
                 // one of the first `bytes` bytes (and only those are exposed).
-                buf: unsafe { self.compute.alloc::<u8>(bytes.max(1)) }.map_err(cu("cuMemAlloc"))?,
+                buf: unsafe { self.device.alloc::<u8>(&self.compute, bytes.max(1)) }?,
                 wait: Vec::new(),
             }),
         }
     }
 
-    fn launch(&self, l: &LastLaunch, out: &mut CudaSlice<u8>, wait: &[CudaEvent]) -> Result<()> {
+    fn launch(&self, l: &LastLaunch, out: &mut B::Buf<u8>, wait: &[B::Event]) -> Result<()> {
+        let dev = &self.device;
         let slot = &self.slots[l.slot];
-        let dev = slot
+        let staged = slot
             .dev
             .as_ref()
             .ok_or_else(|| Error::Cuda("staging buffer missing".into()))?;
         // Inputs uploaded; the output's previous readers done.
-        self.compute
-            .wait(&slot.uploaded)
-            .map_err(cu("cuStreamWaitEvent"))?;
+        dev.wait(&self.compute, &slot.uploaded)?;
         for e in wait {
-            self.compute.wait(e).map_err(cu("cuStreamWaitEvent"))?;
+            dev.wait(&self.compute, e)?;
         }
         if let Some(byte) = self.poison {
-            let (ptr, _guard) = out.device_ptr(&self.compute);
-            // SAFETY: `ptr` is the start of `out`, which holds at least
-            // `l.bytes` bytes; the memset is queued on the compute stream, the
-            // stream the kernel writing `out` runs on next.
-            unsafe {
-                cudarc::driver::result::memset_d8_async(
-                    ptr,
-                    byte,
-                    l.bytes,
-                    self.compute.cu_stream(),
-                )
-            }
-            .map_err(cu("cuMemsetD8Async"))?;
+            dev.memset(&self.compute, out, byte, l.bytes)?;
         }
 
         let module = l.variant.module();
-        let name = l.variant.kernel_name();
-        let func = self.device.function(&module, &name)?;
         let lay = l.layout;
         let b = l.batch;
-        let pixels: CudaView<'_, u8> = dev.slice(..lay.pixels.max(1));
-        let params = dev.slice(lay.params..lay.params + b * PARAMS_PER_SAMPLE * 4);
-        let offsets = dev.slice(lay.offsets..lay.offsets + b * 8);
-        let hw = dev.slice(lay.hw..lay.hw + b * 8);
-        let samples = dev.slice(lay.samples..lay.samples + b * 4);
         let (seed_lo, seed_hi, epoch) = (l.seed as u32, (l.seed >> 32) as u32, l.epoch as u32);
         let (out_h, out_w) = (l.out.height, l.out.width);
         let quads = out_h * out_w.div_ceil(4);
@@ -456,43 +438,39 @@ impl GpuAugmenter {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let sig = &module.kernels[0];
-        let mut launch = Launch::new(&self.compute, &func, sig);
+        let mut launch = Launch::new(dev, &module, 0);
         launch
-            .view(&pixels)
-            .view(&offsets)
-            .view(&hw)
-            .view(&params)
-            .view(&samples)
+            .range::<u8>(staged, 0, lay.pixels.max(1))
+            .range::<u8>(staged, lay.offsets, b * 8)
+            .range::<u8>(staged, lay.hw, b * 8)
+            .range::<u8>(staged, lay.params, b * PARAMS_PER_SAMPLE * 4)
+            .range::<u8>(staged, lay.samples, b * 4)
             .bytes(&l.norm)
-            .u32(&seed_lo)
-            .u32(&seed_hi)
-            .u32(&epoch)
-            .u32(&out_h)
-            .u32(&out_w)
-            .buf_mut(out);
+            .u32(seed_lo)
+            .u32(seed_hi)
+            .u32(epoch)
+            .u32(out_h)
+            .u32(out_w)
+            .range::<u8>(out, 0, l.bytes);
         // SAFETY: argument kinds are checked against the kernel's signature by
         // `launch`. Sizes and bounds (augment.cu indexes only these):
         // - grid.y = b samples; per sample the kernel reads params[8b..8b+8],
-        //   src_off[b], src_hw[2b..2b+2], samples[b]: the views hold exactly
+        //   src_off[b], src_hw[2b..2b+2], samples[b]: the ranges hold exactly
         //   b rows of each (laid out by `StagingLayout`, uploaded by `upload`);
         // - source reads: image b's bytes are `pixels[off_b .. off_b + h_b*w_b*C]`
-        //   (packed back to back by `upload`, `check_batch` verified
-        //   `data.len() == h*w*C` with C == spec.channels == the variant's C);
-        //   the kernel dereferences a neighbour only when it lies inside
-        //   `h_b × w_b`, and `check_batch` bounds `(h+1)(w+1)C < 2^31` so its
-        //   int offsets do not overflow;
+        //   (packed back to back by `StagingLayout::pack`, `check_batch`
+        //   verified `data.len() == h*w*C` with C == spec.channels == the
+        //   variant's C); the kernel dereferences a neighbour only when it lies
+        //   inside `h_b × w_b`, and `check_batch` bounds `(h+1)(w+1)C < 2^31`
+        //   so its int offsets do not overflow;
         // - writes: threads with quad index < out_h * ceil(out_w/4) write
         //   elements `[b*C*out_h*out_w, (b+1)*C*out_h*out_w)` of `out`, which
         //   holds at least `l.bytes = B * C*out_h*out_w * dtype.size()` bytes;
         //   the vec4 variant is chosen only when out_w % 4 == 0, which makes
         //   its 4/8/16-byte stores aligned (the buffer comes from cuMemAlloc);
         // - `out` is ordered after its previous readers by the waits above.
-        unsafe { launch.launch(cfg) }?;
-        slot.consumed
-            .record(&self.compute)
-            .map_err(cu("cuEventRecord"))?;
-        Ok(())
+        unsafe { launch.launch(&self.compute, cfg) }?;
+        dev.record(&slot.consumed, &self.compute)
     }
 }
 
@@ -602,21 +580,22 @@ fn check_batch(
 /// reads the batch there, call [`release_after`](Self::release_after) before
 /// dropping it: the buffer is reused for a later batch, and that batch's kernel
 /// waits only for what those events cover.
-pub struct DeviceBatch {
-    buf: Option<CudaSlice<u8>>,
+pub struct DeviceBatch<B: Backend = Device> {
+    device: B,
+    buf: Option<B::Buf<u8>>,
     bytes: usize,
     batch: usize,
     size: Size,
     channels: u32,
     dtype: DType,
     layout: Layout,
-    stream: Arc<CudaStream>,
-    ready: CudaEvent,
-    release: Vec<CudaEvent>,
-    pool: Weak<Pool>,
+    stream: Arc<B::Stream>,
+    ready: B::Event,
+    release: Vec<B::Event>,
+    pool: Weak<Pool<B>>,
 }
 
-impl std::fmt::Debug for DeviceBatch {
+impl<B: Backend> std::fmt::Debug for DeviceBatch<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceBatch")
             .field("shape", &self.shape())
@@ -627,7 +606,7 @@ impl std::fmt::Debug for DeviceBatch {
     }
 }
 
-impl DeviceBatch {
+impl<B: Backend> DeviceBatch<B> {
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.batch
@@ -669,24 +648,25 @@ impl DeviceBatch {
     }
 
     /// The stream the batch is written on.
-    pub fn stream(&self) -> &Arc<CudaStream> {
+    pub fn stream(&self) -> &Arc<B::Stream> {
         &self.stream
     }
 
     /// Completes when the batch is written.
-    pub fn ready_event(&self) -> &CudaEvent {
+    pub fn ready_event(&self) -> &B::Event {
         &self.ready
     }
 
     /// Makes `stream` wait until the batch is written.
-    pub fn wait_on(&self, stream: &CudaStream) -> Result<()> {
-        stream.wait(&self.ready).map_err(cu("cuStreamWaitEvent"))
+    pub fn wait_on(&self, stream: &B::Stream) -> Result<()> {
+        self.device.wait(stream, &self.ready)
     }
 
     /// Declares that work queued on `stream` so far reads the batch: its
     /// buffer is not rewritten before that work completes.
-    pub fn release_after(&mut self, stream: &CudaStream) -> Result<()> {
-        let e = stream.record_event(None).map_err(cu("cuEventRecord"))?;
+    pub fn release_after(&mut self, stream: &B::Stream) -> Result<()> {
+        let e = self.device.new_event()?;
+        self.device.record(&e, stream)?;
         self.release.push(e);
         Ok(())
     }
@@ -695,18 +675,7 @@ impl DeviceBatch {
     /// (DLPack, a framework's `from_blob`). Valid while `self` lives; see the
     /// type's docs for ordering.
     pub fn device_ptr(&self) -> u64 {
-        match &self.buf {
-            Some(b) => {
-                let (p, _record) = b.device_ptr(&self.stream);
-                p
-            }
-            None => 0,
-        }
-    }
-
-    /// The batch's bytes as a cudarc view.
-    pub fn view(&self) -> Option<CudaView<'_, u8>> {
-        self.buf.as_ref().map(|b| b.slice(..self.bytes))
+        self.buf.as_ref().map_or(0, |b| self.device.address(b))
     }
 
     /// Copies the batch to the host (waits for it): little-endian elements in
@@ -714,36 +683,42 @@ impl DeviceBatch {
     pub fn to_host(&self) -> Result<Vec<u8>> {
         let mut out = vec![0u8; self.bytes];
         if let Some(b) = &self.buf {
-            let view = b.slice(..self.bytes);
-            self.stream
-                .memcpy_dtoh(&view, &mut out)
-                .map_err(cu("cuMemcpyDtoHAsync"))?;
-            self.stream
-                .synchronize()
-                .map_err(cu("cuStreamSynchronize"))?;
+            self.device.download_into(&self.stream, b, &mut out)?;
         }
         Ok(out)
     }
 }
 
-impl Drop for DeviceBatch {
+impl DeviceBatch<Device> {
+    /// The batch's bytes as a cudarc view.
+    pub fn view(&self) -> Option<CudaView<'_, u8>> {
+        self.buf.as_ref().map(|b| b.slice(..self.bytes))
+    }
+}
+
+impl<B: Backend> Drop for DeviceBatch<B> {
     fn drop(&mut self) {
         let Some(buf) = self.buf.take() else { return };
-        let Some(pool) = self.pool.upgrade() else {
-            return;
-        };
-        // Work already queued on the batch's own stream is covered by this event.
         let mut wait = std::mem::take(&mut self.release);
-        if let Ok(e) = self.stream.record_event(None) {
+        // Work already queued on the batch's own stream is covered by this event.
+        let own = self
+            .device
+            .new_event()
+            .and_then(|e| self.device.record(&e, &self.stream).map(|()| e));
+        let pool = self.pool.upgrade();
+        if let (Ok(e), Some(pool)) = (own, pool) {
             wait.push(e);
-        } else {
-            // Without an event the buffer cannot be handed on safely: free it.
-            return;
+            let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < POOL_MAX {
+                pool.push(PooledBuffer { buf, wait });
+                return;
+            }
         }
-        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL_MAX {
-            pool.push(PooledBuffer { buf, wait });
+        // Freed: in the batch stream's order, after the readers on other streams.
+        for e in &wait {
+            let _ = self.device.wait(&self.stream, e);
         }
+        drop(buf);
     }
 }
 

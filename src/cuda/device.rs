@@ -1,8 +1,9 @@
 //! Device discovery that never panics, and the per-context kernel table.
 //!
-//! cudarc is built with `dynamic-loading`: `libcuda` and `libnvrtc` are opened
-//! on first use, and when they are missing its calls **panic**. Every entry
-//! point here first probes the library with `is_culib_present()` and turns its
+//! cudarc is built with `fallback-dynamic-loading`: unless another crate in
+//! the build (candle) asks for `dynamic-linking`, `libcuda` and `libnvrtc` are
+//! opened on first use, and when they are missing its calls **panic**. Every
+//! entry point here first probes the library with `dlopen` and turns its
 //! absence into [`Error::Cuda`]; the calls themselves also run under
 //! `catch_unwind` (a library that is present but too old to have a symbol
 //! panics the same way).
@@ -20,12 +21,7 @@ use crate::{Error, Result};
 ///
 /// Cheap (it opens and closes the library); does not create a context.
 pub fn driver_available() -> Result<()> {
-    // SAFETY: `is_culib_present` only tries to dlopen the candidate library
-    // names and drops the handle; it runs no CUDA code.
-    let present = guarded("probe the CUDA driver", || {
-        Ok(unsafe { cudarc::driver::sys::is_culib_present() })
-    })?;
-    if present {
+    if library_present("cuda") {
         Ok(())
     } else {
         Err(Error::Cuda(
@@ -38,11 +34,7 @@ pub fn driver_available() -> Result<()> {
 
 /// `Ok` if NVRTC (the run-time CUDA C compiler, `libnvrtc.so.13`) can be loaded.
 pub fn nvrtc_available() -> Result<()> {
-    // SAFETY: as in `driver_available`: a dlopen probe, no NVRTC call.
-    let present = guarded("probe NVRTC", || {
-        Ok(unsafe { cudarc::nvrtc::sys::is_culib_present() })
-    })?;
-    if present {
+    if library_present("nvrtc") {
         Ok(())
     } else {
         Err(Error::Cuda(
@@ -52,6 +44,33 @@ pub fn nvrtc_available() -> Result<()> {
                 .into(),
         ))
     }
+}
+
+/// Whether `lib<name>.so` can be loaded under one of the names cudarc's
+/// dynamic loading tries (the plain name, then the CUDA 13 down to 9 and `.1`
+/// sonames). Our own probe rather than cudarc's `is_culib_present`, which
+/// exists only when cudarc loads dynamically: with candle in the same binary,
+/// cudarc links CUDA at build time instead (its `dynamic-linking`).
+fn library_present(name: &str) -> bool {
+    let mut names = vec![format!("lib{name}.so")];
+    names.extend(["13", "12", "11", "10", "9", "1"].map(|v| format!("lib{name}.so.{v}")));
+    names.iter().any(|n| {
+        let Ok(c) = std::ffi::CString::new(n.as_str()) else {
+            return false;
+        };
+        // SAFETY: dlopen of a shared library by name with RTLD_LAZY runs its
+        // initialisers only (CUDA's libraries have no harmful ones); the
+        // handle is closed at once, so nothing of it is used.
+        unsafe {
+            let h = libc::dlopen(c.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+            if h.is_null() {
+                false
+            } else {
+                libc::dlclose(h);
+                true
+            }
+        }
+    })
 }
 
 /// Number of CUDA devices, or why there are none to count.

@@ -1,89 +1,120 @@
-//! A checked kernel launch: cudarc's `launch_builder`, plus a record of the
-//! kind of every argument pushed, compared with the kernel's declared
-//! parameter list before launching. The declared lists are checked against the
-//! PTX itself by `tests/cuda_kernels_compile.rs`, so argument count, order and
-//! width are verified end to end without a GPU; what remains for each call
-//! site's `// SAFETY:` comment is sizes and bounds.
+//! A checked kernel launch, the same on every [`Backend`]: arguments are
+//! pushed with their kind, compared with the kernel's declared parameter list
+//! before launching, and handed over as cuLaunchKernel's parameter array.
+//! The declared lists are checked against the PTX by
+//! `tests/cuda_kernels_compile.rs` and against the host-compiled kernels by
+//! the emulator, so argument count, order and width are verified end to end
+//! without a GPU; what remains for each call site's `// SAFETY:` comment is
+//! sizes and bounds.
 
-use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, CudaView, DeviceRepr, LaunchArgs, LaunchConfig,
-    PushKernelArg,
-};
+use std::ffi::c_void;
 
-use super::device::cu;
-use super::kernels::{KernelSig, Param};
+use super::backend::{Backend, BufferArg, Elem, LaunchConfig};
+use super::kernels::{ModuleDef, Param};
 use crate::{Error, Result};
 
-/// Arguments of one launch being assembled.
-pub(crate) struct Launch<'a> {
-    args: LaunchArgs<'a>,
-    sig: &'a KernelSig,
-    pushed: Vec<Param>,
+/// One argument's value, kept until the launch.
+enum Value {
+    Ptr(u64),
+    U32(u32),
+    /// A struct by value, in 8-byte words so that its alignment holds.
+    Bytes(Vec<u64>),
 }
 
-impl<'a> Launch<'a> {
-    pub(crate) fn new(stream: &'a CudaStream, func: &'a CudaFunction, sig: &'a KernelSig) -> Self {
+/// Arguments of one launch being assembled.
+pub(crate) struct Launch<'a, B: Backend> {
+    backend: &'a B,
+    module: &'a ModuleDef,
+    kernel: usize,
+    values: Vec<Value>,
+    pushed: Vec<Param>,
+    buffers: Vec<BufferArg>,
+}
+
+impl<'a, B: Backend> Launch<'a, B> {
+    /// A launch of kernel number `kernel` of `module`.
+    pub(crate) fn new(backend: &'a B, module: &'a ModuleDef, kernel: usize) -> Self {
+        let n = module.kernels.get(kernel).map_or(0, |k| k.params.len());
         Launch {
-            args: stream.launch_builder(func),
-            sig,
-            pushed: Vec::with_capacity(sig.params.len()),
+            backend,
+            module,
+            kernel,
+            values: Vec::with_capacity(n),
+            pushed: Vec::with_capacity(n),
+            buffers: Vec::new(),
         }
     }
 
-    /// A device buffer the kernel reads.
-    pub(crate) fn buf<T>(&mut self, s: &'a CudaSlice<T>) -> &mut Self {
-        self.args.arg(s);
-        self.pushed.push(Param::Ptr);
-        self
+    /// A whole device buffer.
+    pub(crate) fn buf<T: Elem>(&mut self, b: &B::Buf<T>) -> &mut Self {
+        let bytes = B::len(b) * std::mem::size_of::<T>();
+        self.range(b, 0, bytes)
     }
 
-    /// A device buffer the kernel writes.
-    pub(crate) fn buf_mut<T>(&mut self, s: &'a mut CudaSlice<T>) -> &mut Self {
-        self.args.arg(s);
+    /// Bytes `[offset, offset + bytes)` of a device buffer (clamped to it).
+    pub(crate) fn range<T: Elem>(&mut self, b: &B::Buf<T>, offset: usize, bytes: usize) -> &mut Self {
+        let total = B::len(b) * std::mem::size_of::<T>();
+        let offset = offset.min(total);
+        let bytes = bytes.min(total - offset);
+        let start = self.backend.address(b) + offset as u64;
+        self.values.push(Value::Ptr(start));
         self.pushed.push(Param::Ptr);
-        self
-    }
-
-    /// A view of a device buffer the kernel reads.
-    pub(crate) fn view<T>(&mut self, v: &'a CudaView<'_, T>) -> &mut Self {
-        self.args.arg(v);
-        self.pushed.push(Param::Ptr);
+        self.buffers.push(BufferArg { start, bytes });
         self
     }
 
     /// An `unsigned int`.
-    pub(crate) fn u32(&mut self, v: &'a u32) -> &mut Self {
-        self.args.arg(v);
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
+        self.values.push(Value::U32(v));
         self.pushed.push(Param::U32);
         self
     }
 
-    /// A struct by value.
-    pub(crate) fn bytes<T: DeviceRepr>(&mut self, v: &'a T) -> &mut Self {
-        self.args.arg(v);
-        self.pushed.push(Param::Bytes(std::mem::size_of::<T>()));
+    /// A plain struct by value (`repr(C)`, no padding: `Pod`).
+    pub(crate) fn bytes<T: bytemuck::Pod>(&mut self, v: &T) -> &mut Self {
+        let raw = bytemuck::bytes_of(v);
+        let mut words = vec![0u64; raw.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..raw.len()].copy_from_slice(raw);
+        self.values.push(Value::Bytes(words));
+        self.pushed.push(Param::Bytes(raw.len()));
         self
     }
 
-    /// Launches after checking the pushed arguments against the signature.
+    /// Launches on `stream` after checking the pushed arguments against the
+    /// kernel's signature.
     ///
     /// # Safety
     /// The caller guarantees what the signature cannot: every buffer is as
     /// large as the kernel will index it for this `cfg` and these scalars, and
     /// no buffer the kernel writes is read or written by other work that is not
     /// ordered with this stream.
-    pub(crate) unsafe fn launch(&mut self, cfg: LaunchConfig) -> Result<()> {
-        if self.pushed != self.sig.params {
+    pub(crate) unsafe fn launch(&mut self, stream: &B::Stream, cfg: LaunchConfig) -> Result<()> {
+        let sig = self.module.kernels.get(self.kernel).ok_or_else(|| {
+            Error::Cuda(format!("module {} has no kernel {}", self.module.key, self.kernel))
+        })?;
+        if self.pushed != sig.params {
             return Err(Error::Cuda(format!(
                 "kernel {}: host pushed {:?}, kernel takes {:?}",
-                self.sig.name, self.pushed, self.sig.params
+                sig.name, self.pushed, sig.params
             )));
         }
+        let mut params: Vec<*mut c_void> = self
+            .values
+            .iter_mut()
+            .map(|v| match v {
+                Value::Ptr(p) => p as *mut u64 as *mut c_void,
+                Value::U32(x) => x as *mut u32 as *mut c_void,
+                Value::Bytes(w) => w.as_mut_ptr() as *mut c_void,
+            })
+            .collect();
         // SAFETY: argument kinds match the kernel's parameter list (checked
-        // just above, and that list against the PTX by the compile test); sizes
-        // and bounds are the caller's contract (see this function's docs).
-        unsafe { self.args.launch(cfg) }
-            .map(|_| ())
-            .map_err(cu("cuLaunchKernel"))
+        // just above, and that list against the compiled kernel by the compile
+        // test and the emulator); each parameter pointer points at a value in
+        // `self.values`, alive and unmoved across the call; sizes, bounds and
+        // ordering are the caller's contract (see this function's docs).
+        unsafe {
+            self.backend
+                .launch(stream, self.module, &sig.name, cfg, &mut params, &self.buffers)
+        }
     }
 }

@@ -1,9 +1,7 @@
 //! The device's Philox draws, for checking `kernels/philox.cuh` against
 //! [`ops::philox`](crate::ops::philox) bit for bit.
 
-use cudarc::driver::LaunchConfig;
-
-use super::device::{cu, Device};
+use super::backend::{Backend, LaunchConfig};
 use super::launch::Launch;
 use crate::Result;
 
@@ -13,8 +11,8 @@ const BLOCK: u32 = 256;
 /// `first_block`, as raw words, as normals, and as normals drawn one element
 /// at a time. For checking `kernels/philox.cuh` against `ops::philox`.
 #[allow(clippy::type_complexity)]
-pub fn philox_draws(
-    device: &Device,
+pub fn philox_draws<B: Backend>(
+    device: &B,
     seed: u64,
     epoch: u64,
     sample: u64,
@@ -23,19 +21,11 @@ pub fn philox_draws(
     blocks: u32,
 ) -> Result<(Vec<u32>, Vec<f32>, Vec<f32>)> {
     let m = super::kernels::philox_module();
-    let sig = &m.kernels[0];
-    let func = device.function(&m, &sig.name)?;
     let stream = device.new_stream()?;
     let n = blocks as usize * 4;
-    let mut words = stream
-        .clone_htod(&vec![0xABAB_ABABu32; n])
-        .map_err(cu("cuMemcpyHtoD"))?;
-    let mut normals = stream
-        .clone_htod(&vec![f32::NAN; n])
-        .map_err(cu("cuMemcpyHtoD"))?;
-    let mut normals_at = stream
-        .clone_htod(&vec![f32::NAN; n])
-        .map_err(cu("cuMemcpyHtoD"))?;
+    let words = device.upload(&stream, &vec![0xABAB_ABABu32; n])?;
+    let normals = device.upload(&stream, &vec![f32::NAN; n])?;
+    let normals_at = device.upload(&stream, &vec![f32::NAN; n])?;
     let a = [
         seed as u32,
         (seed >> 32) as u32,
@@ -45,13 +35,13 @@ pub fn philox_draws(
         first_block,
         blocks,
     ];
-    let mut l = Launch::new(&stream, &func, sig);
-    for v in &a {
+    let mut l = Launch::new(device, &m, 0);
+    for &v in &a {
         l.u32(v);
     }
-    l.buf_mut(&mut words)
-        .buf_mut(&mut normals)
-        .buf_mut(&mut normals_at);
+    l.buf::<u32>(&words)
+        .buf::<f32>(&normals)
+        .buf::<f32>(&normals_at);
     let cfg = LaunchConfig {
         grid_dim: (blocks.div_ceil(BLOCK).clamp(1, 1024), 1, 1),
         block_dim: (BLOCK, 1, 1),
@@ -59,10 +49,12 @@ pub fn philox_draws(
     };
     // SAFETY: the grid-stride loop covers t < blocks and writes elements
     // [4t, 4t+4) of each of the three buffers, which hold 4*blocks elements.
-    unsafe { l.launch(cfg) }?;
-    let w = stream.clone_dtoh(&words).map_err(cu("cuMemcpyDtoH"))?;
-    let z = stream.clone_dtoh(&normals).map_err(cu("cuMemcpyDtoH"))?;
-    let za = stream.clone_dtoh(&normals_at).map_err(cu("cuMemcpyDtoH"))?;
-    stream.synchronize().map_err(cu("cuStreamSynchronize"))?;
+    unsafe { l.launch(&stream, cfg) }?;
+    let mut w = vec![0u32; n];
+    let mut z = vec![0f32; n];
+    let mut za = vec![0f32; n];
+    device.download_into(&stream, &words, &mut w)?;
+    device.download_into(&stream, &normals, &mut z)?;
+    device.download_into(&stream, &normals_at, &mut za)?;
     Ok((w, z, za))
 }

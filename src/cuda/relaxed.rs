@@ -10,10 +10,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig};
-
 use super::augment::PARAMS_PER_SAMPLE;
-use super::device::{cu, Device};
+use super::backend::{Backend, Elem, LaunchConfig};
+use super::device::Device;
 use super::kernels::relaxed_module;
 use super::launch::Launch;
 use crate::ops::Size;
@@ -91,13 +90,14 @@ pub struct RelaxedGrads {
     pub input: Option<Vec<f32>>,
 }
 
-/// Launches the relaxed-mode kernels on one stream of a device.
-pub struct RelaxedGpu {
-    device: Device,
-    stream: Arc<CudaStream>,
+/// Launches the relaxed-mode kernels on one stream of a device (or of the
+/// CPU [`Emulator`](super::Emulator), which runs the same host code).
+pub struct RelaxedGpu<B: Backend = Device> {
+    device: B,
+    stream: Arc<B::Stream>,
 }
 
-impl std::fmt::Debug for RelaxedGpu {
+impl<B: Backend> std::fmt::Debug for RelaxedGpu<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelaxedGpu")
             .field("device", &self.device)
@@ -105,23 +105,24 @@ impl std::fmt::Debug for RelaxedGpu {
     }
 }
 
-fn need<T>(what: &str, s: &CudaSlice<T>, n: usize) -> Result<()> {
-    if s.len() < n {
+fn need<B: Backend, T: Elem>(what: &str, s: &B::Buf<T>, n: usize) -> Result<()> {
+    let len = B::len(s);
+    if len < n {
         return Err(Error::invalid(
             what,
-            format!("{} elements on the device, the shape needs {n}", s.len()),
+            format!("{len} elements on the device, the shape needs {n}"),
         ));
     }
     Ok(())
 }
 
-impl RelaxedGpu {
+impl<B: Backend> RelaxedGpu<B> {
     /// Kernels on a new stream of `device` (compiled and loaded now).
-    pub fn new(device: &Device) -> Result<RelaxedGpu> {
+    pub fn new(device: &B) -> Result<RelaxedGpu<B>> {
         let stream = device.new_stream()?;
         let m = relaxed_module();
         for k in &m.kernels {
-            device.function(&m, &k.name)?;
+            device.prepare(&m, &k.name)?;
         }
         Ok(RelaxedGpu {
             device: device.clone(),
@@ -130,7 +131,7 @@ impl RelaxedGpu {
     }
 
     /// The stream everything is queued on.
-    pub fn stream(&self) -> &Arc<CudaStream> {
+    pub fn stream(&self) -> &Arc<B::Stream> {
         &self.stream
     }
 
@@ -143,21 +144,19 @@ impl RelaxedGpu {
     pub fn forward(
         &self,
         shape: RelaxedShape,
-        input: &CudaSlice<f32>,
-        params: &CudaSlice<f32>,
-        samples: &CudaSlice<u32>,
+        input: &B::Buf<f32>,
+        params: &B::Buf<f32>,
+        samples: &B::Buf<u32>,
         seed: u64,
         epoch: u64,
-        out: &mut CudaSlice<f32>,
+        out: &mut B::Buf<f32>,
     ) -> Result<()> {
         shape.validate()?;
-        need("input", input, shape.input_len())?;
-        need("params", params, shape.batch * PARAMS_PER_SAMPLE)?;
-        need("samples", samples, shape.batch)?;
-        need("output", out, shape.output_len())?;
+        need::<B, _>("input", input, shape.input_len())?;
+        need::<B, _>("params", params, shape.batch * PARAMS_PER_SAMPLE)?;
+        need::<B, _>("samples", samples, shape.batch)?;
+        need::<B, _>("output", out, shape.output_len())?;
         let m = relaxed_module();
-        let sig = &m.kernels[0];
-        let func = self.device.function(&m, &sig.name)?;
         let s = Scalars::new(shape, seed, epoch);
         let pixels = shape.output.height * shape.output.width;
         let cfg = LaunchConfig {
@@ -165,17 +164,17 @@ impl RelaxedGpu {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = Launch::new(&self.stream, &func, sig);
-        l.buf(input).buf(params).buf(samples);
+        let mut l = Launch::new(&self.device, &m, 0);
+        l.buf::<f32>(input).buf::<f32>(params).buf::<u32>(samples);
         s.push(&mut l);
-        l.buf_mut(out);
+        l.buf::<f32>(out);
         // SAFETY: kinds checked by `launch`. Bounds: grid.y = batch and
         // threads with pixel index < out_h*out_w do work; sample b reads
         // params[8b..8b+8], samples[b], input planes [(b*C + c)*H*W, +H*W) at
         // in-bounds neighbours only, and writes out[(b*C + c)*Ho*Wo + i*Wo + j]:
         // all inside the lengths checked by `need` above; `validate` keeps
         // every 32-bit index below 2^31 / 2^32.
-        unsafe { l.launch(cfg) }
+        unsafe { l.launch(&self.stream, cfg) }
     }
 
     /// VJP on device buffers: `grad_params = (d out / d params)^T grad_out`
@@ -184,27 +183,27 @@ impl RelaxedGpu {
     pub fn vjp(
         &self,
         shape: RelaxedShape,
-        input: &CudaSlice<f32>,
-        params: &CudaSlice<f32>,
-        samples: &CudaSlice<u32>,
+        input: &B::Buf<f32>,
+        params: &B::Buf<f32>,
+        samples: &B::Buf<u32>,
         seed: u64,
         epoch: u64,
-        grad_out: &CudaSlice<f32>,
-        grad_params: &mut CudaSlice<f32>,
-        grad_input: Option<&mut CudaSlice<f32>>,
+        grad_out: &B::Buf<f32>,
+        grad_params: &mut B::Buf<f32>,
+        grad_input: Option<&mut B::Buf<f32>>,
     ) -> Result<()> {
         shape.validate()?;
-        need("input", input, shape.input_len())?;
-        need("params", params, shape.batch * PARAMS_PER_SAMPLE)?;
-        need("samples", samples, shape.batch)?;
-        need("grad_out", grad_out, shape.output_len())?;
-        need("grad_params", grad_params, shape.batch * PARAMS_PER_SAMPLE)?;
+        need::<B, _>("input", input, shape.input_len())?;
+        need::<B, _>("params", params, shape.batch * PARAMS_PER_SAMPLE)?;
+        need::<B, _>("samples", samples, shape.batch)?;
+        need::<B, _>("grad_out", grad_out, shape.output_len())?;
+        need::<B, _>("grad_params", grad_params, shape.batch * PARAMS_PER_SAMPLE)?;
         let m = relaxed_module();
         let nb = shape.vjp_blocks();
-        let mut partial = self
-            .stream
-            .alloc_zeros::<f64>(shape.batch * nb as usize * PARAMS_PER_SAMPLE)
-            .map_err(cu("cuMemAlloc"))?;
+        let partial = self.device.alloc_zeros::<f64>(
+            &self.stream,
+            shape.batch * nb as usize * PARAMS_PER_SAMPLE,
+        )?;
         let s = Scalars::new(shape, seed, epoch);
         let cfg = LaunchConfig {
             grid_dim: (nb, shape.batch as u32, 1),
@@ -213,47 +212,42 @@ impl RelaxedGpu {
         };
         match grad_input {
             None => {
-                let sig = &m.kernels[1];
-                let func = self.device.function(&m, &sig.name)?;
-                let mut l = Launch::new(&self.stream, &func, sig);
-                l.buf(input).buf(params).buf(samples);
+                let mut l = Launch::new(&self.device, &m, 1);
+                l.buf::<f32>(input).buf::<f32>(params).buf::<u32>(samples);
                 s.push(&mut l);
-                l.buf(grad_out).buf_mut(&mut partial);
+                l.buf::<f32>(grad_out).buf::<f64>(&partial);
                 // SAFETY: as `forward` for the reads; grad_out is read at the
                 // output indices (length checked); partial holds
                 // batch * nb * 8 f64 and block (blk, b) writes row b*nb + blk.
-                unsafe { l.launch(cfg) }?;
+                unsafe { l.launch(&self.stream, cfg) }?;
             }
             Some(gi) => {
-                need("grad_input", gi, shape.input_len())?;
-                self.stream
-                    .memset_zeros(gi)
-                    .map_err(cu("cuMemsetD8Async"))?;
-                let sig = &m.kernels[2];
-                let func = self.device.function(&m, &sig.name)?;
-                let mut l = Launch::new(&self.stream, &func, sig);
-                l.buf(input).buf(params).buf(samples);
+                need::<B, _>("grad_input", gi, shape.input_len())?;
+                let n = B::len(gi) * 4;
+                self.device.memset(&self.stream, gi, 0, n)?;
+                let mut l = Launch::new(&self.device, &m, 2);
+                l.buf::<f32>(input).buf::<f32>(params).buf::<u32>(samples);
                 s.push(&mut l);
-                l.buf(grad_out).buf_mut(&mut partial).buf_mut(gi);
+                l.buf::<f32>(grad_out)
+                    .buf::<f64>(&partial)
+                    .buf::<f32>(gi);
                 // SAFETY: as the parameters-only case; grad_input (zeroed just
                 // above on this stream) receives atomicAdds at in-bounds
                 // neighbours of the input planes only (length checked).
-                unsafe { l.launch(cfg) }?;
+                unsafe { l.launch(&self.stream, cfg) }?;
             }
         }
-        let sig = &m.kernels[3];
-        let func = self.device.function(&m, &sig.name)?;
         let cfg = LaunchConfig {
             grid_dim: (shape.batch as u32, 1, 1),
             block_dim: (PARAMS_PER_SAMPLE as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = Launch::new(&self.stream, &func, sig);
-        l.buf(&partial).u32(&nb).buf_mut(grad_params);
+        let mut l = Launch::new(&self.device, &m, 3);
+        l.buf::<f64>(&partial).u32(nb).buf::<f32>(grad_params);
         // SAFETY: block b, thread k < 8 reads partial[(b*nb + blk)*8 + k] for
         // blk < nb (batch*nb*8 f64 allocated above) and writes
         // grad_params[b*8 + k] (length checked).
-        unsafe { l.launch(cfg) }
+        unsafe { l.launch(&self.stream, cfg) }
     }
 
     /// [`forward`](Self::forward) from and to host memory.
@@ -269,8 +263,7 @@ impl RelaxedGpu {
         let (x, p, s) = self.upload(shape, input, params, samples)?;
         // SAFETY: uninitialised f32 device memory; the kernel writes every
         // element of the output shape before it is read back.
-        let mut out =
-            unsafe { self.stream.alloc::<f32>(shape.output_len()) }.map_err(cu("cuMemAlloc"))?;
+        let mut out = unsafe { self.device.alloc::<f32>(&self.stream, shape.output_len()) }?;
         self.forward(shape, &x, &p, &s, seed, epoch, &mut out)?;
         self.download(&out)
     }
@@ -299,19 +292,14 @@ impl RelaxedGpu {
             ));
         }
         let (x, p, s) = self.upload(shape, input, params, samples)?;
-        let g = self
-            .stream
-            .clone_htod(grad_out)
-            .map_err(cu("cuMemcpyHtoD"))?;
+        let g = self.device.upload(&self.stream, grad_out)?;
         let mut gp = self
-            .stream
-            .alloc_zeros::<f32>(shape.batch * PARAMS_PER_SAMPLE)
-            .map_err(cu("cuMemAlloc"))?;
+            .device
+            .alloc_zeros::<f32>(&self.stream, shape.batch * PARAMS_PER_SAMPLE)?;
         let mut gi = if input_grad {
             Some(
-                self.stream
-                    .alloc_zeros::<f32>(shape.input_len())
-                    .map_err(cu("cuMemAlloc"))?,
+                self.device
+                    .alloc_zeros::<f32>(&self.stream, shape.input_len())?,
             )
         } else {
             None
@@ -340,7 +328,7 @@ impl RelaxedGpu {
         input: &[f32],
         params: &[[f32; PARAMS_PER_SAMPLE]],
         samples: &[u64],
-    ) -> Result<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<u32>)> {
+    ) -> Result<(B::Buf<f32>, B::Buf<f32>, B::Buf<u32>)> {
         shape.validate()?;
         if input.len() != shape.input_len()
             || params.len() != shape.batch
@@ -358,19 +346,13 @@ impl RelaxedGpu {
         }
         let flat: Vec<f32> = params.iter().flatten().copied().collect();
         let idx: Vec<u32> = samples.iter().map(|&s| s as u32).collect();
-        let st = &self.stream;
-        Ok((
-            st.clone_htod(input).map_err(cu("cuMemcpyHtoD"))?,
-            st.clone_htod(&flat).map_err(cu("cuMemcpyHtoD"))?,
-            st.clone_htod(&idx).map_err(cu("cuMemcpyHtoD"))?,
-        ))
+        let (d, st) = (&self.device, &self.stream);
+        Ok((d.upload(st, input)?, d.upload(st, &flat)?, d.upload(st, &idx)?))
     }
 
-    fn download(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>> {
-        let v = self.stream.clone_dtoh(s).map_err(cu("cuMemcpyDtoH"))?;
-        self.stream
-            .synchronize()
-            .map_err(cu("cuStreamSynchronize"))?;
+    fn download(&self, s: &B::Buf<f32>) -> Result<Vec<f32>> {
+        let mut v = vec![0f32; B::len(s)];
+        self.device.download_into(&self.stream, s, &mut v)?;
         Ok(v)
     }
 }
@@ -396,8 +378,8 @@ impl Scalars {
         }
     }
 
-    fn push<'a>(&'a self, l: &mut Launch<'a>) {
-        for v in &self.v {
+    fn push<B: Backend>(&self, l: &mut Launch<'_, B>) {
+        for &v in &self.v {
             l.u32(v);
         }
     }

@@ -5,7 +5,11 @@
 //! `ops::augment_into` instead, in `cuda_augment.rs`).
 #![allow(dead_code)]
 
-use metaug::cuda::{DType, Device, Layout, PARAMS_PER_SAMPLE};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metaug::cuda::backend::LaunchConfig;
+use metaug::cuda::{DType, Device, Emulator, KernelRunner, Layout, PARAMS_PER_SAMPLE};
 use metaug::ops::philox::{PhiloxStream, STREAM_NOISE};
 use metaug::ops::{Geometry, SampleParams};
 use rand::rngs::StdRng;
@@ -20,6 +24,103 @@ pub fn gpu(test: &str) -> Option<Device> {
             None
         }
     }
+}
+
+/// The kernels compiled for the host (`metaug-cuda-emu`), as the emulator's runner.
+pub struct HostRunner(pub metaug_cuda_emu::HostKernels);
+
+impl KernelRunner for HostRunner {
+    fn kernels(&self) -> Vec<(String, Vec<usize>)> {
+        metaug_cuda_emu::kernels()
+            .into_iter()
+            .map(|k| (k.name, k.param_sizes))
+            .collect()
+    }
+
+    unsafe fn run(
+        &self,
+        kernel: &str,
+        cfg: LaunchConfig,
+        params: &mut [*mut c_void],
+        buffers: &[(usize, usize)],
+    ) -> Result<(), String> {
+        // SAFETY: forwarded from `Backend::launch`, whose contract is the same.
+        unsafe {
+            self.0.launch(
+                kernel,
+                cfg.grid_dim,
+                cfg.block_dim,
+                cfg.shared_mem_bytes,
+                params,
+                buffers,
+            )
+        }
+    }
+}
+
+/// An emulated device whose thread schedule is `schedule` (0: in order).
+pub fn emulator(schedule: u64) -> Emulator {
+    Emulator::new(HostRunner(metaug_cuda_emu::HostKernels { schedule }))
+}
+
+/// Where a test body runs: the sizes it picks may depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// On the CPU emulator (every CUDA thread an OS thread: keep grids small).
+    Emulated,
+    /// On a GPU.
+    Gpu,
+}
+
+/// Comparisons of a kernel's output with the reference, counted for the report.
+pub static CASES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one checked kernel case.
+pub fn case_checked() {
+    CASES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Runs `body` on a fresh emulator with a random (printed) schedule, and
+/// reports how many launches it ran.
+pub fn run_emulated(test: &str, body: impl FnOnce(Emulator, &mut StdRng)) {
+    let mut rng = rng(test);
+    let schedule = rng.random::<u64>() | 1;
+    let emu = emulator(schedule);
+    let before = CASES.load(Ordering::Relaxed);
+    body(emu.clone(), &mut rng);
+    eprintln!(
+        "{test} (emulated, schedule {schedule:#x}): {} kernel launches, {} checked cases",
+        emu.launches(),
+        CASES.load(Ordering::Relaxed) - before
+    );
+    assert!(emu.launches() > 0, "{test}: no kernel ran on the emulator");
+}
+
+/// Defines, for each generic test body `fn name<B: Backend>(dev: B, rng, scale)`,
+/// a module `name` with two tests: `emulated` (always runs) and `gpu`
+/// (skips with a message when no CUDA device is found).
+#[macro_export]
+macro_rules! on_emulator_and_gpu {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn emulated() {
+                $crate::cuda_common::run_emulated(
+                    concat!(stringify!($name), "::emulated"),
+                    |dev, rng| super::$name(dev, rng, $crate::cuda_common::Scale::Emulated),
+                );
+            }
+
+            #[test]
+            fn gpu() {
+                let test = concat!(stringify!($name), "::gpu");
+                if let Some(dev) = $crate::cuda_common::gpu(test) {
+                    let mut rng = $crate::cuda_common::rng(test);
+                    super::$name(dev, &mut rng, $crate::cuda_common::Scale::Gpu);
+                }
+            }
+        }
+    )*};
 }
 
 /// A fresh RNG per run (seed printed; `METAUG_TEST_SEED` replays one).
