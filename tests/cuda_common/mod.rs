@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 use metaug::cuda::backend::LaunchConfig;
 use metaug::cuda::{DType, Device, Emulator, KernelRunner, Layout, PARAMS_PER_SAMPLE};
@@ -72,12 +72,15 @@ pub enum Scale {
     Gpu,
 }
 
-/// Comparisons of a kernel's output with the reference, counted for the report.
-pub static CASES: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Comparisons of a kernel's output with a reference on this test's
+    /// thread, counted for the report.
+    static CASES: Cell<u64> = const { Cell::new(0) };
+}
 
-/// Counts one checked kernel case.
+/// Counts one checked kernel case (a launch's output compared with a reference).
 pub fn case_checked() {
-    CASES.fetch_add(1, Ordering::Relaxed);
+    CASES.with(|c| c.set(c.get() + 1));
 }
 
 /// Runs `body` on a fresh emulator with a random (printed) schedule, and
@@ -86,12 +89,12 @@ pub fn run_emulated(test: &str, body: impl FnOnce(Emulator, &mut StdRng)) {
     let mut rng = rng(test);
     let schedule = rng.random::<u64>() | 1;
     let emu = emulator(schedule);
-    let before = CASES.load(Ordering::Relaxed);
+    let before = CASES.with(Cell::get);
     body(emu.clone(), &mut rng);
     eprintln!(
         "{test} (emulated, schedule {schedule:#x}): {} kernel launches, {} checked cases",
         emu.launches(),
-        CASES.load(Ordering::Relaxed) - before
+        CASES.with(Cell::get) - before
     );
     assert!(emu.launches() > 0, "{test}: no kernel ran on the emulator");
 }
@@ -263,6 +266,11 @@ pub struct Dims {
     pub w: usize,
     pub ho: usize,
     pub wo: usize,
+    /// Evaluate the map `x = m0*j + m1*i + m2` in f32, as the contract (and
+    /// the kernels) do, instead of f64: for comparing with kernels at sizes
+    /// where an f32 coordinate is off by ~1e-5 px (the weights move with it).
+    /// Off for finite differences of the reference itself.
+    pub f32_coords: bool,
 }
 
 struct Foot {
@@ -304,7 +312,15 @@ fn sample(img: &[f64], d: Dims, c: usize, x: f64, y: f64) -> (f64, f64, f64) {
     (v, dx, dy)
 }
 
-fn map(p: &[f64; PARAMS_PER_SAMPLE], j: f64, i: f64) -> (f64, f64) {
+fn map(d: Dims, p: &[f64; PARAMS_PER_SAMPLE], j: f64, i: f64) -> (f64, f64) {
+    if d.f32_coords {
+        let q = p.map(|v| v as f32);
+        let (j, i) = (j as f32, i as f32);
+        return (
+            (q[0] * j + q[1] * i + q[2]) as f64,
+            (q[3] * j + q[4] * i + q[5]) as f64,
+        );
+    }
     (p[0] * j + p[1] * i + p[2], p[3] * j + p[4] * i + p[5])
 }
 
@@ -326,8 +342,8 @@ pub fn relaxed_forward(
         for i in 0..d.ho {
             for j in 0..d.wo {
                 let jm = d.wo - 1 - j;
-                let (xa, ya) = map(p, j as f64, i as f64);
-                let (xb, yb) = map(p, jm as f64, i as f64);
+                let (xa, ya) = map(d, p, j as f64, i as f64);
+                let (xb, yb) = map(d, p, jm as f64, i as f64);
                 let a = sample(img, d, c, xa, ya).0;
                 let b = sample(img, d, c, xb, yb).0;
                 let e = (c * d.ho + i) * d.wo + j;
@@ -373,8 +389,8 @@ pub fn relaxed_vjp(
                 let jm = d.wo - 1 - j;
                 let e = (c * d.ho + i) * d.wo + j;
                 let gout = go[e];
-                let (xa, ya) = map(p, j as f64, i as f64);
-                let (xb, yb) = map(p, jm as f64, i as f64);
+                let (xa, ya) = map(d, p, j as f64, i as f64);
+                let (xb, yb) = map(d, p, jm as f64, i as f64);
                 let (sa, dxa, dya) = sample(img, d, c, xa, ya);
                 let (sb, dxb, dyb) = sample(img, d, c, xb, yb);
                 let (ua, ub) = (1.0 - g, g);
