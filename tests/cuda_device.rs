@@ -1,14 +1,16 @@
 //! The GPU path without the CPU augmentation reference: discovery, Philox
 //! against `ops::philox`, exact properties of the fused kernel (identity,
 //! mirror, noise), and the loader plumbing (double-buffered staging, output
-//! pool, streams and events). GPU tests print `skipped: no CUDA device (...)`
-//! and pass without one.
+//! pool, streams and events). Tests run on the CPU emulator of the CUDA
+//! execution model (`emulated`) and on a GPU where one is found (`gpu`, which
+//! prints `skipped: no CUDA device (...)` and passes without one).
 
 mod cuda_common;
 
 use cuda_common::*;
 use metaug::cuda::{
-    philox_draws, DType, Device, DeviceBatch, GpuAugmenter, ImageView, Layout, OutputSpec,
+    philox_draws, Backend, DType, Device, DeviceBatch, GpuAugmenter, ImageView, Layout,
+    OutputSpec,
 };
 use metaug::ops::philox::{PhiloxStream, STREAM_NOISE, STREAM_PARAMS};
 use metaug::ops::{SampleParams, Size};
@@ -40,12 +42,15 @@ fn discovery_is_an_error_or_a_device_never_a_panic() {
     assert!(Device::new(1 << 20).is_err());
 }
 
-#[test]
-fn philox_on_the_device_matches_the_cpu() {
-    let Some(dev) = gpu("philox_on_the_device_matches_the_cpu") else {
-        return;
-    };
-    let mut rng = rng("philox_on_the_device_matches_the_cpu");
+on_emulator_and_gpu!(
+    philox_on_the_device_matches_the_cpu,
+    identity_mirror_and_noise_are_exact,
+    overlapping_batches_never_clobber_each_other,
+    relaunch_reproduces_the_last_batch,
+    bad_batches_are_errors,
+);
+
+fn philox_on_the_device_matches_the_cpu<B: Backend>(dev: B, rng: &mut StdRng, _: Scale) {
     for stream in [STREAM_PARAMS, STREAM_NOISE] {
         let (seed, epoch, sample) = (
             rng.random::<u64>(),
@@ -79,6 +84,7 @@ fn philox_on_the_device_matches_the_cpu() {
                 );
             }
         }
+        case_checked();
         eprintln!("philox stream {stream}: words exact, normals max |gpu - cpu| = {worst:e}");
     }
 }
@@ -125,7 +131,13 @@ impl Batch {
             .collect()
     }
 
-    fn run(&self, gpu: &mut GpuAugmenter, s: &OutputSpec, seed: u64, epoch: u64) -> DeviceBatch {
+    fn run<B: Backend>(
+        &self,
+        gpu: &mut GpuAugmenter<B>,
+        s: &OutputSpec,
+        seed: u64,
+        epoch: u64,
+    ) -> DeviceBatch<B> {
         gpu.augment_batch(
             &self.views(s.channels),
             &self.params,
@@ -138,18 +150,13 @@ impl Batch {
     }
 }
 
-#[test]
-fn identity_mirror_and_noise_are_exact() {
-    let Some(dev) = gpu("identity_mirror_and_noise_are_exact") else {
-        return;
-    };
-    let mut rng = rng("identity_mirror_and_noise_are_exact");
+fn identity_mirror_and_noise_are_exact<B: Backend>(dev: B, rng: &mut StdRng, _: Scale) {
     let mut aug = GpuAugmenter::new(&dev).unwrap();
     aug.poison_outputs(Some(0xFF));
     for (h, w) in [(1, 1), (5, 8), (13, 17), (64, 48)] {
         for c in [1u32, 3] {
             for layout in [Layout::Nchw, Layout::Nhwc] {
-                let px = random_pixels(&mut rng, h, w, c);
+                let px = random_pixels(rng, h, w, c);
                 let img = ImageView {
                     height: h,
                     width: w,
@@ -202,6 +209,7 @@ fn identity_mirror_and_noise_are_exact() {
                         }
                     }
                 }
+                case_checked();
             }
         }
     }
@@ -209,12 +217,11 @@ fn identity_mirror_and_noise_are_exact() {
 
 /// Runs `batches` through one augmenter with every batch alive at once, then
 /// checks each against the same batch run alone on a fresh augmenter.
-#[test]
-fn overlapping_batches_never_clobber_each_other() {
-    let Some(dev) = gpu("overlapping_batches_never_clobber_each_other") else {
-        return;
-    };
-    let mut rng = rng("overlapping_batches_never_clobber_each_other");
+fn overlapping_batches_never_clobber_each_other<B: Backend>(
+    dev: B,
+    rng: &mut StdRng,
+    _: Scale,
+) {
     let s = OutputSpec {
         mean: vec![0.485, 0.456, 0.406],
         std: vec![0.229, 0.224, 0.225],
@@ -223,11 +230,11 @@ fn overlapping_batches_never_clobber_each_other() {
     // Growing sizes force staging reallocation between batches.
     let batches: Vec<Batch> = [(4, 16), (9, 64), (2, 200), (33, 48), (1, 7), (17, 120)]
         .iter()
-        .map(|&(n, side)| Batch::random(&mut rng, n, 3, side, Ops::All))
+        .map(|&(n, side)| Batch::random(rng, n, 3, side, Ops::All))
         .collect();
     let mut aug = GpuAugmenter::new(&dev).unwrap();
     aug.poison_outputs(Some(0xFF));
-    let live: Vec<DeviceBatch> = batches
+    let live: Vec<DeviceBatch<B>> = batches
         .iter()
         .enumerate()
         .map(|(k, b)| b.run(&mut aug, &s, 99, k as u64))
@@ -261,13 +268,13 @@ fn a_consumer_on_another_stream_orders_with_events() {
     let Some(dev) = gpu("a_consumer_on_another_stream_orders_with_events") else {
         return;
     };
-    let mut rng = rng("a_consumer_on_another_stream_orders_with_events");
+    let rng = &mut rng("a_consumer_on_another_stream_orders_with_events");
     let s = spec(Size::new(224, 224), 3, DType::F32, Layout::Nchw);
     let mut aug = GpuAugmenter::new(&dev).unwrap();
     let consumer = dev.new_stream().unwrap();
     let mut prev: Option<Vec<u8>> = None;
     for k in 0..6 {
-        let b = Batch::random(&mut rng, 8, 3, 256, Ops::All);
+        let b = Batch::random(rng, 8, 3, 256, Ops::All);
         let mut d = b.run(&mut aug, &s, 5, k);
         // The consumer copies the batch on its own stream, then releases it.
         d.wait_on(&consumer).unwrap();
@@ -288,15 +295,10 @@ fn a_consumer_on_another_stream_orders_with_events() {
     }
 }
 
-#[test]
-fn relaunch_reproduces_the_last_batch() {
-    let Some(dev) = gpu("relaunch_reproduces_the_last_batch") else {
-        return;
-    };
-    let mut rng = rng("relaunch_reproduces_the_last_batch");
+fn relaunch_reproduces_the_last_batch<B: Backend>(dev: B, rng: &mut StdRng, _: Scale) {
     let s = spec(Size::new(31, 29), 1, DType::U8, Layout::Nhwc);
     let mut aug = GpuAugmenter::new(&dev).unwrap();
-    let b = Batch::random(&mut rng, 5, 1, 50, Ops::All);
+    let b = Batch::random(rng, 5, 1, 50, Ops::All);
     let first = b.run(&mut aug, &s, 1, 2);
     let want = first.to_host().unwrap();
     let mut second = b.run(&mut aug, &s, 1, 2);
@@ -305,11 +307,7 @@ fn relaunch_reproduces_the_last_batch() {
     assert_eq!(second.to_host().unwrap(), want);
 }
 
-#[test]
-fn bad_batches_are_errors() {
-    let Some(dev) = gpu("bad_batches_are_errors") else {
-        return;
-    };
+fn bad_batches_are_errors<B: Backend>(dev: B, _: &mut StdRng, _: Scale) {
     let mut aug = GpuAugmenter::new(&dev).unwrap();
     let s = spec(Size::new(8, 8), 3, DType::F32, Layout::Nchw);
     let px = vec![0u8; 4 * 4 * 3];
@@ -339,8 +337,8 @@ fn large_batches_through_every_variant() {
     let Some(dev) = gpu("large_batches_through_every_variant") else {
         return;
     };
-    let mut rng = rng("large_batches_through_every_variant");
-    let b = Batch::random(&mut rng, 512, 3, 256, Ops::All);
+    let rng = &mut rng("large_batches_through_every_variant");
+    let b = Batch::random(rng, 512, 3, 256, Ops::All);
     let mut aug = GpuAugmenter::new(&dev).unwrap();
     aug.poison_outputs(Some(0xFF));
     for dtype in [DType::U8, DType::F16, DType::F32] {

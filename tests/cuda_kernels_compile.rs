@@ -136,3 +136,33 @@ fn a_compile_error_names_the_module_and_quotes_the_log() {
         }
     }
 }
+
+/// The emulator has every kernel the host launches, with the parameter sizes
+/// the host declares (the PTX check's counterpart for the host-compiled
+/// kernels, which the emulated tests run).
+#[test]
+fn every_module_kernel_is_emulated_with_the_declared_parameters() {
+    let emulated = metaug_cuda_emu::kernels();
+    let mut n = 0;
+    for m in metaug::cuda::kernels::all_modules() {
+        for k in &m.kernels {
+            let e = emulated
+                .iter()
+                .find(|e| e.name == k.name)
+                .unwrap_or_else(|| panic!("kernel {} is not in the emulator", k.name));
+            let declared: Vec<usize> = k
+                .params
+                .iter()
+                .map(|p| match p {
+                    metaug::cuda::kernels::Param::Ptr => 8,
+                    metaug::cuda::kernels::Param::U32 => 4,
+                    metaug::cuda::kernels::Param::Bytes(b) => *b,
+                })
+                .collect();
+            assert_eq!(declared, e.param_sizes, "kernel {}", k.name);
+            n += 1;
+        }
+    }
+    assert_eq!(n, emulated.len(), "the emulator has kernels no module declares");
+    eprintln!("{n} kernels: emulated with the declared parameter lists");
+}
