@@ -29,9 +29,25 @@ fn without_cuda_build_fails_with_a_clear_error() {
 
 #[test]
 fn gpu_batches_match_the_cpu_loader() {
-    let Some(_device) = cuda_common::gpu("gpu_batches_match_the_cpu_loader") else {
-        return;
-    };
+    if cuda_common::gpu("gpu_batches_match_the_cpu_loader").is_some() {
+        batches_match_the_cpu_loader(None);
+    }
+}
+
+/// The loader's CUDA path (decode pool, staging, the fused launch per batch,
+/// device batches) on the CPU emulator, against the CPU loader.
+#[test]
+fn emulated_gpu_batches_match_the_cpu_loader() {
+    let emu = cuda_common::emulator(0x5EED);
+    batches_match_the_cpu_loader(Some(emu.clone()));
+    eprintln!(
+        "emulated_gpu_batches_match_the_cpu_loader: {} kernel launches on the emulator",
+        emu.launches()
+    );
+    assert!(emu.launches() >= 18);
+}
+
+fn batches_match_the_cpu_loader(emulator: Option<metaug::cuda::Emulator>) {
     let dir = tempfile::tempdir().unwrap();
     let photos = Arc::new(common::photos_png(dir.path()));
     for (dtype, layout, size) in [
@@ -40,7 +56,12 @@ fn gpu_batches_match_the_cpu_loader() {
         (DType::F16, Layout::Nchw, (64, 64)),
     ] {
         let build = |device: Device| {
-            Loader::builder(photos.clone())
+            let builder = Loader::builder(photos.clone());
+            let builder = match (&emulator, device) {
+                (Some(emu), Device::Cuda(_)) => builder.emulated_device(emu.clone()),
+                _ => builder,
+            };
+            builder
                 .device(device)
                 .batch_size(5)
                 .size(size.0, size.1)
@@ -62,8 +83,10 @@ fn gpu_batches_match_the_cpu_loader() {
             assert_eq!(g.labels(), c.labels());
             assert_eq!(g.indices(), c.indices());
             assert_eq!(g.shape(), c.shape());
-            let dev = g.device().unwrap();
-            assert_ne!(dev.device_ptr(), 0);
+            if emulator.is_none() {
+                let dev = g.device().unwrap();
+                assert_ne!(dev.device_ptr(), 0);
+            }
             let host = g.to_host_bytes().unwrap();
             // Normalised range: (1 - 0) / 0.224 at most.
             cuda_common::assert_close(

@@ -114,6 +114,8 @@ impl HostBuffer {
 pub(crate) enum Images {
     Host(HostBuffer),
     Device(DeviceBatch),
+    /// Made by the CUDA path on the CPU emulator (tests).
+    Emulated(DeviceBatch<crate::cuda::Emulator>),
 }
 
 /// One batch of augmented samples: images in host memory (CPU device) or in
@@ -186,7 +188,7 @@ impl Batch {
     fn host(&self) -> &[u8] {
         match &self.images {
             Images::Host(b) => b.bytes(),
-            Images::Device(_) => &[],
+            Images::Device(_) | Images::Emulated(_) => &[],
         }
     }
 
@@ -217,7 +219,7 @@ impl Batch {
 
     /// True when the images are in CUDA device memory.
     pub fn is_device(&self) -> bool {
-        matches!(self.images, Images::Device(_))
+        matches!(self.images, Images::Device(_) | Images::Emulated(_))
     }
 
     /// The device buffer (with its stream, ready event and raw device
@@ -225,7 +227,7 @@ impl Batch {
     pub fn device(&self) -> Option<&DeviceBatch> {
         match &self.images {
             Images::Device(d) => Some(d),
-            Images::Host(_) => None,
+            Images::Host(_) | Images::Emulated(_) => None,
         }
     }
 
@@ -233,7 +235,7 @@ impl Batch {
     pub fn device_mut(&mut self) -> Option<&mut DeviceBatch> {
         match &mut self.images {
             Images::Device(d) => Some(d),
-            Images::Host(_) => None,
+            Images::Host(_) | Images::Emulated(_) => None,
         }
     }
 
@@ -243,6 +245,7 @@ impl Batch {
         match &self.images {
             Images::Host(b) => Ok(Cow::Borrowed(b.bytes())),
             Images::Device(d) => d.to_host().map(Cow::Owned),
+            Images::Emulated(d) => d.to_host().map(Cow::Owned),
         }
     }
 

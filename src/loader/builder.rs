@@ -56,6 +56,7 @@ pub(crate) struct LoaderConfig {
     pub spec: OutputSpec,
     pub policy: Policy,
     pub device: Device,
+    pub emulator: Option<crate::cuda::Emulator>,
     pub threads: usize,
     pub prefetch: usize,
     pub first_epoch: u64,
@@ -78,6 +79,7 @@ pub struct LoaderBuilder {
     normalize: Option<(Vec<f32>, Vec<f32>)>,
     policy: Policy,
     device: Device,
+    emulator: Option<crate::cuda::Emulator>,
     threads: Option<usize>,
     prefetch: usize,
     seed: u64,
@@ -105,6 +107,7 @@ impl LoaderBuilder {
             normalize: None,
             policy: Policy::none(),
             device: Device::Cpu,
+            emulator: None,
             threads: None,
             prefetch: 2,
             seed: 0,
@@ -167,6 +170,17 @@ impl LoaderBuilder {
     /// CPU or CUDA device (default CPU).
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
+        self
+    }
+
+    /// Runs the CUDA path (staging, launches, device batches) on the CPU
+    /// [`Emulator`](crate::cuda::Emulator) instead of a GPU: for tests of
+    /// the GPU path on machines without one. Overrides [`device`](Self::device);
+    /// batches are device batches whose [`Batch::device`](crate::loader::Batch::device)
+    /// is `None` (there is no CUDA buffer) but [`Batch::to_host_bytes`](crate::loader::Batch::to_host_bytes)
+    /// works.
+    pub fn emulated_device(mut self, emulator: crate::cuda::Emulator) -> Self {
+        self.emulator = Some(emulator);
         self
     }
 
@@ -333,6 +347,7 @@ impl LoaderBuilder {
             spec,
             policy: self.policy,
             device: self.device,
+            emulator: self.emulator.clone(),
             threads,
             prefetch: self.prefetch,
             first_epoch: self.epoch,

@@ -52,7 +52,7 @@ pub use spare::release_spare_buffers;
 use crate::error::{Error, Result};
 use crate::shard::Dataset;
 use builder::LoaderConfig;
-use pipeline::{Msg, Pipeline};
+use pipeline::{GpuPath, Msg, Pipeline};
 
 /// An iterator of augmented batches. Build one with [`Loader::builder`].
 pub struct Loader {
@@ -85,13 +85,18 @@ impl Loader {
         }
         // On a CUDA device the augmenter is made here, so that a machine
         // without CUDA gets a clear error from `build()`.
-        let gpu = match cfg.device {
-            Device::Cpu => None,
-            Device::Cuda(ordinal) => {
+        let gpu = match (&cfg.emulator, cfg.device) {
+            (Some(emu), _) => {
+                let gpu = crate::cuda::GpuAugmenter::new(emu)?;
+                gpu.warm_up(&cfg.spec)?;
+                Some(GpuPath::Emulated(gpu))
+            }
+            (None, Device::Cpu) => None,
+            (None, Device::Cuda(ordinal)) => {
                 let device = crate::cuda::Device::new(ordinal)?;
                 let gpu = crate::cuda::GpuAugmenter::new(&device)?;
                 gpu.warm_up(&cfg.spec)?;
-                Some(gpu)
+                Some(GpuPath::Cuda(gpu))
             }
         };
         let pool = rayon::ThreadPoolBuilder::new()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::cuda::{GpuAugmenter, ImageView};
+use crate::cuda::{Backend, DeviceBatch, Emulator, GpuAugmenter, ImageView};
 use crate::decode::{decode, Pixels};
 use crate::error::{Error, Result};
 use crate::loader::batch::{Batch, HostBuffer, Images};
@@ -50,7 +50,27 @@ pub(crate) struct Pipeline {
     pub stop: Arc<AtomicBool>,
     /// The GPU path's augmenter (its own pinned staging, copy and compute
     /// streams, double buffered); `None` on the CPU path.
-    pub gpu: Option<GpuAugmenter>,
+    pub gpu: Option<GpuPath>,
+}
+
+/// The augmenter of the GPU path: on a CUDA device, or on the CPU emulator
+/// (tests), with the same host code.
+pub(crate) enum GpuPath {
+    Cuda(GpuAugmenter<crate::cuda::Device>),
+    Emulated(GpuAugmenter<Emulator>),
+}
+
+/// One fused launch for a decoded batch, on whichever backend.
+fn augment_on<B: Backend>(
+    gpu: &mut GpuAugmenter<B>,
+    views: &[ImageView<'_>],
+    params: &[SampleParams],
+    kept: &[u64],
+    seed: u64,
+    epoch: u64,
+    spec: &crate::ops::OutputSpec,
+) -> Result<DeviceBatch<B>> {
+    gpu.augment_batch(views, params, kept, seed, epoch, spec)
 }
 
 /// One decoded sample waiting for the GPU: its pixels, label and parameters.
@@ -165,12 +185,7 @@ impl Pipeline {
     /// kernel launch augments them all into device memory. The augmenter
     /// double-buffers its pinned staging, so this batch's upload overlaps the
     /// previous batch's kernel.
-    fn build_on_gpu(
-        &self,
-        gpu: &mut GpuAugmenter,
-        position: Position,
-        indices: &[u64],
-    ) -> Result<Batch> {
+    fn build_on_gpu(&self, gpu: &mut GpuPath, position: Position, indices: &[u64]) -> Result<Batch> {
         let cfg = &*self.cfg;
         let decoded: Vec<std::result::Result<Decoded<'_>, SampleError>> = largest_first(
             &self.pool,
@@ -202,14 +217,15 @@ impl Pipeline {
         let images = if views.is_empty() {
             Images::Host(HostBuffer::default())
         } else {
-            Images::Device(gpu.augment_batch(
-                &views,
-                &params,
-                &kept,
-                cfg.plan.seed,
-                position.epoch,
-                &cfg.spec,
-            )?)
+            let (seed, epoch, spec) = (cfg.plan.seed, position.epoch, &cfg.spec);
+            match gpu {
+                GpuPath::Cuda(g) => {
+                    Images::Device(augment_on(g, &views, &params, &kept, seed, epoch, spec)?)
+                }
+                GpuPath::Emulated(g) => {
+                    Images::Emulated(augment_on(g, &views, &params, &kept, seed, epoch, spec)?)
+                }
+            }
         };
         Ok(Batch::new(
             images,
