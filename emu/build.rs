@@ -4,7 +4,13 @@
 
 fn main() {
     let kernels = std::path::Path::new("../kernels");
-    for f in ["augment.cu", "relaxed.cu", "philox.cu", "philox.cuh", "sample.cuh"] {
+    for f in [
+        "augment.cu",
+        "relaxed.cu",
+        "philox.cu",
+        "philox.cuh",
+        "sample.cuh",
+    ] {
         println!("cargo:rerun-if-changed=../kernels/{f}");
     }
     for f in [

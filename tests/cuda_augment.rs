@@ -235,9 +235,7 @@ fn full_size_batches_in_every_variant() {
     let mut aug = GpuAugmenter::new(&dev).unwrap();
     let rng = &mut rng("full_size_batches_in_every_variant");
     let imgs = Owned::random(rng, 256, 3, 160..=320);
-    let params: Vec<_> = (0..256)
-        .map(|_| random_params(rng, Ops::All))
-        .collect();
+    let params: Vec<_> = (0..256).map(|_| random_params(rng, Ops::All)).collect();
     let samples: Vec<u64> = (0..256).collect();
     for dtype in DTYPES {
         for layout in LAYOUTS {

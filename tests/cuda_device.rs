@@ -9,8 +9,7 @@ mod cuda_common;
 
 use cuda_common::*;
 use metaug::cuda::{
-    philox_draws, Backend, DType, Device, DeviceBatch, GpuAugmenter, ImageView, Layout,
-    OutputSpec,
+    philox_draws, Backend, DType, Device, DeviceBatch, GpuAugmenter, ImageView, Layout, OutputSpec,
 };
 use metaug::ops::philox::{PhiloxStream, STREAM_NOISE, STREAM_PARAMS};
 use metaug::ops::{SampleParams, Size};
@@ -217,11 +216,7 @@ fn identity_mirror_and_noise_are_exact<B: Backend>(dev: B, rng: &mut StdRng, _: 
 
 /// Runs `batches` through one augmenter with every batch alive at once, then
 /// checks each against the same batch run alone on a fresh augmenter.
-fn overlapping_batches_never_clobber_each_other<B: Backend>(
-    dev: B,
-    rng: &mut StdRng,
-    _: Scale,
-) {
+fn overlapping_batches_never_clobber_each_other<B: Backend>(dev: B, rng: &mut StdRng, _: Scale) {
     let s = OutputSpec {
         mean: vec![0.485, 0.456, 0.406],
         std: vec![0.229, 0.224, 0.225],

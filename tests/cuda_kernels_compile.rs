@@ -163,6 +163,10 @@ fn every_module_kernel_is_emulated_with_the_declared_parameters() {
             n += 1;
         }
     }
-    assert_eq!(n, emulated.len(), "the emulator has kernels no module declares");
+    assert_eq!(
+        n,
+        emulated.len(),
+        "the emulator has kernels no module declares"
+    );
     eprintln!("{n} kernels: emulated with the declared parameter lists");
 }

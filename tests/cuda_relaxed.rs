@@ -357,7 +357,7 @@ fn wrong_lengths_are_errors_not_faults<B: Backend>(dev: B, rng: &mut StdRng, _: 
     let mut o = dev.alloc_zeros::<f32>(st, k.shape.output_len()).unwrap();
     assert!(gpu.forward(k.shape, &x, &p, &s, 1, 0, &mut o).is_err());
     // A real launch after the errors, so the test is not only about checks.
-    let good = dev.upload(st, &vec![0f32; 16]).unwrap();
+    let good = dev.upload(st, &[0f32; 16]).unwrap();
     gpu.forward(k.shape, &x, &good, &s, 1, 0, &mut o).unwrap();
 }
 

@@ -20,7 +20,8 @@ use std::ffi::{c_char, c_void, CStr, CString};
 
 extern "C" {
     fn metaug_emu_kernel_count() -> usize;
-    fn metaug_emu_kernel_info(k: usize, nparams: *mut u32, sizes: *mut *const u32) -> *const c_char;
+    fn metaug_emu_kernel_info(k: usize, nparams: *mut u32, sizes: *mut *const u32)
+        -> *const c_char;
     fn metaug_emu_f32_to_f16(f: f32) -> u16;
     fn metaug_emu_launch(
         name: *const c_char,
@@ -153,7 +154,7 @@ mod tests {
     #[test]
     fn f16_conversion_rounds_as_half_does() {
         let mut x = 0x1234_5678u64;
-        let mut check = |f: f32| {
+        let check = |f: f32| {
             let want = half::f16::from_f32(f).to_bits();
             let got = f32_to_f16_bits(f);
             if f.is_nan() {
@@ -163,7 +164,9 @@ mod tests {
                 assert_eq!(got, want, "{f:e} ({:#010x})", f.to_bits());
             }
         };
-        for f in [0.0f32, -0.0, 1.0, 65504.0, 65520.0, 65519.99, 6.1e-5, 5.96e-8, 2.98e-8, 2.99e-8] {
+        for f in [
+            0.0f32, -0.0, 1.0, 65504.0, 65520.0, 65519.99, 6.1e-5, 5.96e-8, 2.98e-8, 2.99e-8,
+        ] {
             check(f);
             check(-f);
         }

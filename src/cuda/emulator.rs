@@ -213,7 +213,12 @@ pub struct EmuBuf<T> {
 
 impl<T> std::fmt::Debug for EmuBuf<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EmuBuf({} elements at {:#x})", self.len, self.mem.start())
+        write!(
+            f,
+            "EmuBuf({} elements at {:#x})",
+            self.len,
+            self.mem.start()
+        )
     }
 }
 
@@ -416,7 +421,10 @@ impl Backend for Emulator {
         let mut ranges = Vec::with_capacity(buffers.len());
         for (k, b) in buffers.iter().enumerate() {
             let (s, e) = (b.start as usize, b.start as usize + b.bytes);
-            if !live.iter().any(|m| s >= m.start() && e <= m.start() + m.bytes) {
+            if !live
+                .iter()
+                .any(|m| s >= m.start() && e <= m.start() + m.bytes)
+            {
                 return Err(Error::Cuda(format!(
                     "kernel {kernel}: pointer argument {k} ({s:#x}, {} bytes) is not inside a \
                      live device buffer",

@@ -52,7 +52,12 @@ impl<'a, B: Backend> Launch<'a, B> {
     }
 
     /// Bytes `[offset, offset + bytes)` of a device buffer (clamped to it).
-    pub(crate) fn range<T: Elem>(&mut self, b: &B::Buf<T>, offset: usize, bytes: usize) -> &mut Self {
+    pub(crate) fn range<T: Elem>(
+        &mut self,
+        b: &B::Buf<T>,
+        offset: usize,
+        bytes: usize,
+    ) -> &mut Self {
         let total = B::len(b) * std::mem::size_of::<T>();
         let offset = offset.min(total);
         let bytes = bytes.min(total - offset);
@@ -90,7 +95,10 @@ impl<'a, B: Backend> Launch<'a, B> {
     /// ordered with this stream.
     pub(crate) unsafe fn launch(&mut self, stream: &B::Stream, cfg: LaunchConfig) -> Result<()> {
         let sig = self.module.kernels.get(self.kernel).ok_or_else(|| {
-            Error::Cuda(format!("module {} has no kernel {}", self.module.key, self.kernel))
+            Error::Cuda(format!(
+                "module {} has no kernel {}",
+                self.module.key, self.kernel
+            ))
         })?;
         if self.pushed != sig.params {
             return Err(Error::Cuda(format!(
@@ -113,8 +121,14 @@ impl<'a, B: Backend> Launch<'a, B> {
         // `self.values`, alive and unmoved across the call; sizes, bounds and
         // ordering are the caller's contract (see this function's docs).
         unsafe {
-            self.backend
-                .launch(stream, self.module, &sig.name, cfg, &mut params, &self.buffers)
+            self.backend.launch(
+                stream,
+                self.module,
+                &sig.name,
+                cfg,
+                &mut params,
+                &self.buffers,
+            )
         }
     }
 }

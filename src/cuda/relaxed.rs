@@ -200,10 +200,9 @@ impl<B: Backend> RelaxedGpu<B> {
         need::<B, _>("grad_params", grad_params, shape.batch * PARAMS_PER_SAMPLE)?;
         let m = relaxed_module();
         let nb = shape.vjp_blocks();
-        let partial = self.device.alloc_zeros::<f64>(
-            &self.stream,
-            shape.batch * nb as usize * PARAMS_PER_SAMPLE,
-        )?;
+        let partial = self
+            .device
+            .alloc_zeros::<f64>(&self.stream, shape.batch * nb as usize * PARAMS_PER_SAMPLE)?;
         let s = Scalars::new(shape, seed, epoch);
         let cfg = LaunchConfig {
             grid_dim: (nb, shape.batch as u32, 1),
@@ -228,9 +227,7 @@ impl<B: Backend> RelaxedGpu<B> {
                 let mut l = Launch::new(&self.device, &m, 2);
                 l.buf::<f32>(input).buf::<f32>(params).buf::<u32>(samples);
                 s.push(&mut l);
-                l.buf::<f32>(grad_out)
-                    .buf::<f64>(&partial)
-                    .buf::<f32>(gi);
+                l.buf::<f32>(grad_out).buf::<f64>(&partial).buf::<f32>(gi);
                 // SAFETY: as the parameters-only case; grad_input (zeroed just
                 // above on this stream) receives atomicAdds at in-bounds
                 // neighbours of the input planes only (length checked).
@@ -347,7 +344,11 @@ impl<B: Backend> RelaxedGpu<B> {
         let flat: Vec<f32> = params.iter().flatten().copied().collect();
         let idx: Vec<u32> = samples.iter().map(|&s| s as u32).collect();
         let (d, st) = (&self.device, &self.stream);
-        Ok((d.upload(st, input)?, d.upload(st, &flat)?, d.upload(st, &idx)?))
+        Ok((
+            d.upload(st, input)?,
+            d.upload(st, &flat)?,
+            d.upload(st, &idx)?,
+        ))
     }
 
     fn download(&self, s: &B::Buf<f32>) -> Result<Vec<f32>> {

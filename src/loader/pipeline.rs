@@ -185,7 +185,12 @@ impl Pipeline {
     /// kernel launch augments them all into device memory. The augmenter
     /// double-buffers its pinned staging, so this batch's upload overlaps the
     /// previous batch's kernel.
-    fn build_on_gpu(&self, gpu: &mut GpuPath, position: Position, indices: &[u64]) -> Result<Batch> {
+    fn build_on_gpu(
+        &self,
+        gpu: &mut GpuPath,
+        position: Position,
+        indices: &[u64],
+    ) -> Result<Batch> {
         let cfg = &*self.cfg;
         let decoded: Vec<std::result::Result<Decoded<'_>, SampleError>> = largest_first(
             &self.pool,

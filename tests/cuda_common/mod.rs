@@ -5,8 +5,8 @@
 //! `ops::augment_into` instead, in `cuda_augment.rs`).
 #![allow(dead_code)]
 
-use std::ffi::c_void;
 use std::cell::Cell;
+use std::ffi::c_void;
 
 use metaug::cuda::backend::LaunchConfig;
 use metaug::cuda::{DType, Device, Emulator, KernelRunner, Layout, PARAMS_PER_SAMPLE};
