@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The prepared device check: every GPU test, compute-sanitizer on them, the
+# fused-kernel bench against device-to-device copy bandwidth and the GPU
+# loader bench, in one call of a few minutes. Logs under $OUT (or ./gpu-logs).
+#
+# Here (with a Rust toolchain), from the repo root:
+#   ../shared/tools/gpu-bundle            # builds test/bench binaries into .gpu/
+# Then on the GPU machine, carrying .gpu (this script is copied into it):
+#   bash .gpu/gpu-check.sh               # or: bash .ci/gpu-check.sh from a full tree
+#
+# Budget (H200, measured nowhere yet: no GPU has been lent): tests ~1 min,
+# sanitizers ~3 min (each tool's run is capped by `timeout`), benches ~2 min.
+# Every step's exit status is in $OUT/summary.txt; the script exits non-zero
+# if any step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[ -d .gpu/bin ] || { echo "no .gpu/bin: run ../shared/tools/gpu-bundle first" >&2; exit 2; }
+out="${OUT:-$PWD/gpu-logs}"
+mkdir -p "$out"
+summary="$out/summary.txt"
+: > "$summary"
+for d in /usr/local/cuda/lib64 /usr/local/nvidia/lib64 \
+  $(python3 -c 'import nvidia,os;p=nvidia.__path__[0];print(" ".join(os.path.join(p,x,"lib") for x in os.listdir(p)))' 2>/dev/null); do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+done
+# NVRTC newer than the driver makes PTX the driver refuses: CUDA's own first.
+[ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH="/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
+export METAUG_KERNEL_CACHE="$out/ptx-cache"
+status=0
+step() { # step NAME SECONDS CMD...
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  printf '%-28s rc=%-3s %4ss  %s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" "$*" | tee -a "$summary"
+  [ $rc -eq 0 ] || status=1
+}
+
+step nvidia-smi 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
+# Every CUDA test on the GPU (the emulated halves run too: same binaries), ignored (heavy) ones included.
+for t in cuda_device cuda_augment cuda_relaxed cuda_loader cuda_kernels_compile; do
+  step "test-$t" 240 ".gpu/bin/test-$t" --include-ignored --test-threads 1
+done
+grep -h "skipped: no CUDA device" "$out"/test-*.log > "$out/skipped.txt" && {
+  echo "GPU tests were SKIPPED (no device seen): see $out/skipped.txt" | tee -a "$summary"; status=1; }
+# Sanitizers on the GPU halves only (filter "gpu"), skipping the heavy ignored tests.
+if command -v compute-sanitizer > /dev/null; then
+  for t in cuda_device cuda_augment cuda_relaxed; do
+    step "memcheck-$t" 120 compute-sanitizer --tool memcheck --error-exitcode 9 ".gpu/bin/test-$t" gpu --test-threads 1
+    step "racecheck-$t" 120 compute-sanitizer --tool racecheck --error-exitcode 9 ".gpu/bin/test-$t" gpu --test-threads 1
+  done
+  step "synccheck-cuda_relaxed" 120 compute-sanitizer --tool synccheck --error-exitcode 9 .gpu/bin/test-cuda_relaxed gpu --test-threads 1
+else
+  echo "compute-sanitizer not found" | tee -a "$summary"
+fi
+# Fused kernel vs device-to-device copy (prints the ratio last), then the loader benches.
+step bench-gpu 150 .gpu/bin/bench-gpu --bench
+step bench-loader-cuda 150 .gpu/bin/bench-loader --bench loader_cuda
+command -v nvcc > /dev/null && step nvcc-resource-usage 60 sh -c \
+  'nvcc -arch=sm_90 --resource-usage -I.gpu/kernels -c -o /dev/null .gpu/kernels/augment.cu && nvcc -arch=sm_90 --resource-usage -I.gpu/kernels -c -o /dev/null .gpu/kernels/relaxed.cu'
+echo "--- last lines of the benches"
+tail -n 5 "$out/bench-gpu.log" "$out/bench-loader-cuda.log" 2>/dev/null
+echo "--- summary"
+cat "$summary"
+exit $status
