@@ -16,9 +16,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Device 0, or `None` after printing `skipped: no CUDA device (reason)`.
+/// With `METAUG_REQUIRE_GPU` set (the prepared device check), no device is a
+/// failure instead.
 pub fn gpu(test: &str) -> Option<Device> {
     match Device::new(0) {
         Ok(d) => Some(d),
+        Err(e) if std::env::var_os("METAUG_REQUIRE_GPU").is_some() => {
+            panic!("{test}: METAUG_REQUIRE_GPU is set and there is no CUDA device ({e})")
+        }
         Err(e) => {
             eprintln!("{test}: skipped: no CUDA device ({e})");
             None
