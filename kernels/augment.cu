@@ -239,16 +239,21 @@ __device__ __forceinline__ void metaug_augment(
   METAUG_AUGMENT_KERNEL(metaug_augment_##DTN##_##LN##_c3, DT, LAYOUT, 3, false)        \
   METAUG_AUGMENT_KERNEL(metaug_augment_##DTN##_##LN##_c3_v4, DT, LAYOUT, 3, true)
 
+// Every variant, as METAUG_AUGMENT_KERNEL(...) expansions (the emulator's
+// registry, emu/src/kernels_augment.cpp, expands the same list).
+#define METAUG_AUGMENT_ALL_VARIANTS                            \
+  METAUG_AUGMENT_CHANNELS(u8, METAUG_DT_U8, nchw, METAUG_NCHW)   \
+  METAUG_AUGMENT_CHANNELS(u8, METAUG_DT_U8, nhwc, METAUG_NHWC)   \
+  METAUG_AUGMENT_CHANNELS(f16, METAUG_DT_F16, nchw, METAUG_NCHW) \
+  METAUG_AUGMENT_CHANNELS(f16, METAUG_DT_F16, nhwc, METAUG_NHWC) \
+  METAUG_AUGMENT_CHANNELS(f32, METAUG_DT_F32, nchw, METAUG_NCHW) \
+  METAUG_AUGMENT_CHANNELS(f32, METAUG_DT_F32, nhwc, METAUG_NHWC)
+
 // The host compiles one module per variant with
 // -DMETAUG_AUGMENT_VARIANT=METAUG_AUGMENT_KERNEL(name, dtype, layout, channels, vec4)
 // (src/cuda/kernels.rs); without it (nvcc, a full compile check) every variant is built.
 #ifdef METAUG_AUGMENT_VARIANT
 METAUG_AUGMENT_VARIANT
 #else
-METAUG_AUGMENT_CHANNELS(u8, METAUG_DT_U8, nchw, METAUG_NCHW)
-METAUG_AUGMENT_CHANNELS(u8, METAUG_DT_U8, nhwc, METAUG_NHWC)
-METAUG_AUGMENT_CHANNELS(f16, METAUG_DT_F16, nchw, METAUG_NCHW)
-METAUG_AUGMENT_CHANNELS(f16, METAUG_DT_F16, nhwc, METAUG_NHWC)
-METAUG_AUGMENT_CHANNELS(f32, METAUG_DT_F32, nchw, METAUG_NCHW)
-METAUG_AUGMENT_CHANNELS(f32, METAUG_DT_F32, nhwc, METAUG_NHWC)
+METAUG_AUGMENT_ALL_VARIANTS
 #endif

@@ -150,15 +150,7 @@ fn every_module_kernel_is_emulated_with_the_declared_parameters() {
                 .iter()
                 .find(|e| e.name == k.name)
                 .unwrap_or_else(|| panic!("kernel {} is not in the emulator", k.name));
-            let declared: Vec<usize> = k
-                .params
-                .iter()
-                .map(|p| match p {
-                    metaug::cuda::kernels::Param::Ptr => 8,
-                    metaug::cuda::kernels::Param::U32 => 4,
-                    metaug::cuda::kernels::Param::Bytes(b) => *b,
-                })
-                .collect();
+            let declared: Vec<usize> = k.params.iter().map(|p| p.size()).collect();
             assert_eq!(declared, e.param_sizes, "kernel {}", k.name);
             n += 1;
         }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::backend::{Backend, BufferArg, Elem, LaunchConfig};
-use super::kernels::{ModuleDef, Param};
+use super::kernels::ModuleDef;
 use crate::{Error, Result};
 
 /// Bytes of red zone on each side of an emulated allocation (also its alignment).
@@ -403,14 +403,7 @@ impl Backend for Emulator {
             .find(|k| k.name == kernel)
             .ok_or_else(|| Error::Cuda(format!("module {} has no kernel {kernel}", module.key)))?
             .params;
-        let host_sizes: Vec<usize> = declared
-            .iter()
-            .map(|p| match p {
-                Param::Ptr => 8,
-                Param::U32 => 4,
-                Param::Bytes(n) => *n,
-            })
-            .collect();
+        let host_sizes: Vec<usize> = declared.iter().map(|p| p.size()).collect();
         if host_sizes != sizes || params.len() != sizes.len() {
             return Err(Error::Cuda(format!(
                 "kernel {kernel}: the host declares parameters of {host_sizes:?} bytes, the \

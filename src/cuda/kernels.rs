@@ -71,6 +71,17 @@ pub enum Param {
     Bytes(usize),
 }
 
+impl Param {
+    /// The parameter's size in bytes (`sizeof` of its C type).
+    pub fn size(self) -> usize {
+        match self {
+            Param::Ptr => 8,
+            Param::U32 => 4,
+            Param::Bytes(n) => n,
+        }
+    }
+}
+
 /// A kernel entry point and its parameter list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelSig {

@@ -29,6 +29,8 @@ pub(crate) struct Launch<'a, B: Backend> {
     values: Vec<Value>,
     pushed: Vec<Param>,
     buffers: Vec<BufferArg>,
+    /// A range pushed past its buffer's end: the launch is refused.
+    bad_range: Option<String>,
 }
 
 impl<'a, B: Backend> Launch<'a, B> {
@@ -42,6 +44,7 @@ impl<'a, B: Backend> Launch<'a, B> {
             values: Vec::with_capacity(n),
             pushed: Vec::with_capacity(n),
             buffers: Vec::new(),
+            bad_range: None,
         }
     }
 
@@ -51,7 +54,8 @@ impl<'a, B: Backend> Launch<'a, B> {
         self.range(b, 0, bytes)
     }
 
-    /// Bytes `[offset, offset + bytes)` of a device buffer (clamped to it).
+    /// Bytes `[offset, offset + bytes)` of a device buffer. A range past the
+    /// buffer's end makes [`launch`](Self::launch) an error.
     pub(crate) fn range<T: Elem>(
         &mut self,
         b: &B::Buf<T>,
@@ -59,6 +63,12 @@ impl<'a, B: Backend> Launch<'a, B> {
         bytes: usize,
     ) -> &mut Self {
         let total = B::len(b) * std::mem::size_of::<T>();
+        if offset.checked_add(bytes).is_none_or(|end| end > total) && self.bad_range.is_none() {
+            self.bad_range = Some(format!(
+                "argument {}: bytes {offset}..+{bytes} of a {total}-byte buffer",
+                self.values.len()
+            ));
+        }
         let offset = offset.min(total);
         let bytes = bytes.min(total - offset);
         let start = self.backend.address(b) + offset as u64;
@@ -100,6 +110,9 @@ impl<'a, B: Backend> Launch<'a, B> {
                 self.module.key, self.kernel
             ))
         })?;
+        if let Some(why) = &self.bad_range {
+            return Err(Error::Cuda(format!("kernel {}: {why}", sig.name)));
+        }
         if self.pushed != sig.params {
             return Err(Error::Cuda(format!(
                 "kernel {}: host pushed {:?}, kernel takes {:?}",
