@@ -120,6 +120,139 @@ pub fn affine_matrix_f64(g: &Geometry, src: Size, out: Size) -> [f64; 6] {
     ]
 }
 
+/// A rectangle of pixels: columns `x..x + width`, rows `y..y + height`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rect {
+    /// First column.
+    pub x: u32,
+    /// First row.
+    pub y: u32,
+    /// Columns.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+}
+
+impl Rect {
+    /// The whole of an image of `size`.
+    pub const fn whole(size: Size) -> Rect {
+        Rect {
+            x: 0,
+            y: 0,
+            width: size.width,
+            height: size.height,
+        }
+    }
+
+    /// Pixels covered.
+    pub fn pixels(&self) -> u64 {
+        self.width as u64 * self.height as u64
+    }
+}
+
+/// Which part of a source image a sample's decoded pixels are, and at what
+/// scale: the augmentation's map is computed for the whole image (`full`,
+/// the frame the policy's normalised coordinates refer to), then read from
+/// the decoded window.
+///
+/// - `shrink = 0` (exact): the map is [`affine_matrix`] of the full image,
+///   bit for bit; a window only moves where its taps are read from
+///   (`x0 − origin`), so a sample from a window that holds every pixel the
+///   map reads is bit for bit the sample from the whole image.
+/// - `shrink = k > 0` (DCT-domain scaled decode, not exact): the decoded
+///   frame is `ceil(full / 2^k)` and the map is the full image's map in
+///   continuous coordinates scaled by `2^-k` (computed in f64, rounded once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceWindow {
+    /// The whole source image, at full resolution.
+    pub full: Size,
+    /// The decode scale is `1 / 2^shrink` (0 to 3).
+    pub shrink: u8,
+    /// Column and row, in the scaled frame, of the decoded pixels' top-left.
+    pub origin: [u32; 2],
+}
+
+impl SourceWindow {
+    /// The whole image at full resolution (no window).
+    pub const fn whole(full: Size) -> SourceWindow {
+        SourceWindow {
+            full,
+            shrink: 0,
+            origin: [0, 0],
+        }
+    }
+
+    /// The scaled frame: `ceil(full / 2^shrink)` (libjpeg-turbo's scaled size).
+    pub fn frame(&self) -> Size {
+        let d = 1u64 << self.shrink;
+        let s = |v: u32| ((v as u64 + d - 1) / d) as u32;
+        Size::new(s(self.full.height), s(self.full.width))
+    }
+
+    /// The inverse affine map from output index to index in the scaled
+    /// frame (see the type's docs).
+    pub fn matrix(&self, g: &Geometry, out: Size) -> [f32; 6] {
+        if self.shrink == 0 {
+            return affine_matrix(g, self.full, out);
+        }
+        let m = affine_matrix_f64(g, self.full, out);
+        // continuous x' = s·x_c with x_c = x + 0.5: x' − 0.5 = s·(x + 0.5) − 0.5
+        let s = 1.0 / (1u64 << self.shrink) as f64;
+        [
+            s * m[0],
+            s * m[1],
+            s * (m[2] + 0.5) - 0.5,
+            s * m[3],
+            s * m[4],
+            s * (m[5] + 0.5) - 0.5,
+        ]
+        .map(|v| v as f32)
+    }
+}
+
+/// The pixels of a `frame`-sized image that the bilinear taps of map `m`
+/// over an `out`-sized output can read, clamped to the image; `None` when
+/// no tap falls inside it.
+///
+/// Conservative: the map is affine, so its extremes are at the output's
+/// corners; they are evaluated in f64 and widened by one pixel on each side,
+/// far more than the f32 evaluation's rounding (a few ulps of coordinates
+/// below 2^24), and then by the tap to the right and below. A coordinate
+/// that is not finite gives the whole image.
+pub fn footprint(m: &[f32; 6], out: Size, frame: Size) -> Option<Rect> {
+    if out.width == 0 || out.height == 0 || frame.width == 0 || frame.height == 0 {
+        return None;
+    }
+    let (jl, il) = ((out.width - 1) as f64, (out.height - 1) as f64);
+    let m = m.map(|v| v as f64);
+    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (j, i) in [(0.0, 0.0), (jl, 0.0), (0.0, il), (jl, il)] {
+        let x = m[0] * j + m[1] * i + m[2];
+        let y = m[3] * j + m[4] * i + m[5];
+        if !x.is_finite() || !y.is_finite() {
+            return Some(Rect::whole(frame));
+        }
+        x_lo = x_lo.min(x);
+        x_hi = x_hi.max(x);
+        y_lo = y_lo.min(y);
+        y_hi = y_hi.max(y);
+    }
+    // Taps: columns floor(x) and floor(x) + 1 for x in [lo, hi].
+    let span = |lo: f64, hi: f64, n: u32| -> Option<(u32, u32)> {
+        let first = (lo - 1.0).floor().max(0.0);
+        let last = ((hi + 1.0).floor() + 1.0).min(n as f64 - 1.0);
+        (first <= last).then_some((first as u32, last as u32))
+    };
+    let (x0, x1) = span(x_lo, x_hi, frame.width)?;
+    let (y0, y1) = span(y_lo, y_hi, frame.height)?;
+    Some(Rect {
+        x: x0,
+        y: y0,
+        width: x1 - x0 + 1,
+        height: y1 - y0 + 1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ pub mod output;
 pub mod philox;
 pub mod warp;
 
-pub use geometry::{affine_matrix, Geometry, SampleParams, Size};
+pub use geometry::{affine_matrix, footprint, Geometry, Rect, SampleParams, Size, SourceWindow};
 pub use output::{sample_to_chw_f32, DType, Layout, OutputSpec, MAX_OUTPUT_SIDE};
 pub use philox::PhiloxStream;
-pub use warp::{augment_into, augment_reference};
+pub use warp::{augment_into, augment_reference, augment_window_into, augment_window_reference};

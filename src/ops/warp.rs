@@ -48,7 +48,7 @@ use std::cell::RefCell;
 mod avx512;
 
 use crate::decode::ImageView;
-use crate::ops::geometry::{affine_matrix, SampleParams, Size};
+use crate::ops::geometry::{SampleParams, Size, SourceWindow};
 use crate::ops::noise::fill_normals;
 use crate::ops::output::{write_run, Layout, OutputSpec};
 use crate::ops::philox::PhiloxStream;
@@ -161,14 +161,44 @@ pub fn augment_into(
     spec: &OutputSpec,
     out: &mut [u8],
 ) {
+    augment_window_into(
+        src,
+        &SourceWindow::whole(src.size()),
+        params,
+        noise,
+        spec,
+        out,
+    )
+}
+
+/// [`augment_into`] for a sample whose decoded pixels `src` are a window of
+/// its source image (see [`SourceWindow`]): the map is the whole image's
+/// (scaled when `window.shrink > 0`) and taps are read from the window.
+/// Taps outside the window read zero, as outside the image: a window that
+/// holds every pixel the map reads inside the image (see
+/// [`footprint`](crate::ops::geometry::footprint)) gives, with
+/// `shrink = 0`, bit for bit the sample of the whole image.
+///
+/// # Panics
+/// As [`augment_into`], and if the window does not lie inside its frame.
+pub fn augment_window_into(
+    src: ImageView<'_>,
+    window: &SourceWindow,
+    params: &SampleParams,
+    noise: PhiloxStream,
+    spec: &OutputSpec,
+    out: &mut [u8],
+) {
     check_args(&src, spec, out);
+    let origin = check_window(&src, window);
     if spec.sample_elements() == 0 {
         return;
     }
+    let m = window.matrix(&params.geometry, spec.size);
     #[cfg(target_arch = "x86_64")]
     if avx512::handles(&src, params, spec) && avx512::available() {
         // SAFETY: both conditions of `avx512::augment` were just checked.
-        unsafe { avx512::augment(&src, params, &noise, spec, out) };
+        unsafe { avx512::augment(&src, &m, origin, params, &noise, spec, out) };
         return;
     }
     SCRATCH.with(|cell| {
@@ -177,11 +207,31 @@ pub fn augment_into(
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: `augment_avx2` only requires AVX2, which the CPU was
             // just found to support.
-            unsafe { augment_avx2(&src, params, &noise, spec, out, scratch) };
+            unsafe { augment_avx2(&src, &m, origin, params, &noise, spec, out, scratch) };
             return;
         }
-        augment_body::<false>(&src, params, &noise, spec, out, scratch);
+        augment_body::<false>(&src, &m, origin, params, &noise, spec, out, scratch);
     });
+}
+
+/// The window's origin as i32, checked to lie (with the pixels) inside its
+/// frame, whose sides are below 2^24 so that every coordinate is exact in f32.
+fn check_window(src: &ImageView<'_>, window: &SourceWindow) -> [i32; 2] {
+    let frame = window.frame();
+    let [ox, oy] = window.origin;
+    assert!(
+        window.shrink <= 3
+            && ox as u64 + src.width as u64 <= frame.width as u64
+            && oy as u64 + src.height as u64 <= frame.height as u64
+            && frame.width < 1 << 24
+            && frame.height < 1 << 24,
+        "window {}x{} at ({ox}, {oy}) is not inside its {}x{} frame",
+        src.height,
+        src.width,
+        frame.height,
+        frame.width
+    );
+    [ox as i32, oy as i32]
 }
 
 /// [`augment_into`] without the AVX2 code (the path of CPUs without it), so
@@ -198,36 +248,51 @@ pub fn augment_into_portable(
     if spec.sample_elements() == 0 {
         return;
     }
+    let m = SourceWindow::whole(src.size()).matrix(&params.geometry, spec.size);
     SCRATCH.with(|cell| {
-        augment_body::<false>(&src, params, &noise, spec, out, &mut cell.borrow_mut())
+        augment_body::<false>(
+            &src,
+            &m,
+            [0, 0],
+            params,
+            &noise,
+            spec,
+            out,
+            &mut cell.borrow_mut(),
+        )
     });
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn augment_avx2(
     src: &ImageView<'_>,
+    m: &[f32; 6],
+    origin: [i32; 2],
     params: &SampleParams,
     noise: &PhiloxStream,
     spec: &OutputSpec,
     out: &mut [u8],
     scratch: &mut Scratch,
 ) {
-    augment_body::<true>(src, params, noise, spec, out, scratch)
+    augment_body::<true>(src, m, origin, params, noise, spec, out, scratch)
 }
 
 /// The whole sample, row by row. `AVX2` is true only when called from
 /// [`augment_avx2`], i.e. on a CPU with AVX2.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn augment_body<const AVX2: bool>(
     src: &ImageView<'_>,
+    m: &[f32; 6],
+    origin: [i32; 2],
     params: &SampleParams,
     noise: &PhiloxStream,
     spec: &OutputSpec,
     out: &mut [u8],
     scratch: &mut Scratch,
 ) {
-    let m = affine_matrix(&params.geometry, src.size(), spec.size);
     let (h_out, w_out) = (spec.size.height as usize, spec.size.width as usize);
     let c_n = spec.channels as usize;
     let g = params.flip;
@@ -235,7 +300,7 @@ fn augment_body<const AVX2: bool>(
     let sigma = params.sigma;
     let dsize = spec.dtype.size();
     scratch.reserve(c_n, w_out);
-    let sampler = Sampler::new(src, &m);
+    let sampler = Sampler::new(src, m, origin);
     for i in 0..h_out {
         if blend {
             sampler.row::<AVX2>(i, w_out, false, scratch, Plane::Sampled);
@@ -281,23 +346,28 @@ enum Plane {
     Sampled,
 }
 
-/// Bilinear sampling of one source image through one affine map.
-struct Sampler<'a> {
+/// Bilinear sampling of one source window through one affine map: the
+/// map's integer corners are moved by the window's origin, the fractions
+/// are the map's own, and taps outside the window read zero.
+pub(crate) struct Sampler<'a> {
     data: &'a [u8],
     w: i64,
     h: i64,
     c: usize,
     m: [f32; 6],
+    /// The window's top-left in the map's frame (`[x, y]`, below 2^24).
+    origin: [i32; 2],
 }
 
 impl<'a> Sampler<'a> {
-    fn new(src: &ImageView<'a>, m: &[f32; 6]) -> Self {
+    pub(crate) fn new(src: &ImageView<'a>, m: &[f32; 6], origin: [i32; 2]) -> Self {
         Sampler {
             data: src.data,
             w: src.width as i64,
             h: src.height as i64,
             c: src.channels as usize,
             m: *m,
+            origin,
         }
     }
 
@@ -356,6 +426,7 @@ impl<'a> Sampler<'a> {
         let fi = i as f32;
         let (bx, by) = (m[1] * fi, m[4] * fi);
         let (w, h) = (self.w as i32, self.h as i32);
+        let [ox, oy] = self.origin;
         let cc = self.c as i32;
         // The last offset with GATHER_MARGIN bytes after its bottom-right
         // neighbour's channels: o + (w + 1)·C + MARGIN <= len.
@@ -377,7 +448,8 @@ impl<'a> Sampler<'a> {
             let (xf, yf) = (floor(x), floor(y));
             fx[j] = x - xf;
             fy[j] = y - yf;
-            let (x0, y0) = (corner(xf), corner(yf));
+            // corners saturate at ±2^30 and origins are below 2^24: no wrap
+            let (x0, y0) = (corner(xf) - ox, corner(yf) - oy);
             x0s[j] = x0;
             y0s[j] = y0;
             let inside = x0 >= 0 && y0 >= 0 && x0 < w - 1 && y0 < h - 1;
@@ -625,7 +697,13 @@ fn neighbourhood(s: &Sampler<'_>, i: usize, j: usize) -> (f32, f32, i64, i64) {
     let x = m[0] * fj + m[1] * fi + m[2];
     let y = m[3] * fj + m[4] * fi + m[5];
     let (xf, yf) = (floor(x), floor(y));
-    (x - xf, y - yf, xf as i64, yf as i64)
+    let [ox, oy] = s.origin.map(i64::from);
+    (
+        x - xf,
+        y - yf,
+        (xf as i64).saturating_sub(ox),
+        (yf as i64).saturating_sub(oy),
+    )
 }
 
 /// The contract's blend of channel `c` over a [`neighbourhood`].
@@ -666,9 +744,33 @@ pub fn augment_reference(
     spec: &OutputSpec,
     out: &mut [u8],
 ) {
+    augment_window_reference(
+        src,
+        &SourceWindow::whole(src.size()),
+        params,
+        noise,
+        spec,
+        out,
+    )
+}
+
+/// [`augment_reference`] from a window of the source image, as
+/// [`augment_window_into`] (slow; for tests).
+///
+/// # Panics
+/// As [`augment_window_into`].
+pub fn augment_window_reference(
+    src: ImageView<'_>,
+    window: &SourceWindow,
+    params: &SampleParams,
+    noise: PhiloxStream,
+    spec: &OutputSpec,
+    out: &mut [u8],
+) {
     check_args(&src, spec, out);
-    let m = affine_matrix(&params.geometry, src.size(), spec.size);
-    let sampler = Sampler::new(&src, &m);
+    let origin = check_window(&src, window);
+    let m = window.matrix(&params.geometry, spec.size);
+    let sampler = Sampler::new(&src, &m, origin);
     let Size {
         height: h_out,
         width: w_out,

@@ -37,7 +37,7 @@ use axis_aligned::Separable;
 
 use super::{sample_at3, Sampler};
 use crate::decode::ImageView;
-use crate::ops::geometry::{affine_matrix, SampleParams};
+use crate::ops::geometry::SampleParams;
 use crate::ops::noise::fill_normals;
 use crate::ops::output::{DType, Layout, OutputSpec};
 use crate::ops::philox::PhiloxStream;
@@ -83,13 +83,15 @@ pub(super) fn available() -> bool {
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 pub(super) unsafe fn augment(
     src: &ImageView<'_>,
+    m: &[f32; 6],
+    origin: [i32; 2],
     params: &SampleParams,
     noise: &PhiloxStream,
     spec: &OutputSpec,
     out: &mut [u8],
 ) {
-    let m = affine_matrix(&params.geometry, src.size(), spec.size);
-    let sampler = Sampler::new(src, &m);
+    let m = *m;
+    let sampler = Sampler::new(src, &m, origin);
     let (h_out, w_out) = (spec.size.height as usize, spec.size.width as usize);
     let (w, h) = (src.width as i32, src.height as i32);
     let stride = src.width as usize * 3;
@@ -97,7 +99,7 @@ pub(super) unsafe fn augment(
     let mirror = params.flip == 1.0;
     // An 8-byte read at o + stride must end inside the image.
     let last = src.data.len() as i64 - stride as i64 - 8;
-    let consts = Consts::new(&m, mirror, w_out, w, h, last, stride);
+    let consts = Consts::new(&m, origin, mirror, w_out, w, h, last, stride);
     // Streaming stores for large samples: their batch is far bigger than
     // any cache, so a normal store's read of each output line is wasted
     // and evicts the decoder's working set. Only whole aligned lines are
@@ -106,8 +108,14 @@ pub(super) unsafe fn augment(
     let stream = (out.as_ptr() as usize).is_multiple_of(64)
         && w_out.is_multiple_of(16)
         && out.len() >= STREAM_MIN_BYTES;
-    let mut separable =
-        Separable::plan(src.data, (w, h), &m, (consts.j0, consts.dj), (h_out, w_out));
+    let mut separable = Separable::plan(
+        src.data,
+        (w, h),
+        &m,
+        origin,
+        (consts.j0, consts.dj),
+        (h_out, w_out),
+    );
     EPS.with(|cell| {
         let eps = &mut *cell.borrow_mut();
         let plane = NOISE_ROWS * w_out;
@@ -223,6 +231,9 @@ struct Consts {
     /// Column `j` samples `j0 + dj·j` (mirrored when the flip gate is 1).
     j0: f32,
     dj: f32,
+    /// The window's origin in the map's frame, as f32 (exact: below 2^24).
+    ox: f32,
+    oy: f32,
     w: i32,
     h: i32,
     /// The largest offset whose bottom 8-byte read stays inside the data.
@@ -234,8 +245,10 @@ struct Consts {
 
 impl Consts {
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         m: &[f32; 6],
+        origin: [i32; 2],
         mirror: bool,
         w_out: usize,
         w: i32,
@@ -253,6 +266,8 @@ impl Consts {
             m: *m,
             j0,
             dj,
+            ox: origin[0] as f32,
+            oy: origin[1] as f32,
             w,
             h,
             last,
@@ -355,28 +370,31 @@ unsafe fn block16(k: &Consts, data: &[u8], row: &Row<'_>, j: usize) -> ([__m512;
     let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(s(m[3]), fj), s(by)), s(m[5]));
     let xf = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(x);
     let yf = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(y);
+    // The corners in the window (exact: integers; the origin is below 2^24
+    // and a corner that is not below 2^24 is far outside either way).
+    let (xw, yw) = (_mm512_sub_ps(xf, s(k.ox)), _mm512_sub_ps(yf, s(k.oy)));
     // Inside: 0 <= x0 < w - 1 and 0 <= y0 < h - 1, tested in f32 (exact:
     // integers; NaN fails every comparison).
-    let inside = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xf, s(0.0))
-        & _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yf, s(0.0))
-        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(xf, s((k.w - 1) as f32))
-        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yf, s((k.h - 1) as f32));
+    let inside = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xw, s(0.0))
+        & _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yw, s(0.0))
+        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(xw, s((k.w - 1) as f32))
+        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yw, s((k.h - 1) as f32));
     // Far outside: all four neighbours outside the image, so every tap is
     // 0 and the vector formula gives the reference's value from zeroed
     // words (finite coordinates only: NaN and infinities go element by
     // element).
     let lim = s(1_073_741_824.0);
-    let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(xf), lim)
-        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(yf), lim);
+    let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(xw), lim)
+        & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(yw), lim);
     let outside = finite
-        & (_mm512_cmp_ps_mask::<_CMP_LT_OQ>(xf, s(-1.0))
-            | _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xf, s(k.w as f32))
-            | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yf, s(-1.0))
-            | _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yf, s(k.h as f32)));
+        & (_mm512_cmp_ps_mask::<_CMP_LT_OQ>(xw, s(-1.0))
+            | _mm512_cmp_ps_mask::<_CMP_GE_OQ>(xw, s(k.w as f32))
+            | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(yw, s(-1.0))
+            | _mm512_cmp_ps_mask::<_CMP_GE_OQ>(yw, s(k.h as f32)));
     if inside | outside == 0 {
         return ([_mm512_setzero_ps(); 3], 0);
     }
-    let (x0, y0) = (_mm512_cvtps_epi32(xf), _mm512_cvtps_epi32(yf));
+    let (x0, y0) = (_mm512_cvtps_epi32(xw), _mm512_cvtps_epi32(yw));
     // o = (y0·w + x0)·3: below w·h·3 < 2^30 in the lanes inside (see
     // `handles`); other lanes may wrap, and are masked off
     let o = _mm512_mullo_epi32(

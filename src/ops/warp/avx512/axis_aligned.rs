@@ -63,6 +63,8 @@ pub(super) struct Separable<'a> {
     x0: Vec<i64>,
     /// `m[3]`, `m[4]`, `m[5]` of the map (rows), and column 0's `fj`.
     my: [f32; 3],
+    /// The window's first row in the map's frame.
+    oy: i64,
     fj0: f32,
     /// [`word_picks`], for gathered words.
     picks: Picks,
@@ -86,6 +88,7 @@ impl<'a> Separable<'a> {
         data: &'a [u8],
         (w, h): (i32, i32),
         m: &[f32; 6],
+        [ox, oy]: [i32; 2],
         (j0, dj): (f32, f32),
         (h_out, w_out): (usize, usize),
     ) -> Option<Self> {
@@ -106,7 +109,7 @@ impl<'a> Separable<'a> {
                 return None;
             }
             fx.push(x - xf);
-            x0.push(xf as i64);
+            x0.push(xf as i64 - ox as i64);
         }
         // y is monotonic in the row, so its ends bound it.
         for i in [0, h_out.saturating_sub(1)] {
@@ -129,6 +132,7 @@ impl<'a> Separable<'a> {
             fx,
             x0,
             my: [m[3], m[4], m[5]],
+            oy: oy as i64,
             fj0: j0,
             picks: word_picks(),
             width,
@@ -145,7 +149,7 @@ impl<'a> Separable<'a> {
         let y = m3 * self.fj0 + m4 * i as f32 + m5;
         let yf = floor(y);
         let fy = y - yf;
-        let y0 = yf as i64;
+        let y0 = yf as i64 - self.oy;
         // Moving down one source row: the old bottom row is the new top.
         if self.keys[0] != Some(y0) && self.keys[1] == Some(y0) {
             self.rows.swap(0, 1);

@@ -1,5 +1,9 @@
-//! Records to pixels: JPEG and PNG through the `image` crate with limits,
-//! raw pixels borrowed without a copy, grey ↔ RGB conversion.
+//! Records to pixels: JPEG through libjpeg-turbo ([`turbo`]: whole, a
+//! region, or DCT-scaled), PNG through the `image` crate, both with limits;
+//! raw pixels borrowed without a copy; grey ↔ RGB conversion.
+//!
+//! [`decode_region`] decodes only the part of a JPEG that an augmentation
+//! reads (see [`region`]).
 //!
 //! Every image is untrusted: its header is read and checked against
 //! [`DecodeLimits`] and against the shape the record declares *before* any
@@ -20,6 +24,9 @@
 //! from record to record; conversions happen in place in that buffer, so a
 //! decode thread allocates nothing once its buffer has grown.
 
+mod region;
+mod turbo;
+
 use std::io::Cursor;
 
 use image::codecs::jpeg::JpegDecoder;
@@ -31,6 +38,7 @@ use crate::{Error, Result};
 
 pub use crate::shard::Encoding;
 use crate::shard::Record;
+pub use region::{decode_bytes_region, decode_region, DecodeScale, RegionDecode};
 
 /// Bounds on what a decoder may accept and allocate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +222,7 @@ pub fn probe_bytes(bytes: &[u8], encoding: Encoding, limits: &DecodeLimits) -> R
             ))
         }
         Encoding::Png => Header::of(&png_decoder(bytes, limits)?)?,
-        Encoding::Jpeg => Header::of(&jpeg_decoder(bytes, limits)?)?,
+        Encoding::Jpeg => Header::of_jpeg(&turbo::header(bytes, limits)?),
     };
     Ok([header.height, header.width, header.color_channels])
 }
@@ -295,19 +303,11 @@ pub fn decode_into<'a>(
             (Header::of(&d)?, Source::Png(d))
         }
         Encoding::Jpeg => {
-            let d = jpeg_decoder(bytes, limits)?;
-            (Header::of(&d)?, Source::Jpeg(d))
+            let h = turbo::header(bytes, limits)?;
+            (Header::of_jpeg(&h), Source::Jpeg(h))
         }
     };
-    if header.height != height
-        || header.width != width
-        || (declared != header.color_channels && declared != header.samples)
-    {
-        return Err(Error::Decode(format!(
-            "image is {}x{}x{} (height x width x channels) but the record declares {height}x{width}x{declared}",
-            header.height, header.width, header.color_channels
-        )));
-    }
+    header.check_declared(shape)?;
     let native = header.bytes()?;
     let wanted = pixel_bytes(height, width, channels)?;
     limits.check_alloc(native.max(wanted))?;
@@ -326,9 +326,9 @@ pub fn decode_into<'a>(
         Source::Png(d) => d
             .read_image(&mut buf[..native])
             .map_err(|e| Error::Decode(format!("png: {e}")))?,
-        Source::Jpeg(d) => d
-            .read_image(&mut buf[..native])
-            .map_err(|e| Error::Decode(format!("jpeg: {e}")))?,
+        Source::Jpeg(h) => {
+            turbo::decode(bytes, &h, 0, None, &mut buf[..native])?;
+        }
     }
     convert_in_place(buf, &header, channels);
     buf.truncate(wanted as usize);
@@ -345,7 +345,7 @@ pub fn decode_into<'a>(
 enum Source<'a> {
     Raw(&'a [u8]),
     Png(PngDecoder<Cursor<&'a [u8]>>),
-    Jpeg(JpegDecoder<Cursor<&'a [u8]>>),
+    Jpeg(turbo::JpegHeader),
 }
 
 /// What the header says about the pixels the decoder will produce.
@@ -361,6 +361,32 @@ struct Header {
 }
 
 impl Header {
+    /// 8-bit grey or RGB, as libjpeg-turbo decodes it.
+    fn of_jpeg(h: &turbo::JpegHeader) -> Header {
+        Header {
+            height: h.height,
+            width: h.width,
+            color_channels: h.color_channels,
+            samples: h.color_channels,
+            bytes_per_sample: 1,
+        }
+    }
+
+    /// Checks the image against the record's declared `[height, width,
+    /// channels]` (channels may count alpha or not).
+    fn check_declared(&self, [height, width, declared]: [u32; 3]) -> Result<()> {
+        if self.height != height
+            || self.width != width
+            || (declared != self.color_channels && declared != self.samples)
+        {
+            return Err(Error::Decode(format!(
+                "image is {}x{}x{} (height x width x channels) but the record declares {height}x{width}x{declared}",
+                self.height, self.width, self.color_channels
+            )));
+        }
+        Ok(())
+    }
+
     fn of(d: &impl ImageDecoder) -> Result<Header> {
         let (width, height) = d.dimensions();
         let (color_channels, samples, bytes_per_sample) = match d.color_type() {
@@ -441,6 +467,23 @@ fn png_decoder<'a>(bytes: &'a [u8], limits: &DecodeLimits) -> Result<PngDecoder<
     // allocated, and bounds the png crate's own buffers by `max_alloc`.
     PngDecoder::with_limits(Cursor::new(bytes), limits.to_image())
         .map_err(|e| Error::Decode(format!("png: {e}")))
+}
+
+/// The JPEG decoder metaug used before libjpeg-turbo (the `image` crate's,
+/// zune-jpeg): `bytes` to HWC `u8` RGB pixels. Kept for the benchmarks'
+/// comparison of the two decoders; not used by the loader.
+#[doc(hidden)]
+pub fn decode_jpeg_image_rs(bytes: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>> {
+    let d = jpeg_decoder(bytes, limits)?;
+    let header = Header::of(&d)?;
+    let native = header.bytes()?;
+    limits.check_alloc(native.max(pixel_bytes(header.height, header.width, 3)?))?;
+    let mut buf = vec![0u8; native.max(pixel_bytes(header.height, header.width, 3)?) as usize];
+    d.read_image(&mut buf[..native as usize])
+        .map_err(|e| Error::Decode(format!("jpeg: {e}")))?;
+    convert_in_place(&mut buf, &header, 3);
+    buf.truncate(pixel_bytes(header.height, header.width, 3)? as usize);
+    Ok(buf)
 }
 
 fn jpeg_decoder<'a>(

@@ -1,0 +1,268 @@
+//! Decoding only the pixels an augmentation reads.
+//!
+//! A sample's geometry (crop, rotation, resize) is drawn before its record
+//! is decoded, so its inverse affine map, and with it the source rectangle
+//! its bilinear taps can read ([`footprint`]), is known in advance. For a
+//! JPEG, [`decode_region`] asks libjpeg-turbo for that rectangle only:
+//!
+//! - **exact** (the default, [`RegionDecode::default`]): the rectangle is
+//!   widened to whole iMCU columns (TurboJPEG's cropping unit) and by one
+//!   more iMCU on every side, so that chroma upsampling at the region's
+//!   edges sees the same neighbours as in a full decode. The pixels read
+//!   are then bit for bit those of the full decode, and so is the sample
+//!   (tested on every photo of `shared/data/photos-jpeg`). What is saved:
+//!   the IDCT, upsampling and colour conversion of every iMCU outside the
+//!   region, and all decoding below it (rows above are entropy-decoded,
+//!   then skipped).
+//! - **scaled** ([`DecodeScale::Auto`], opt-in, not exact): the image is
+//!   decoded at the largest scale `1/2^k` (k ≤ 3) at which the crop still
+//!   has at least the output's resolution along both axes, by
+//!   libjpeg-turbo's reduced-size IDCT (the DCT domain: 1/2 keeps 4×4 of
+//!   each 8×8 block's coefficients). The map is scaled to match (see
+//!   [`SourceWindow`]). The pixels differ from a full decode's by the
+//!   reduced IDCT's filtering; BENCHMARKS.md gives the mean and max
+//!   difference on the photos.
+//!
+//! PNG and raw records are decoded whole, as by [`decode`](super::decode)
+//! (a raw record is borrowed in place).
+
+use super::{check_channels, convert_in_place, decode_bytes, pixel_bytes, turbo};
+use super::{DecodeLimits, Header, Pixels};
+use crate::ops::{footprint, Geometry, Rect, Size, SourceWindow};
+use crate::shard::{Encoding, Record};
+use crate::{Error, Result};
+
+/// Whether JPEGs may be decoded at a reduced scale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DecodeScale {
+    /// Full resolution: samples are bit for bit those of a full decode.
+    #[default]
+    Full,
+    /// The largest `1/2^k` scale (k ≤ 3) at which the crop keeps at least
+    /// the output's resolution along both axes (DCT-domain scaling; not bit
+    /// exact, see the [module docs](self)).
+    Auto,
+}
+
+impl DecodeScale {
+    /// Parses `full` or `auto`.
+    pub fn parse(s: &str) -> Result<DecodeScale> {
+        match s {
+            "full" | "1" => Ok(DecodeScale::Full),
+            "auto" => Ok(DecodeScale::Auto),
+            other => Err(Error::invalid(
+                "decode scale",
+                format!("{other:?} (expected full or auto)"),
+            )),
+        }
+    }
+}
+
+/// How much of each JPEG the loader decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegionDecode {
+    /// Decode only the region the sample's map reads (exact); `false`
+    /// decodes the whole image.
+    pub crop: bool,
+    /// Decode scale.
+    pub scale: DecodeScale,
+}
+
+impl Default for RegionDecode {
+    /// Region decode at full resolution: exact, and the fastest exact mode.
+    fn default() -> Self {
+        RegionDecode {
+            crop: true,
+            scale: DecodeScale::Full,
+        }
+    }
+}
+
+impl RegionDecode {
+    /// Whole images at full resolution (what the loader did before region
+    /// decoding, with the same decoder).
+    pub const WHOLE: RegionDecode = RegionDecode {
+        crop: false,
+        scale: DecodeScale::Full,
+    };
+}
+
+/// Decodes the part of `record` that a sample with `geometry`, resized to
+/// `out`, reads (see the [module docs](self)), as `channels` (1 or 3)
+/// channels: the pixels and where they sit in the source image.
+pub fn decode_region<'a>(
+    record: &Record<'a>,
+    channels: u32,
+    limits: &DecodeLimits,
+    geometry: &Geometry,
+    out: Size,
+    mode: RegionDecode,
+) -> Result<(Pixels<'a>, SourceWindow)> {
+    decode_bytes_region(
+        record.bytes,
+        record.encoding,
+        record.shape,
+        channels,
+        limits,
+        geometry,
+        out,
+        mode,
+    )
+}
+
+/// [`decode_region`] of a payload that declares `shape = [height, width,
+/// channels]`.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_bytes_region<'a>(
+    bytes: &'a [u8],
+    encoding: Encoding,
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+    geometry: &Geometry,
+    out: Size,
+    mode: RegionDecode,
+) -> Result<(Pixels<'a>, SourceWindow)> {
+    if encoding != Encoding::Jpeg || mode == RegionDecode::WHOLE {
+        let p = decode_bytes(bytes, encoding, shape, channels, limits)?;
+        let full = p.view().size();
+        return Ok((p, SourceWindow::whole(full)));
+    }
+    check_channels(channels)?;
+    let header = turbo::header(bytes, limits)?;
+    let h = Header::of_jpeg(&header);
+    h.check_declared(shape)?;
+    let full = Size::new(header.height, header.width);
+    let shrink = match mode.scale {
+        DecodeScale::Full => 0,
+        DecodeScale::Auto => auto_shrink(geometry, full, out),
+    };
+    let mut window = SourceWindow {
+        full,
+        shrink,
+        origin: [0, 0],
+    };
+    let frame = window.frame();
+    let crop = if mode.crop {
+        let m = window.matrix(geometry, out);
+        let wanted = footprint(&m, out, frame).unwrap_or(Rect {
+            x: 0,
+            y: 0,
+            width: 1,
+            height: 1,
+        });
+        header
+            .imcu(shrink)
+            .map(|imcu| decode_rect(wanted, imcu, frame))
+            .filter(|r| *r != Rect::whole(frame))
+    } else {
+        None
+    };
+    let rect = crop.unwrap_or(Rect::whole(frame));
+    let native = pixel_bytes(rect.height, rect.width, header.color_channels)?;
+    let wanted = pixel_bytes(rect.height, rect.width, channels)?;
+    limits.check_alloc(native.max(wanted))?;
+    let len = usize::try_from(native.max(wanted))
+        .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
+    let mut data = vec![0u8; len];
+    turbo::decode(bytes, &header, shrink, crop, &mut data)?;
+    let decoded = Header {
+        height: rect.height,
+        width: rect.width,
+        ..h
+    };
+    convert_in_place(&mut data, &decoded, channels);
+    data.truncate(wanted as usize);
+    window.origin = [rect.x, rect.y];
+    Ok((
+        Pixels::Owned {
+            height: rect.height,
+            width: rect.width,
+            channels,
+            data,
+        },
+        window,
+    ))
+}
+
+/// The rectangle to ask TurboJPEG for so that `wanted` comes out exact: its
+/// left edge down to a whole iMCU column, then one iMCU more on every side
+/// (upsampling context), clamped to the `frame`.
+fn decode_rect(wanted: Rect, (iw, ih): (u32, u32), frame: Size) -> Rect {
+    let x0 = (wanted.x / iw * iw).saturating_sub(iw);
+    let y0 = wanted.y.saturating_sub(ih);
+    let x1 = (wanted.x as u64 + wanted.width as u64 + iw as u64).min(frame.width as u64) as u32;
+    let y1 = (wanted.y as u64 + wanted.height as u64 + ih as u64).min(frame.height as u64) as u32;
+    Rect {
+        x: x0,
+        y: y0,
+        width: x1 - x0,
+        height: y1 - y0,
+    }
+}
+
+/// The largest `k ≤ 3` such that the crop, scaled by `1/2^k`, still spans
+/// at least the output's size along both axes (0 when even full resolution
+/// is below it).
+fn auto_shrink(geometry: &Geometry, full: Size, out: Size) -> u8 {
+    let (cw, ch) = geometry.crop_size();
+    let (crop_w, crop_h) = (cw * full.width as f64, ch * full.height as f64);
+    (1..=3u8)
+        .rev()
+        .find(|&k| {
+            let s = (1u32 << k) as f64;
+            crop_w / s >= out.width as f64 && crop_h / s >= out.height as f64
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_rect_aligns_and_pads() {
+        let frame = Size::new(375, 500);
+        let r = decode_rect(
+            Rect {
+                x: 37,
+                y: 50,
+                width: 100,
+                height: 80,
+            },
+            (16, 16),
+            frame,
+        );
+        assert_eq!(r.x, 16);
+        assert_eq!(r.y, 34);
+        assert_eq!(r.x + r.width, 153);
+        assert_eq!(r.y + r.height, 146);
+        let edge = decode_rect(
+            Rect {
+                x: 490,
+                y: 370,
+                width: 10,
+                height: 5,
+            },
+            (8, 8),
+            frame,
+        );
+        assert_eq!((edge.x, edge.y), (480, 362));
+        assert_eq!((edge.x + edge.width, edge.y + edge.height), (500, 375));
+    }
+
+    #[test]
+    fn auto_shrink_keeps_the_output_resolution() {
+        let whole = Geometry::IDENTITY;
+        let out = Size::new(224, 224);
+        assert_eq!(auto_shrink(&whole, Size::new(375, 500), out), 0);
+        assert_eq!(auto_shrink(&whole, Size::new(448, 448), out), 1);
+        assert_eq!(auto_shrink(&whole, Size::new(1000, 2000), out), 2);
+        assert_eq!(auto_shrink(&whole, Size::new(4000, 4000), out), 3);
+        let small = Geometry {
+            area: 0.25,
+            ..Geometry::IDENTITY
+        };
+        assert_eq!(auto_shrink(&small, Size::new(1000, 2000), out), 1);
+    }
+}

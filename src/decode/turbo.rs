@@ -1,0 +1,327 @@
+//! JPEG through libjpeg-turbo's TurboJPEG 3 API (`turbojpeg-sys`, built from
+//! its vendored libjpeg-turbo 3.1 with SIMD): whole images, a cropped region
+//! of one, and DCT-domain scaling by 1/2, 1/4 or 1/8.
+//!
+//! Why libjpeg-turbo: it is the decoder the field standardises on (PIL,
+//! torchvision, DALI's CPU fallback and OpenCV all use it, so metaug's pixels
+//! are now theirs bit for bit), it is maintained, and its TurboJPEG 3 API
+//! decodes a cropping region (`tj3SetCroppingRegion`: whole iMCU columns,
+//! rows skipped without the IDCT) and scales in the DCT domain
+//! (`tj3SetScalingFactor`). Errors come back as return codes (no `setjmp`
+//! across Rust frames), which is why this wraps TurboJPEG rather than the
+//! libjpeg API.
+//!
+//! One handle per thread, reused from image to image. Every call first
+//! parses the header and checks it against [`DecodeLimits`] before a pixel
+//! buffer is sized; the library's own allocations are bounded by
+//! `TJPARAM_MAXPIXELS` and `TJPARAM_MAXMEMORY` (progressive coefficient
+//! buffers), and progressive scans by `TJPARAM_SCANLIMIT`. Warnings (a
+//! truncated or corrupt entropy stream, which libjpeg would pad with grey)
+//! are errors (`TJPARAM_STOPONWARNING`): a damaged record is reported, not
+//! silently trained on.
+
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::ptr::NonNull;
+
+use turbojpeg_sys as tj;
+
+use super::DecodeLimits;
+use crate::ops::Rect;
+use crate::{Error, Result};
+
+/// Largest number of progressive scans accepted (libjpeg-turbo's own tools
+/// suggest 500 as a guard against scan-bomb images).
+const SCAN_LIMIT: i32 = 500;
+
+/// iMCU width and height per `TJSAMP_*` (444, 422, 420, GRAY, 440, 411,
+/// 441): turbojpeg.h's `tjMCUWidth` / `tjMCUHeight`, which are header
+/// constants, not exported symbols.
+const IMCU: [(u32, u32); 7] = [(8, 8), (16, 8), (16, 16), (8, 8), (8, 16), (32, 8), (8, 32)];
+
+/// The JPEG header: what the frame declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct JpegHeader {
+    pub height: u32,
+    pub width: u32,
+    /// 1 (greyscale) or 3 (YCbCr or RGB).
+    pub color_channels: u32,
+    /// Chrominance subsampling (`TJSAMP_*`), `None` when TurboJPEG does not
+    /// know it (then no cropping is possible).
+    subsamp: Option<usize>,
+    /// The limits it was checked against (set again on every decode).
+    limits: DecodeLimits,
+}
+
+impl JpegHeader {
+    /// The iMCU's width and height in pixels at scale `1 / 2^shrink`
+    /// (cropping regions start on a multiple of this width).
+    pub fn imcu(&self, shrink: u8) -> Option<(u32, u32)> {
+        let (w, h) = IMCU[self.subsamp?];
+        Some((scaled(w, shrink), scaled(h, shrink)))
+    }
+
+    /// The image's size at scale `1 / 2^shrink`: TurboJPEG's `TJSCALED`,
+    /// `ceil(dim / 2^shrink)`.
+    pub fn scaled_size(&self, shrink: u8) -> (u32, u32) {
+        (scaled(self.height, shrink), scaled(self.width, shrink))
+    }
+}
+
+/// `ceil(dim / 2^shrink)`.
+pub(crate) fn scaled(dim: u32, shrink: u8) -> u32 {
+    let d = 1u64 << shrink;
+    ((dim as u64 + d - 1) / d) as u32
+}
+
+/// A TurboJPEG decompressor instance.
+struct Handle(NonNull<libc::c_void>);
+
+impl Handle {
+    fn new() -> Result<Handle> {
+        // SAFETY: tj3Init has no preconditions; it returns NULL on failure.
+        let raw = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as libc::c_int) };
+        NonNull::new(raw).map(Handle).ok_or_else(|| {
+            Error::Decode("jpeg: libjpeg-turbo could not start a decompressor".into())
+        })
+    }
+
+    fn ptr(&self) -> tj::tjhandle {
+        self.0.as_ptr()
+    }
+
+    /// The handle's last error, as an [`Error::Decode`].
+    fn error(&self) -> Error {
+        // SAFETY: the handle is live; tj3GetErrorStr returns a pointer to a
+        // NUL-terminated string owned by the handle (or a static one), valid
+        // until the next call on it, and copied out at once.
+        let msg = unsafe { CStr::from_ptr(tj::tj3GetErrorStr(self.ptr())) };
+        Error::Decode(format!("jpeg: {}", msg.to_string_lossy().trim()))
+    }
+
+    fn check(&self, rc: libc::c_int) -> Result<()> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(self.error())
+        }
+    }
+
+    fn set(&self, param: tj::TJPARAM, value: i32) -> Result<()> {
+        // SAFETY: live handle; tj3Set validates the parameter and value.
+        self.check(unsafe { tj::tj3Set(self.ptr(), param as libc::c_int, value) })
+    }
+
+    fn get(&self, param: tj::TJPARAM) -> i32 {
+        // SAFETY: live handle; tj3Get returns -1 for an unknown parameter.
+        unsafe { tj::tj3Get(self.ptr(), param as libc::c_int) }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed once.
+        unsafe { tj::tj3Destroy(self.ptr()) }
+    }
+}
+
+thread_local! {
+    /// This thread's decompressor, made on first use.
+    static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's decompressor.
+fn with_handle<T>(f: impl FnOnce(&Handle) -> Result<T>) -> Result<T> {
+    HANDLE.with(|cell| {
+        let mut slot = cell
+            .try_borrow_mut()
+            .map_err(|_| Error::Decode("jpeg: decompressor re-entered on one thread".into()))?;
+        if slot.is_none() {
+            *slot = Some(Handle::new()?);
+        }
+        f(slot.as_ref().expect("set above"))
+    })
+}
+
+/// Parses the header of `bytes` into `h` and checks it (8-bit lossy JPEG,
+/// grey or colour, dimensions within `limits`), setting the limits on `h`.
+fn read_header(h: &Handle, bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHeader> {
+    // SAFETY: live handle; `bytes` is a valid slice of `bytes.len()` bytes,
+    // only read.
+    h.check(unsafe {
+        tj::tj3DecompressHeader(h.ptr(), bytes.as_ptr(), bytes.len() as tj::size_t)
+    })?;
+    let width = h.get(tj::TJPARAM_TJPARAM_JPEGWIDTH);
+    let height = h.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT);
+    if width <= 0 || height <= 0 {
+        return Err(Error::Decode(format!(
+            "jpeg: header declares {height}x{width} pixels"
+        )));
+    }
+    let (width, height) = (width as u32, height as u32);
+    limits.check_dimensions(height, width)?;
+    if h.get(tj::TJPARAM_TJPARAM_LOSSLESS) == 1 {
+        return Err(Error::Decode("jpeg: lossless JPEG is not supported".into()));
+    }
+    let precision = h.get(tj::TJPARAM_TJPARAM_PRECISION);
+    if precision != 8 {
+        return Err(Error::Decode(format!(
+            "jpeg: {precision}-bit samples are not supported (8-bit only)"
+        )));
+    }
+    let color_channels = match h.get(tj::TJPARAM_TJPARAM_COLORSPACE) as u32 {
+        tj::TJCS_TJCS_GRAY => 1,
+        tj::TJCS_TJCS_YCbCr | tj::TJCS_TJCS_RGB => 3,
+        tj::TJCS_TJCS_CMYK | tj::TJCS_TJCS_YCCK => {
+            return Err(Error::Decode("jpeg: CMYK JPEG is not supported".into()))
+        }
+        other => return Err(Error::Decode(format!("jpeg: unknown colour space {other}"))),
+    };
+    let subsamp = match h.get(tj::TJPARAM_TJPARAM_SUBSAMP) {
+        s @ 0..=6 => Some(s as usize),
+        _ => None,
+    };
+    // The library's own bounds: pixels, and memory in MiB (at least 1;
+    // 0 would mean no limit).
+    let max_pixels = (limits.max_width as u64 * limits.max_height as u64).min(i32::MAX as u64);
+    h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels as i32)?;
+    let mib = (limits.max_alloc >> 20).clamp(1, i32::MAX as u64);
+    h.set(tj::TJPARAM_TJPARAM_MAXMEMORY, mib as i32)?;
+    h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
+    h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+    Ok(JpegHeader {
+        height,
+        width,
+        color_channels,
+        subsamp,
+        limits: *limits,
+    })
+}
+
+/// Reads and checks the header of a JPEG.
+pub(crate) fn header(bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHeader> {
+    with_handle(|h| read_header(h, bytes, limits))
+}
+
+/// Decodes `bytes` at scale `1 / 2^shrink` (0 to 3), the region `crop` of
+/// the scaled image (whole when `None`), into `out` as HWC `u8` with the
+/// header's colour channels (1 or 3). `header` must be what [`header`]
+/// returned for `bytes`; `crop.x` must be a multiple of the scaled iMCU
+/// width and the crop inside the scaled image (checked: an error, not UB).
+/// `out` must hold at least the region's bytes (checked); the decoded
+/// pixels are its first `height × width × channels` bytes.
+pub(crate) fn decode(
+    bytes: &[u8],
+    header: &JpegHeader,
+    shrink: u8,
+    crop: Option<Rect>,
+    out: &mut [u8],
+) -> Result<(u32, u32)> {
+    if shrink > 3 {
+        return Err(Error::invalid(
+            "jpeg scale",
+            format!("1/{} (at most 1/8)", 1u32 << shrink),
+        ));
+    }
+    let (sh, sw) = header.scaled_size(shrink);
+    let region = crop.unwrap_or(Rect {
+        x: 0,
+        y: 0,
+        width: sw,
+        height: sh,
+    });
+    let inside = region.width > 0
+        && region.height > 0
+        && region.x as u64 + region.width as u64 <= sw as u64
+        && region.y as u64 + region.height as u64 <= sh as u64;
+    if !inside {
+        return Err(Error::Decode(format!(
+            "jpeg: region {}x{} at ({}, {}) is not inside the {sh}x{sw} image",
+            region.height, region.width, region.x, region.y
+        )));
+    }
+    let c = header.color_channels;
+    let len = region.height as u64 * region.width as u64 * c as u64;
+    if (out.len() as u64) < len {
+        return Err(Error::Decode(format!(
+            "jpeg: a buffer of {} bytes for {len} bytes of pixels",
+            out.len()
+        )));
+    }
+    let format = if c == 1 {
+        tj::TJPF_TJPF_GRAY
+    } else {
+        tj::TJPF_TJPF_RGB
+    };
+    with_handle(|h| {
+        let again = read_header(h, bytes, &header.limits)?;
+        if again != *header {
+            return Err(Error::Decode("jpeg: header changed between reads".into()));
+        }
+        let factor = tj::tjscalingfactor {
+            num: 1,
+            denom: 1 << shrink,
+        };
+        // SAFETY: live handle; the factor is one of 1/1, 1/2, 1/4, 1/8,
+        // which libjpeg-turbo supports (it validates anyway).
+        h.check(unsafe { tj::tj3SetScalingFactor(h.ptr(), factor) })?;
+        let tjr = match crop {
+            Some(r) => tj::tjregion {
+                x: r.x as i32,
+                y: r.y as i32,
+                w: r.width as i32,
+                h: r.height as i32,
+            },
+            // TJUNCROPPED: {0, 0, 0, 0}
+            None => tj::tjregion {
+                x: 0,
+                y: 0,
+                w: 0,
+                h: 0,
+            },
+        };
+        // SAFETY: live handle whose header was just read (required before
+        // a cropping region); TurboJPEG validates the region's alignment
+        // and bounds against the scaled image.
+        h.check(unsafe { tj::tj3SetCroppingRegion(h.ptr(), tjr) })?;
+        let pitch = (region.width * c) as i32;
+        // SAFETY: `out` holds `region.height` rows of `pitch` bytes, which is
+        // exactly what TurboJPEG writes for this scale and cropping region
+        // (the region was checked inside the scaled image above, and the
+        // library writes `destinationHeight` rows of `pitch` bytes); `bytes`
+        // is only read.
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                h.ptr(),
+                bytes.as_ptr(),
+                bytes.len() as tj::size_t,
+                out.as_mut_ptr(),
+                pitch,
+                format as libc::c_int,
+            )
+        };
+        h.check(rc)?;
+        Ok((region.height, region.width))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_is_ceiling() {
+        assert_eq!(scaled(500, 0), 500);
+        assert_eq!(scaled(375, 1), 188);
+        assert_eq!(scaled(375, 3), 47);
+        assert_eq!(scaled(1, 3), 1);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let l = DecodeLimits::default();
+        assert!(header(b"not a jpeg", &l).is_err());
+        assert!(header(&[0xFF, 0xD8, 0xFF], &l).is_err());
+        assert!(header(&[], &l).is_err());
+    }
+}
