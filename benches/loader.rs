@@ -24,7 +24,17 @@
 //!   The loader runs the same 8 passes, timed from `build()` to its last
 //!   batch.
 //!
-//! `cargo bench --bench loader` (about 1.5 min on 2 cores).
+//! Then issue 20's figures, 5 rounds interleaved the same way, 4 passes of
+//! the photos each, medians, wall clock and per CPU-second:
+//! - the previous decoder's decode-only ceiling (the `image` crate's
+//!   zune-jpeg, every record located, crc-checked and decoded whole: what
+//!   the loader was measured against before region decoding);
+//! - libjpeg-turbo's whole-image decode-only rate (the new decoder);
+//! - the loader with region decode (exact, the default), with
+//!   `decode_scale(Auto)` (DCT-scaled), and with whole images;
+//!   goals: region / previous ceiling >= 1.15, scale auto >= 1.6.
+//!
+//! `cargo bench --bench loader` (about 4 min on 2 cores).
 
 mod common;
 
@@ -33,7 +43,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{SamplingMode, Throughput};
-use metaug::decode::{decode, DecodeLimits};
+use metaug::decode::{decode, decode_jpeg_image_rs, DecodeLimits, DecodeScale, RegionDecode};
 use metaug::loader::{Device, Loader};
 use metaug::ops::{DType, Layout};
 use metaug::policy::Policy;
@@ -63,7 +73,17 @@ fn fmnist_loader(ds: &Arc<Dataset>, epochs: u64, device: Device) -> metaug::Resu
 }
 
 fn photos_loader(ds: &Arc<Dataset>, epochs: u64, device: Device) -> metaug::Result<Loader> {
+    photos_loader_with(ds, epochs, device, RegionDecode::default())
+}
+
+fn photos_loader_with(
+    ds: &Arc<Dataset>,
+    epochs: u64,
+    device: Device,
+    region: RegionDecode,
+) -> metaug::Result<Loader> {
     Loader::builder(ds.clone())
+        .region_decode(region)
         .batch_size(64)
         .size(224, 224)
         .channels(3)
@@ -118,6 +138,97 @@ fn decode_only(pool: &rayon::ThreadPool, ds: &Dataset, from: u64, count: u64) {
             black_box(decode(&r, 3, &limits).expect("decode"));
         })
     });
+}
+
+/// The previous decoder's decode-only ceiling: as [`decode_only`], with the
+/// `image` crate's JPEG decoder (zune-jpeg) instead of libjpeg-turbo.
+fn decode_only_previous(pool: &rayon::ThreadPool, ds: &Dataset, from: u64, count: u64) {
+    let limits = DecodeLimits::default();
+    let n = ds.len();
+    pool.install(|| {
+        (from..from + count).into_par_iter().for_each(|k| {
+            let r = ds.record(k % n).expect("record");
+            assert_eq!(r.encoding, Encoding::Jpeg);
+            black_box(decode_jpeg_image_rs(r.bytes, &limits).expect("decode"));
+        })
+    });
+}
+
+/// Issue 20: the loader with region decode (exact, and DCT-scaled) against
+/// the previous decoder's decode-only ceiling, interleaved.
+fn region_decode_figures(pool: &rayon::ThreadPool, ds: &Arc<Dataset>) {
+    const PASSES: u64 = 4;
+    let count = PASSES * ds.len();
+    let auto = RegionDecode {
+        crop: true,
+        scale: DecodeScale::Auto,
+    };
+    let names = [
+        "previous decoder (zune-jpeg), decode-only, whole images",
+        "libjpeg-turbo, decode-only, whole images",
+        "loader, region decode (exact, default)",
+        "loader, region decode + scale auto",
+        "loader, whole images (libjpeg-turbo)",
+    ];
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..ROUNDS {
+        decode_only(pool, ds, 0, THREADS as u64); // warm-up
+        for (k, w) in wall.iter_mut().enumerate() {
+            let (n, secs, cpu_secs) = match k {
+                0 => {
+                    let ((), t, c) =
+                        common::wall_and_cpu(|| decode_only_previous(pool, ds, 0, count));
+                    (count, t.as_secs_f64(), c.as_secs_f64())
+                }
+                1 => {
+                    let ((), t, c) = common::wall_and_cpu(|| decode_only(pool, ds, 0, count));
+                    (count, t.as_secs_f64(), c.as_secs_f64())
+                }
+                _ => {
+                    let mode = [RegionDecode::default(), auto, RegionDecode::WHOLE][k - 2];
+                    loader_run(|| photos_loader_with(ds, PASSES, Device::Cpu, mode))
+                }
+            };
+            w.push(n as f64 / secs);
+            cpu[k].push(n as f64 / cpu_secs);
+        }
+    }
+    println!("
+region decode (issue 20), {THREADS} threads, 224x224x3 f32, default policy, {PASSES} passes of the photos, {ROUNDS} rounds interleaved:");
+    for (k, name) in names.iter().enumerate() {
+        println!(
+            "  {name}: {:.1} images/s (rounds {}), {:.1} images per CPU-second",
+            median(wall[k].clone()),
+            fmt_rates(&wall[k]),
+            median(cpu[k].clone())
+        );
+    }
+    let ratio = |k: usize, of: usize, v: &[Vec<f64>]| -> (f64, Vec<f64>) {
+        let r: Vec<f64> = v[k].iter().zip(&v[of]).map(|(a, b)| a / b).collect();
+        (median(r.clone()), r)
+    };
+    for (k, goal) in [(2usize, 1.15), (3, 1.6)] {
+        let (r, rs) = ratio(k, 0, &wall);
+        let (c, _) = ratio(k, 0, &cpu);
+        println!(
+            "  {} / previous decode-only ceiling: wall {r:.3} (rounds {}), per CPU-second {c:.3} — goal >= {goal}: {}",
+            names[k],
+            fmt_ratios(&rs),
+            if r >= goal && c >= goal { "met" } else { "MISSED" }
+        );
+    }
+    let (r, rs) = ratio(1, 0, &wall);
+    let (c, _) = ratio(1, 0, &cpu);
+    println!(
+        "  libjpeg-turbo / previous decoder, whole-image decode-only: wall {r:.3} (rounds {}), per CPU-second {c:.3}",
+        fmt_ratios(&rs)
+    );
+    let (r, rs) = ratio(2, 4, &wall);
+    println!(
+        "  region decode / whole images, loader: wall {r:.3} (rounds {})",
+        fmt_ratios(&rs)
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -278,6 +389,7 @@ fn main() {
             median(cpu_ratios.clone()),
             fmt_ratios(&cpu_ratios)
         );
+        region_decode_figures(&pool, ds);
     }
 }
 

@@ -36,11 +36,11 @@ struct Norm {
 // S(i, j) for all C channels: bilinear sample of a u8 HWC image at the mapped point.
 template <int C>
 __device__ __forceinline__ void metaug_sample_u8(const unsigned char* __restrict__ img, int h,
-                                                 int w, const float m[6], float fj, float fi,
-                                                 float v[C]) {
+                                                 int w, int ox, int oy, const float m[6],
+                                                 float fj, float fi, float v[C]) {
   float x, y;
   metaug_map(m, fj, fi, &x, &y);
-  const Footprint f = metaug_footprint(x, y, h, w);
+  const Footprint f = metaug_footprint_at(x, y, h, w, ox, oy);
   const int o00 = f.o00 * C;
   const int o01 = o00 + C;
   const int o10 = o00 + w * C;
@@ -118,8 +118,11 @@ __device__ __forceinline__ void metaug_augment(
   const float g = __ldg(p + 6);
   const float sigma = __ldg(p + 7);
   const unsigned char* img = src + __ldg(src_off + b);
-  const int h = (int)__ldg(src_hw + 2 * b);
-  const int w = (int)__ldg(src_hw + 2 * b + 1);
+  // The decoded window: its size and its origin in the map's frame.
+  const int h = (int)__ldg(src_hw + 4 * b);
+  const int w = (int)__ldg(src_hw + 4 * b + 1);
+  const int oy = (int)__ldg(src_hw + 4 * b + 2);
+  const int ox = (int)__ldg(src_hw + 4 * b + 3);
 
   // Steps 1-3: S for the (up to) 4 pixels of the quad, flip blend.
   float s[4][C];
@@ -135,13 +138,13 @@ __device__ __forceinline__ void metaug_augment(
     const float fj = (float)j;
     const float fjm = (float)(out_w - 1u - j);
     if (g == 0.0f) {
-      metaug_sample_u8<C>(img, h, w, m, fj, fi, s[k]);
+      metaug_sample_u8<C>(img, h, w, ox, oy, m, fj, fi, s[k]);
     } else if (g == 1.0f) {
-      metaug_sample_u8<C>(img, h, w, m, fjm, fi, s[k]);
+      metaug_sample_u8<C>(img, h, w, ox, oy, m, fjm, fi, s[k]);
     } else {
       float a[C], bb[C];
-      metaug_sample_u8<C>(img, h, w, m, fj, fi, a);
-      metaug_sample_u8<C>(img, h, w, m, fjm, fi, bb);
+      metaug_sample_u8<C>(img, h, w, ox, oy, m, fj, fi, a);
+      metaug_sample_u8<C>(img, h, w, ox, oy, m, fjm, fi, bb);
 #pragma unroll
       for (int c = 0; c < C; ++c) s[k][c] = (1.0f - g) * a[c] + g * bb[c];
     }

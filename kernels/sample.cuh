@@ -26,14 +26,21 @@ struct Footprint {
   int o00;             // pixel index (y0 * w + x0) of the top-left neighbour, when any is inside
 };
 
-__device__ __forceinline__ Footprint metaug_footprint(float x, float y, int h, int w) {
+// `h x w` is a window of the image whose top-left is (ox, oy) in the map's frame
+// (region decode): the fractions are the map's own, the corners move by the
+// origin (exact in f32: integers below 2^24; and monotonic, so a corner outside
+// the frame stays outside the window), and taps outside the window read zero.
+__device__ __forceinline__ Footprint metaug_footprint_at(float x, float y, int h, int w, int ox,
+                                                         int oy) {
   Footprint f;
-  const float x0 = floorf(x);
-  const float y0 = floorf(y);
-  f.fx = x - x0;
-  f.fy = y - y0;
+  const float xf = floorf(x);
+  const float yf = floorf(y);
+  f.fx = x - xf;
+  f.fy = y - yf;
   f.gx = 1.0f - f.fx;
   f.gy = 1.0f - f.fy;
+  const float x0 = xf - (float)ox;
+  const float y0 = yf - (float)oy;
   // h, w < 2^24 (checked on the host), so (float)h and (float)w are exact.
   const bool c0 = x0 >= 0.0f && x0 < (float)w;            // column x0 inside
   const bool c1 = x0 >= -1.0f && x0 < (float)(w - 1);     // column x0 + 1 inside
@@ -48,6 +55,11 @@ __device__ __forceinline__ Footprint metaug_footprint(float x, float y, int h, i
   const int iy = (r0 || r1) ? (int)y0 : 0;
   f.o00 = iy * w + ix;
   return f;
+}
+
+// The footprint in a whole `h x w` image.
+__device__ __forceinline__ Footprint metaug_footprint(float x, float y, int h, int w) {
+  return metaug_footprint_at(x, y, h, w, 0, 0);
 }
 
 // v = (1-fy)*((1-fx)*p00 + fx*p01) + fy*((1-fx)*p10 + fx*p11)

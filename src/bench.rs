@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::decode::{decode, DecodeLimits, Pixels};
+use crate::decode::{decode, decode_region, DecodeLimits, Pixels, RegionDecode};
 use crate::error::{Error, Result};
 use crate::loader::{Device, Loader};
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
@@ -136,6 +136,8 @@ pub struct BenchConfig {
     /// At most this many decoded bytes are kept for the augment and device
     /// stages (which cycle over them).
     pub max_decoded_bytes: u64,
+    /// How much of each JPEG the decode stage and the loader decode.
+    pub region: RegionDecode,
 }
 
 impl Default for BenchConfig {
@@ -154,6 +156,7 @@ impl Default for BenchConfig {
             seconds: 3.0,
             stages: Stage::ALL.to_vec(),
             max_decoded_bytes: 256 << 20,
+            region: RegionDecode::default(),
         }
     }
 }
@@ -269,6 +272,12 @@ pub struct BenchReport {
     pub predicted_images_per_s: Option<f64>,
     /// The stage with the largest share of the time, i.e. the limit.
     pub limit: Option<Stage>,
+    /// How JPEGs were decoded: `whole images`, `region`, `region, scale auto`.
+    pub decode_mode: String,
+    /// Decode stage: pixels decoded per image (a region, maybe scaled).
+    pub decoded_pixels_per_image: Option<f64>,
+    /// Decode stage: pixels per image of the sources at full size.
+    pub source_pixels_per_image: Option<f64>,
 }
 
 impl BenchReport {
@@ -312,6 +321,14 @@ impl fmt::Display for BenchReport {
         writeln!(f, "policy:")?;
         for line in self.policy.lines() {
             writeln!(f, "  {line}")?;
+        }
+        if let (Some(d), Some(s)) = (self.decoded_pixels_per_image, self.source_pixels_per_image) {
+            writeln!(
+                f,
+                "decode ({}): {d:.0} pixels per image of {s:.0} ({:.1}% saved)",
+                self.decode_mode,
+                if s > 0.0 { 100.0 * (1.0 - d / s) } else { 0.0 }
+            )?;
         }
         writeln!(f)?;
         writeln!(
@@ -472,13 +489,18 @@ pub fn run(
     let wanted = |s: Stage| cfg.stages.contains(&s) && (cuda || !s.on_device());
     let mut stages = Vec::new();
     let mut sources: Option<Vec<Pixels<'static>>> = None;
+    let mut pixels: Option<(f64, f64)> = None;
     for stage in Stage::ALL {
         if !wanted(stage) {
             continue;
         }
         let rate = match stage {
             Stage::Read => ctx.read()?,
-            Stage::Decode => ctx.decode()?,
+            Stage::Decode => {
+                let (rate, px) = ctx.decode()?;
+                pixels = Some(px);
+                rate
+            }
             Stage::Augment if cuda => continue, // the device augments instead
             Stage::Augment => {
                 let src = sources.get_or_insert(ctx.decoded_sources()?);
@@ -567,6 +589,14 @@ pub fn run(
         stages,
         predicted_images_per_s: predicted,
         limit,
+        decode_mode: match (cfg.region.crop, cfg.region.scale) {
+            (false, crate::decode::DecodeScale::Full) => "whole images".into(),
+            (true, crate::decode::DecodeScale::Full) => "region".into(),
+            (false, crate::decode::DecodeScale::Auto) => "scale auto".into(),
+            (true, crate::decode::DecodeScale::Auto) => "region, scale auto".into(),
+        },
+        decoded_pixels_per_image: pixels.map(|p| p.0),
+        source_pixels_per_image: pixels.map(|p| p.1),
     })
 }
 
@@ -743,9 +773,13 @@ impl Ctx<'_> {
         )
     }
 
-    fn decode(&self) -> Result<StageRate> {
+    /// What the loader decodes of each record: the region its sample's map
+    /// reads (the policy's draws come first, as in the loader). Also
+    /// returns the pixels decoded and the sources' full pixels, per image.
+    fn decode(&self) -> Result<(StageRate, (f64, f64))> {
         let channels = self.spec.channels;
-        self.cpu_stage(
+        let (decoded, full, n) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        let rate = self.cpu_stage(
             Stage::Decode,
             || (),
             |_, samples| {
@@ -755,15 +789,35 @@ impl Ctx<'_> {
                     .collect::<Result<Vec<_>>>()?;
                 let t = CpuTimer::start();
                 let mut bytes = 0;
-                for r in &records {
-                    let p = decode(r, channels, &self.limits).map_err(|e| {
+                for (r, &i) in records.iter().zip(samples) {
+                    let params = self.cfg.policy.sample_hard(self.cfg.seed, 0, i);
+                    let (p, window) = decode_region(
+                        r,
+                        channels,
+                        &self.limits,
+                        &params.geometry,
+                        self.spec.size,
+                        self.cfg.region,
+                    )
+                    .map_err(|e| {
                         Error::record(self.dataset.shard_path(r.shard), r.index, e.to_string())
                     })?;
-                    bytes += p.view().data.len() as u64;
+                    let v = p.view();
+                    bytes += v.data.len() as u64;
+                    decoded.fetch_add(v.height as u64 * v.width as u64, Ordering::Relaxed);
+                    let f = window.full;
+                    full.fetch_add(f.height as u64 * f.width as u64, Ordering::Relaxed);
                 }
+                n.fetch_add(records.len() as u64, Ordering::Relaxed);
                 Ok((t.elapsed(), bytes))
             },
-        )
+        )?;
+        let n = n.into_inner().max(1) as f64;
+        let px = (
+            decoded.into_inner() as f64 / n,
+            full.into_inner() as f64 / n,
+        );
+        Ok((rate, px))
     }
 
     /// Decoded copies of the first records, up to `max_decoded_bytes`, for
@@ -851,6 +905,7 @@ impl Ctx<'_> {
             .layout(spec.layout)
             .normalize(spec.mean.clone(), spec.std.clone())
             .policy(self.cfg.policy)
+            .region_decode(self.cfg.region)
             .device(self.cfg.device)
             .threads(self.threads)
             .seed(self.cfg.seed)

@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{decode, DecodeLimits};
+use crate::decode::{decode_region, DecodeLimits, RegionDecode};
 use crate::error::{Error, Result};
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
-use crate::ops::{augment_into, DType, Layout, OutputSpec};
+use crate::ops::{augment_window_into, DType, Layout, OutputSpec};
 use crate::policy::Policy;
 use crate::shard::Dataset;
 
@@ -341,17 +341,26 @@ fn write_shard(
             let item = first + k as u64;
             let (copy, index) = (item / n, item % n);
             let record = dataset.read_record(index, buf)?;
-            let pixels =
-                decode(&record, cfg.spec.channels, &DecodeLimits::default()).map_err(|e| {
-                    Error::record(
-                        dataset.shard_path(record.shard),
-                        record.index,
-                        e.to_string(),
-                    )
-                })?;
             let params = cfg.policy.sample_hard(cfg.seed, copy, index);
+            // Only the region the sample reads (exact: the same bits as a
+            // whole-image decode).
+            let (pixels, window) = decode_region(
+                &record,
+                cfg.spec.channels,
+                &DecodeLimits::default(),
+                &params.geometry,
+                cfg.spec.size,
+                RegionDecode::default(),
+            )
+            .map_err(|e| {
+                Error::record(
+                    dataset.shard_path(record.shard),
+                    record.index,
+                    e.to_string(),
+                )
+            })?;
             let noise = PhiloxStream::new(cfg.seed, copy, index, STREAM_NOISE);
-            augment_into(pixels.view(), &params, noise, &cfg.spec, out);
+            augment_window_into(pixels.view(), &window, &params, noise, &cfg.spec, out);
             Ok(record.label)
         })
         .collect::<Result<_>>()?;

@@ -5,13 +5,17 @@
 //! images, batches of 1 to 512 (1, 7 and 64 on the emulator). Outputs are
 //! poisoned before each run. Every test runs on the CPU emulator of the CUDA
 //! execution model (`emulated`) and, where a GPU is found, on it (`gpu`).
+//! Windows (region and scaled decode): each sample's pixels cut to the
+//! footprint of its map (plus a random margin), uploaded alone with its
+//! origin, against `ops::augment_window_into` and, at full scale, against
+//! the whole image's result.
 
 mod cuda_common;
 
 use cuda_common::*;
 use metaug::cuda::{Backend, DType, GpuAugmenter, ImageView, Layout, OutputSpec};
 use metaug::ops::philox::{PhiloxStream, STREAM_NOISE};
-use metaug::ops::{augment_into, SampleParams, Size};
+use metaug::ops::{augment_into, augment_window_into, footprint, SampleParams, Size, SourceWindow};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -125,7 +129,121 @@ on_emulator_and_gpu!(
     each_op_alone_and_together_in_every_dtype_and_layout,
     tiny_odd_and_large_images,
     batches_of_1_to_512,
+    windows_of_images,
 );
+
+/// The rows `r.y..r.y + r.height`, columns `r.x..r.x + r.width` of an HWC image.
+fn cut(px: &[u8], w: u32, c: u32, r: metaug::ops::Rect) -> Vec<u8> {
+    let mut out = Vec::with_capacity((r.width * r.height * c) as usize);
+    for y in r.y..r.y + r.height {
+        let at = ((y * w + r.x) * c) as usize;
+        out.extend_from_slice(&px[at..at + (r.width * c) as usize]);
+    }
+    out
+}
+
+fn windows_of_images<B: Backend>(dev: B, rng: &mut StdRng, _: Scale) {
+    let mut aug = GpuAugmenter::new(&dev).unwrap();
+    for shrink in [0u8, 1, 3] {
+        for dtype in DTYPES {
+            let n = 5;
+            let c = [1, 3][rng.random_range(0..2)];
+            let layout = LAYOUTS[rng.random_range(0..2)];
+            let size = [Size::new(21, 35), Size::new(16, 24)][rng.random_range(0..2)];
+            let spec = random_spec(rng, size, c, dtype, layout);
+            let (mut cuts, mut windows, mut params, mut wholes) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..n {
+                // the decoded frame, and the full image it is a 1/2^shrink of
+                let (h, w) = (rng.random_range(8..=90), rng.random_range(8..=90));
+                let px = random_pixels(rng, h, w, c);
+                let p = random_params(rng, Ops::All);
+                let mut window = SourceWindow {
+                    full: Size::new(h << shrink, w << shrink),
+                    shrink,
+                    origin: [0, 0],
+                };
+                let m = window.matrix(&p.geometry, spec.size);
+                let need = footprint(&m, spec.size, Size::new(h, w)).unwrap_or(metaug::ops::Rect {
+                    x: 0,
+                    y: 0,
+                    width: 1,
+                    height: 1,
+                });
+                // a random margin around the footprint, inside the frame
+                let x0 = need.x - rng.random_range(0..=need.x.min(3));
+                let y0 = need.y - rng.random_range(0..=need.y.min(3));
+                let x1 = (need.x + need.width + rng.random_range(0..3)).min(w);
+                let y1 = (need.y + need.height + rng.random_range(0..3)).min(h);
+                let r = metaug::ops::Rect {
+                    x: x0,
+                    y: y0,
+                    width: x1 - x0,
+                    height: y1 - y0,
+                };
+                window.origin = [r.x, r.y];
+                cuts.push((cut(&px, w, c, r), r));
+                windows.push(window);
+                params.push(p);
+                wholes.push((px, h, w));
+            }
+            let views: Vec<ImageView<'_>> = cuts
+                .iter()
+                .map(|(px, r)| ImageView {
+                    height: r.height,
+                    width: r.width,
+                    channels: c,
+                    data: px,
+                })
+                .collect();
+            let samples: Vec<u64> = (0..n as u64).map(|k| 40 + k).collect();
+            let (seed, epoch) = (rng.random(), 2);
+            let sb = spec.sample_bytes();
+            let mut cpu = vec![0u8; n * sb];
+            for k in 0..n {
+                let noise = PhiloxStream::new(seed, epoch, samples[k], STREAM_NOISE);
+                let out = &mut cpu[k * sb..(k + 1) * sb];
+                augment_window_into(views[k], &windows[k], &params[k], noise, &spec, out);
+                if shrink == 0 {
+                    // the window holds every pixel the map reads: the whole
+                    // image gives the same bits
+                    let (px, h, w) = &wholes[k];
+                    let whole = ImageView {
+                        height: *h,
+                        width: *w,
+                        channels: c,
+                        data: px,
+                    };
+                    let mut again = vec![0u8; sb];
+                    let noise = PhiloxStream::new(seed, epoch, samples[k], STREAM_NOISE);
+                    augment_into(whole, &params[k], noise, &spec, &mut again);
+                    assert!(
+                        again == cpu[k * sb..(k + 1) * sb],
+                        "window {k} differs from its whole image"
+                    );
+                }
+            }
+            aug.poison_outputs(Some(0xFF));
+            let batch = aug
+                .augment_windows(&views, &windows, &params, &samples, seed, epoch, &spec)
+                .unwrap();
+            let gpu = batch.to_host().unwrap();
+            let range = spec.std.iter().map(|s| 1.0 / s).fold(0f32, f32::max);
+            for k in 0..n {
+                assert_close(
+                    &format!(
+                        "window {k} shrink {shrink} {dtype:?} {layout:?} c{c} ({:?})",
+                        windows[k]
+                    ),
+                    &gpu[k * sb..(k + 1) * sb],
+                    &cpu[k * sb..(k + 1) * sb],
+                    dtype,
+                    range,
+                );
+            }
+            case_checked();
+        }
+    }
+}
 
 fn each_op_alone_and_together_in_every_dtype_and_layout<B: Backend>(
     dev: B,

@@ -1,15 +1,19 @@
 //! The loader on a CUDA device: batches in device memory equal the CPU
 //! loader's batches (within the contract's tolerances), with the same labels
-//! and indices; without CUDA, `build()` says so clearly.
+//! and indices; without CUDA, `build()` says so clearly. On JPEG photos the
+//! GPU path uploads only each sample's decoded region (and, with
+//! `DecodeScale::Auto`, its DCT-scaled region), with its origin.
 
 mod common;
 mod cuda_common;
 
 use std::sync::Arc;
 
+use metaug::decode::{DecodeScale, RegionDecode};
 use metaug::loader::{Device, Loader};
 use metaug::ops::{DType, Layout};
 use metaug::policy::Policy;
+use metaug::shard::Dataset;
 use metaug::Error;
 
 #[test]
@@ -47,9 +51,57 @@ fn emulated_gpu_batches_match_the_cpu_loader() {
     assert!(emu.launches() >= 18);
 }
 
+/// The first `n` JPEG photos of `../shared/data`, packed flat into `dir`
+/// (`None` when the data is not there).
+fn jpeg_photos(dir: &std::path::Path, n: usize) -> Option<Dataset> {
+    let src = common::shared_data().join("photos-jpeg");
+    let mut files: Vec<_> = std::fs::read_dir(&src)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "JPEG"))
+        .collect();
+    files.sort();
+    let flat = dir.join("in");
+    std::fs::create_dir_all(&flat).unwrap();
+    for f in files.iter().take(n) {
+        std::fs::copy(f, flat.join(f.file_name().unwrap())).unwrap();
+    }
+    let options = metaug::pack::FolderOptions {
+        flat: true,
+        ..metaug::pack::FolderOptions::default()
+    };
+    metaug::pack::pack_folder(&flat, &dir.join("packed"), &options).unwrap();
+    Some(Dataset::open(dir.join("packed")).unwrap())
+}
+
+#[test]
+fn emulated_gpu_jpeg_regions_match_the_cpu_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(ds) = jpeg_photos(dir.path(), 10) else {
+        eprintln!("../shared/data/photos-jpeg not found: skipped");
+        return;
+    };
+    let photos = Arc::new(ds);
+    let emu = cuda_common::emulator(0xC0FFEE);
+    for scale in [DecodeScale::Full, DecodeScale::Auto] {
+        let mode = RegionDecode { crop: true, scale };
+        batches_match(&photos, mode, Some(emu.clone()), 4);
+    }
+    assert!(emu.launches() >= 24);
+}
+
 fn batches_match_the_cpu_loader(emulator: Option<metaug::cuda::Emulator>) {
     let dir = tempfile::tempdir().unwrap();
     let photos = Arc::new(common::photos_png(dir.path()));
+    batches_match(&photos, RegionDecode::default(), emulator, 6);
+}
+
+fn batches_match(
+    photos: &Arc<Dataset>,
+    region: RegionDecode,
+    emulator: Option<metaug::cuda::Emulator>,
+    expect_batches: usize,
+) {
     for (dtype, layout, size) in [
         (DType::F32, Layout::Nchw, (224, 224)),
         (DType::U8, Layout::Nhwc, (97, 131)),
@@ -70,6 +122,7 @@ fn batches_match_the_cpu_loader(emulator: Option<metaug::cuda::Emulator>) {
                 .layout(layout)
                 .normalize(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
                 .policy(Policy::default_policy())
+                .region_decode(region)
                 .seed(3)
                 .epochs(2)
                 .threads(4)
@@ -98,6 +151,6 @@ fn batches_match_the_cpu_loader(emulator: Option<metaug::cuda::Emulator>) {
             );
             batches += 1;
         }
-        assert_eq!(batches, 6);
+        assert_eq!(batches, expect_batches);
     }
 }

@@ -12,7 +12,11 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metaug::decode::{decode_bytes, probe_bytes, DecodeLimits};
+use metaug::decode::{
+    decode_bytes, decode_bytes_region, probe_bytes, DecodeLimits, DecodeScale, RegionDecode,
+};
+use metaug::ops::philox::{PhiloxStream, STREAM_NOISE};
+use metaug::ops::{augment_into, augment_window_into, DType, Geometry, OutputSpec, Size};
 use metaug::policy::Policy;
 use metaug::shard::{Dataset, DatasetIndex, Encoding, OpenOptions, ReadMode, Shard};
 
@@ -215,6 +219,65 @@ pub fn decode(data: &[u8]) {
                     .expect("an image that decodes probes");
                 assert_eq!(probed[..2], [height, width]);
             }
+            if encoding == Encoding::Jpeg {
+                region(payload, shape, channels, v);
+            }
+        }
+    }
+}
+
+/// Region decode of a JPEG that decodes whole (`full`): with a geometry
+/// taken from the payload's bytes, the exact region must give the same
+/// sample bits as the whole image, and the scaled one a window inside its
+/// frame.
+fn region(payload: &[u8], shape: [u32; 3], channels: u32, full: metaug::decode::ImageView<'_>) {
+    let h = payload
+        .iter()
+        .fold(0x9E37_79B9u32, |h, &b| h.rotate_left(5) ^ u32::from(b));
+    let unit = |k: u32| ((h.rotate_left(k) & 0xFF) as f32 + 0.5) / 256.0;
+    let g = Geometry {
+        area: 0.05 + 0.95 * unit(0),
+        aspect: 0.5 + 1.5 * unit(8),
+        center: [2.0 * unit(16) - 1.0, 2.0 * unit(24) - 1.0],
+        angle: 6.0 * unit(4) - 3.0,
+    };
+    let spec = OutputSpec::new(Size::new(9, 7), channels).with_dtype(DType::U8);
+    let params = metaug::ops::SampleParams {
+        geometry: g,
+        flip: 0.0,
+        sigma: 0.0,
+    };
+    let noise = PhiloxStream::new(0, 0, 0, STREAM_NOISE);
+    let mut whole = vec![0u8; spec.sample_bytes()];
+    augment_into(full, &params, noise, &spec, &mut whole);
+    for scale in [DecodeScale::Full, DecodeScale::Auto] {
+        let mode = RegionDecode { crop: true, scale };
+        let decoded = decode_bytes_region(
+            payload,
+            Encoding::Jpeg,
+            shape,
+            channels,
+            &FUZZ_DECODE_LIMITS,
+            &g,
+            spec.size,
+            mode,
+        );
+        let (pixels, window) = match decoded {
+            Ok(d) => d,
+            // the exact region of a JPEG that decodes whole must decode
+            Err(e) if scale == DecodeScale::Full => panic!("region decode failed: {e}"),
+            // a reduced scale may meet what the full one did not (a
+            // different IDCT path); an error is fine there
+            Err(_) => continue,
+        };
+        let v = pixels.view();
+        let frame = window.frame();
+        assert!(window.origin[0] + v.width <= frame.width);
+        assert!(window.origin[1] + v.height <= frame.height);
+        let mut out = vec![0u8; spec.sample_bytes()];
+        augment_window_into(v, &window, &params, noise, &spec, &mut out);
+        if scale == DecodeScale::Full {
+            assert!(out == whole, "region decode differs from the whole image");
         }
     }
 }

@@ -3,6 +3,11 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use metaug::ops::{DType, Layout};
 
+/// `--decode-scale`: `full` or `auto`.
+pub fn parse_decode_scale(s: &str) -> Result<metaug::decode::DecodeScale, String> {
+    metaug::decode::DecodeScale::parse(s).map_err(|e| e.to_string())
+}
+
 /// Parses `HxW` (e.g. `224x224`) into `(height, width)`, both at least 1.
 pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (h, w) = s

@@ -12,7 +12,8 @@ use metaug::policy::Policy;
 use metaug::shard::Dataset;
 use metaug::Result;
 
-use crate::cli::args::{parse_size, DTypeArg, LayoutArg};
+use crate::cli::args::{parse_decode_scale, parse_size, DTypeArg, LayoutArg};
+use metaug::decode::{DecodeScale, RegionDecode};
 
 /// Arguments of `metaug bench`.
 #[derive(clap::Args)]
@@ -69,6 +70,13 @@ pub struct BenchArgs {
     /// Print the report as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// JPEG decode scale: full (exact) or auto (DCT-scaled by 1/2, 1/4 or
+    /// 1/8 while the crop keeps the output's resolution; not bit-exact).
+    #[arg(long, default_value = "full", value_parser = parse_decode_scale)]
+    decode_scale: DecodeScale,
+    /// Decode whole JPEGs instead of only the region each sample reads.
+    #[arg(long)]
+    no_roi: bool,
 }
 
 /// Runs the command.
@@ -97,6 +105,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         device,
         seconds: args.seconds,
         stages: stages.clone(),
+        region: RegionDecode {
+            crop: !args.no_roi,
+            scale: args.decode_scale,
+        },
         ..BenchConfig::default()
     };
     let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());

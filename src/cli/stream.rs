@@ -74,6 +74,14 @@ pub struct StreamArgs {
     /// record; errors instead; use it on NFS, Lustre, GPFS).
     #[arg(long, default_value = "mmap", value_name = "mmap|pread")]
     read_mode: ReadMode,
+    /// JPEG decode scale: full (exact) or auto (DCT-scaled by 1/2, 1/4 or
+    /// 1/8 while the crop keeps the output's resolution; not bit-exact).
+    #[arg(long, default_value = "full", value_parser = crate::cli::args::parse_decode_scale)]
+    decode_scale: metaug::decode::DecodeScale,
+    /// Decode whole JPEGs instead of only the region each sample reads
+    /// (same batches, bit for bit; slower).
+    #[arg(long)]
+    no_roi: bool,
 }
 
 /// Runs the command.
@@ -95,6 +103,10 @@ pub fn run(args: StreamArgs) -> Result<()> {
         .epochs(args.epochs)
         .shuffle(!args.no_shuffle)
         .drop_last(args.drop_last)
+        .region_decode(metaug::decode::RegionDecode {
+            crop: !args.no_roi,
+            scale: args.decode_scale,
+        })
         .rank(args.rank, args.world_size)
         .bad_records(if args.skip_bad {
             BadRecords::Skip

@@ -28,7 +28,7 @@ use super::device::Device;
 use super::kernels::AugmentVariant;
 use super::launch::Launch;
 use super::spec::{DType, ImageView, Layout, OutputSpec};
-use crate::ops::{affine_matrix, SampleParams, Size};
+use crate::ops::{SampleParams, Size, SourceWindow};
 use crate::{Error, Result};
 
 /// Floats per sample in the parameter array the kernels read:
@@ -48,9 +48,25 @@ const POOL_MAX: usize = 4;
 /// The per-sample row the kernels read: `affine_matrix(geometry, src, out)`,
 /// then `flip`, then `sigma`.
 pub fn pack_params(p: &SampleParams, src: Size, out: Size) -> [f32; PARAMS_PER_SAMPLE] {
-    let m = affine_matrix(&p.geometry, src, out);
+    pack_window_params(p, &SourceWindow::whole(src), out)
+}
+
+/// [`pack_params`] for a sample decoded as a window of its source image:
+/// the map is the window's [`matrix`](SourceWindow::matrix) (the whole
+/// image's, scaled when the decode was); the window's origin travels in
+/// the size array (`[h, w, oy, ox]` per sample).
+pub fn pack_window_params(
+    p: &SampleParams,
+    window: &SourceWindow,
+    out: Size,
+) -> [f32; PARAMS_PER_SAMPLE] {
+    let m = window.matrix(&p.geometry, out);
     [m[0], m[1], m[2], m[3], m[4], m[5], p.flip, p.sigma]
 }
+
+/// u32s per sample in the size array: the window's height, width, and its
+/// origin's row and column in the map's frame.
+const HW_PER_SAMPLE: usize = 4;
 
 /// `struct Norm` of `augment.cu` (32 bytes, align 4; the compile test checks
 /// the PTX parameter is a 32-byte `.b8` array, the emulator that the host
@@ -81,7 +97,7 @@ impl StagingLayout {
         let params = up(pixel_bytes)?;
         let offsets = up(add(params, batch * PARAMS_PER_SAMPLE * 4)?)?;
         let hw = up(add(offsets, batch * 8)?)?;
-        let samples = up(add(hw, batch * 8)?)?;
+        let samples = up(add(hw, batch * HW_PER_SAMPLE * 4)?)?;
         let total = up(add(samples, batch * 4)?)?;
         Ok(StagingLayout {
             pixels: pixel_bytes,
@@ -94,11 +110,13 @@ impl StagingLayout {
     }
 
     /// Writes the batch into `h` (at least `total` bytes): the images back to
-    /// back, then the parameter rows, source offsets, sizes and sample indices.
+    /// back, then the parameter rows, source offsets, window sizes and
+    /// origins, and sample indices.
     fn pack(
         &self,
         h: &mut [u8],
         images: &[ImageView<'_>],
+        windows: &[SourceWindow],
         params: &[SampleParams],
         sample_indices: &[u64],
         out: Size,
@@ -112,18 +130,22 @@ impl StagingLayout {
             at += img.data.len();
         }
         h[self.pixels..self.params].fill(0);
-        for (k, (p, img)) in params.iter().zip(images).enumerate() {
-            let src = Size::new(img.height, img.width);
-            let row = pack_params(p, src, out);
+        for (k, ((p, img), window)) in params.iter().zip(images).zip(windows).enumerate() {
+            let row = pack_window_params(p, window, out);
             let o = self.params + k * PARAMS_PER_SAMPLE * 4;
             for (d, v) in h[o..o + PARAMS_PER_SAMPLE * 4].chunks_exact_mut(4).zip(row) {
                 d.copy_from_slice(&v.to_le_bytes());
             }
             let o = self.offsets + k * 8;
             h[o..o + 8].copy_from_slice(&offsets[k].to_le_bytes());
-            let o = self.hw + k * 8;
-            h[o..o + 4].copy_from_slice(&img.height.to_le_bytes());
-            h[o + 4..o + 8].copy_from_slice(&img.width.to_le_bytes());
+            let o = self.hw + k * HW_PER_SAMPLE * 4;
+            let [ox, oy] = window.origin;
+            for (d, v) in h[o..o + HW_PER_SAMPLE * 4]
+                .chunks_exact_mut(4)
+                .zip([img.height, img.width, oy, ox])
+            {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
             let o = self.samples + k * 4;
             // PhiloxStream::new truncates the sample index to 32 bits.
             h[o..o + 4].copy_from_slice(&(sample_indices[k] as u32).to_le_bytes());
@@ -276,7 +298,32 @@ impl<B: Backend> GpuAugmenter<B> {
         epoch: u64,
         spec: &OutputSpec,
     ) -> Result<DeviceBatch<B>> {
+        let windows: Vec<SourceWindow> = images
+            .iter()
+            .map(|img| SourceWindow::whole(Size::new(img.height, img.width)))
+            .collect();
+        self.augment_windows(images, &windows, params, sample_indices, seed, epoch, spec)
+    }
+
+    /// [`augment_batch`](Self::augment_batch) for images decoded as windows
+    /// of their sources (region or scaled decode): `images[k]` is the
+    /// window `windows[k]` describes, and only those pixels are uploaded.
+    /// The result is the one [`augment_window_into`](crate::ops::augment_window_into)
+    /// gives on the CPU. Errors as `augment_batch`, and for a window that
+    /// does not lie inside its frame.
+    #[allow(clippy::too_many_arguments)]
+    pub fn augment_windows(
+        &mut self,
+        images: &[ImageView<'_>],
+        windows: &[SourceWindow],
+        params: &[SampleParams],
+        sample_indices: &[u64],
+        seed: u64,
+        epoch: u64,
+        spec: &OutputSpec,
+    ) -> Result<DeviceBatch<B>> {
         let b = check_batch(images, params, sample_indices, spec)?;
+        check_windows(images, windows)?;
         let mut pixel_bytes = 0usize;
         for img in images {
             pixel_bytes = pixel_bytes
@@ -286,7 +333,15 @@ impl<B: Backend> GpuAugmenter<B> {
         let layout = StagingLayout::new(pixel_bytes, b)?;
         let slot_ix = self.next;
         self.next ^= 1;
-        self.upload(slot_ix, layout, images, params, sample_indices, spec)?;
+        self.upload(
+            slot_ix,
+            layout,
+            images,
+            windows,
+            params,
+            sample_indices,
+            spec,
+        )?;
 
         let launch = LastLaunch {
             slot: slot_ix,
@@ -344,11 +399,13 @@ impl<B: Backend> GpuAugmenter<B> {
     }
 
     /// Packs the batch into pinned slot `ix` and queues its upload.
+    #[allow(clippy::too_many_arguments)]
     fn upload(
         &mut self,
         ix: usize,
         layout: StagingLayout,
         images: &[ImageView<'_>],
+        windows: &[SourceWindow],
         params: &[SampleParams],
         sample_indices: &[u64],
         spec: &OutputSpec,
@@ -380,6 +437,7 @@ impl<B: Backend> GpuAugmenter<B> {
         layout.pack(
             dev.pinned_bytes(host)?,
             images,
+            windows,
             params,
             sample_indices,
             spec.size,
@@ -442,7 +500,7 @@ impl<B: Backend> GpuAugmenter<B> {
         launch
             .range::<u8>(staged, 0, lay.pixels.max(1))
             .range::<u8>(staged, lay.offsets, b * 8)
-            .range::<u8>(staged, lay.hw, b * 8)
+            .range::<u8>(staged, lay.hw, b * HW_PER_SAMPLE * 4)
             .range::<u8>(staged, lay.params, b * PARAMS_PER_SAMPLE * 4)
             .range::<u8>(staged, lay.samples, b * 4)
             .bytes(&l.norm)
@@ -455,7 +513,7 @@ impl<B: Backend> GpuAugmenter<B> {
         // SAFETY: argument kinds are checked against the kernel's signature by
         // `launch`. Sizes and bounds (augment.cu indexes only these):
         // - grid.y = b samples; per sample the kernel reads params[8b..8b+8],
-        //   src_off[b], src_hw[2b..2b+2], samples[b]: the ranges hold exactly
+        //   src_off[b], src_hw[4b..4b+4], samples[b]: the ranges hold exactly
         //   b rows of each (laid out by `StagingLayout`, uploaded by `upload`);
         // - source reads: image b's bytes are `pixels[off_b .. off_b + h_b*w_b*C]`
         //   (packed back to back by `StagingLayout::pack`, `check_batch`
@@ -493,6 +551,36 @@ fn norm_of(spec: &OutputSpec) -> Norm {
         n.std[c] = *s;
     }
     n
+}
+
+/// Checks that there is one window per image and that each lies, with its
+/// image's size, inside its frame (below 2^24 a side, as the kernels need).
+fn check_windows(images: &[ImageView<'_>], windows: &[SourceWindow]) -> Result<()> {
+    if windows.len() != images.len() {
+        return Err(Error::invalid(
+            "batch",
+            format!("{} images and {} windows", images.len(), windows.len()),
+        ));
+    }
+    for (k, (img, w)) in images.iter().zip(windows).enumerate() {
+        let frame = w.frame();
+        let [ox, oy] = w.origin;
+        let inside = w.shrink <= 3
+            && frame.width < MAX_SOURCE_SIDE
+            && frame.height < MAX_SOURCE_SIDE
+            && ox as u64 + img.width as u64 <= frame.width as u64
+            && oy as u64 + img.height as u64 <= frame.height as u64;
+        if !inside {
+            return Err(Error::invalid(
+                format!("image {k} of the batch"),
+                format!(
+                    "window {}x{} at ({ox}, {oy}) is not inside its {}x{} frame",
+                    img.height, img.width, frame.height, frame.width
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Validates a batch; returns its size.
@@ -766,7 +854,7 @@ mod tests {
         };
         let (src, out) = (Size::new(20, 30), Size::new(8, 12));
         let row = pack_params(&p, src, out);
-        assert_eq!(&row[..6], &affine_matrix(&p.geometry, src, out));
+        assert_eq!(&row[..6], &crate::ops::affine_matrix(&p.geometry, src, out));
         assert_eq!(row[6], 0.25);
         assert_eq!(row[7], 0.05);
     }

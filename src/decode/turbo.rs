@@ -139,7 +139,14 @@ fn with_handle<T>(f: impl FnOnce(&Handle) -> Result<T>) -> Result<T> {
         if slot.is_none() {
             *slot = Some(Handle::new()?);
         }
-        f(slot.as_ref().expect("set above"))
+        let result = f(slot.as_ref().expect("set above"));
+        if result.is_err() {
+            // A failed call can leave the decompressor inside a header or a
+            // scan (the next image then fails with "two SOI markers"): the
+            // next call gets a fresh instance.
+            *slot = None;
+        }
+        result
     })
 }
 
@@ -315,6 +322,55 @@ mod tests {
         assert_eq!(scaled(375, 1), 188);
         assert_eq!(scaled(375, 3), 47);
         assert_eq!(scaled(1, 3), 1);
+    }
+
+    #[test]
+    fn an_error_does_not_poison_the_next_image() {
+        let l = DecodeLimits::default();
+        // a valid 16x8 baseline JPEG made by libjpeg-turbo itself
+        let good = tiny_jpeg();
+        let mut bad = good.clone();
+        bad.truncate(bad.len() / 2);
+        for _ in 0..3 {
+            let h = header(&good, &l).unwrap();
+            let mut out = vec![0u8; (h.width * h.height * 3) as usize];
+            assert!(decode(&bad, &h, 0, None, &mut out).is_err());
+            assert!(header(&bad[..20], &l).is_err());
+            decode(&good, &h, 0, None, &mut out).unwrap();
+        }
+    }
+
+    /// A 16x8 RGB JPEG encoded with TurboJPEG.
+    fn tiny_jpeg() -> Vec<u8> {
+        let pixels: Vec<u8> = (0..16 * 8 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        // SAFETY: a fresh compressor; the source buffer holds 8 rows of
+        // 16 RGB pixels; TurboJPEG allocates the output (freed below).
+        unsafe {
+            let h = tj::tj3Init(tj::TJINIT_TJINIT_COMPRESS as libc::c_int);
+            assert!(!h.is_null());
+            assert_eq!(tj::tj3Set(h, tj::TJPARAM_TJPARAM_QUALITY as i32, 90), 0);
+            assert_eq!(
+                tj::tj3Set(h, tj::TJPARAM_TJPARAM_SUBSAMP as i32, tj::TJSAMP_TJSAMP_420),
+                0
+            );
+            let mut buf: *mut u8 = std::ptr::null_mut();
+            let mut size: tj::size_t = 0;
+            let rc = tj::tj3Compress8(
+                h,
+                pixels.as_ptr(),
+                16,
+                0,
+                8,
+                tj::TJPF_TJPF_RGB as i32,
+                &mut buf,
+                &mut size,
+            );
+            assert_eq!(rc, 0);
+            let out = std::slice::from_raw_parts(buf, size as usize).to_vec();
+            tj::tj3Free(buf as *mut libc::c_void);
+            tj::tj3Destroy(h);
+            out
+        }
     }
 
     #[test]

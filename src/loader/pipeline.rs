@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::cuda::{Backend, DeviceBatch, Emulator, GpuAugmenter, ImageView};
-use crate::decode::{decode, Pixels};
+use crate::decode::{decode_region, Pixels};
 use crate::error::{Error, Result};
 use crate::loader::batch::{Batch, HostBuffer, Images};
 use crate::loader::builder::{BadRecords, LoaderConfig};
@@ -17,7 +17,7 @@ use crate::loader::plan::{EpochPlan, Position};
 use crate::loader::schedule::largest_first;
 use crate::loader::spare;
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
-use crate::ops::{augment_into, SampleParams};
+use crate::ops::{augment_window_into, SampleParams, SourceWindow};
 use crate::shard::{Dataset, ReadMode, Record};
 
 thread_local! {
@@ -61,20 +61,23 @@ pub(crate) enum GpuPath {
 }
 
 /// One fused launch for a decoded batch, on whichever backend.
+#[allow(clippy::too_many_arguments)]
 fn augment_on<B: Backend>(
     gpu: &mut GpuAugmenter<B>,
     views: &[ImageView<'_>],
+    windows: &[SourceWindow],
     params: &[SampleParams],
     kept: &[u64],
     seed: u64,
     epoch: u64,
     spec: &crate::ops::OutputSpec,
 ) -> Result<DeviceBatch<B>> {
-    gpu.augment_batch(views, params, kept, seed, epoch, spec)
+    gpu.augment_windows(views, windows, params, kept, seed, epoch, spec)
 }
 
-/// One decoded sample waiting for the GPU: its pixels, label and parameters.
-type Decoded<'a> = (Pixels<'a>, i64, SampleParams);
+/// One decoded sample: its pixels (the window of the source that its map
+/// reads), where they sit in the source, its label and parameters.
+type Decoded<'a> = (Pixels<'a>, SourceWindow, i64, SampleParams);
 
 /// Why one sample could not be produced.
 enum SampleError {
@@ -199,14 +202,16 @@ impl Pipeline {
             |index| self.decode_sample(position.epoch, index),
         );
         let mut pixels = Vec::with_capacity(indices.len());
+        let mut windows = Vec::with_capacity(indices.len());
         let mut params = Vec::with_capacity(indices.len());
         let mut labels = Vec::with_capacity(indices.len());
         let mut kept = Vec::with_capacity(indices.len());
         let mut skipped = Vec::new();
         for (outcome, &index) in decoded.into_iter().zip(indices) {
             match outcome {
-                Ok((p, label, param)) => {
+                Ok((p, window, label, param)) => {
                     pixels.push(p);
+                    windows.push(window);
                     params.push(param);
                     labels.push(label);
                     kept.push(index);
@@ -224,12 +229,12 @@ impl Pipeline {
         } else {
             let (seed, epoch, spec) = (cfg.plan.seed, position.epoch, &cfg.spec);
             match gpu {
-                GpuPath::Cuda(g) => {
-                    Images::Device(augment_on(g, &views, &params, &kept, seed, epoch, spec)?)
-                }
-                GpuPath::Emulated(g) => {
-                    Images::Emulated(augment_on(g, &views, &params, &kept, seed, epoch, spec)?)
-                }
+                GpuPath::Cuda(g) => Images::Device(augment_on(
+                    g, &views, &windows, &params, &kept, seed, epoch, spec,
+                )?),
+                GpuPath::Emulated(g) => Images::Emulated(augment_on(
+                    g, &views, &windows, &params, &kept, seed, epoch, spec,
+                )?),
             }
         };
         Ok(Batch::new(
@@ -252,7 +257,8 @@ impl Pipeline {
             .map_or(0, |[h, w, c]| h as u64 * w as u64 * c.max(1) as u64)
     }
 
-    /// Decodes `record` (sample `index`) and draws its parameters.
+    /// Draws the parameters of `record` (sample `index`), then decodes the
+    /// part of it they read (see [`decode_region`]).
     fn decode_record<'r>(
         &self,
         record: &Record<'r>,
@@ -263,15 +269,23 @@ impl Pipeline {
         if cfg.panic_on_sample == Some(index) {
             panic!("injected fault: decoding sample {index}");
         }
-        let pixels = decode(record, cfg.spec.channels, &cfg.limits).map_err(|e| {
+        let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
+        let (pixels, window) = decode_region(
+            record,
+            cfg.spec.channels,
+            &cfg.limits,
+            &params.geometry,
+            cfg.spec.size,
+            cfg.region,
+        )
+        .map_err(|e| {
             SampleError::Bad(Error::record(
                 self.dataset.shard_path(record.shard),
                 record.index,
                 e.to_string(),
             ))
         })?;
-        let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
-        Ok((pixels, record.label, params))
+        Ok((pixels, window, record.label, params))
     }
 
     /// Reads and decodes sample `index` and draws its parameters, for the
@@ -295,7 +309,7 @@ impl Pipeline {
             .read_record(index, &mut buf)
             .map_err(SampleError::Bad)
             .and_then(|record| self.decode_record(&record, epoch, index))
-            .map(|(pixels, label, params)| (pixels.into_owned(), label, params));
+            .map(|(pixels, window, label, params)| (pixels.into_owned(), window, label, params));
         RECORD_BUF.set(buf);
         decoded
     }
@@ -317,9 +331,9 @@ impl Pipeline {
             .read_record(index, &mut buf)
             .map_err(SampleError::Bad)
             .and_then(|record| {
-                let (pixels, label, params) = self.decode_record(&record, epoch, index)?;
+                let (pixels, window, label, params) = self.decode_record(&record, epoch, index)?;
                 let noise = PhiloxStream::new(self.cfg.plan.seed, epoch, index, STREAM_NOISE);
-                augment_into(pixels.view(), &params, noise, &self.cfg.spec, out);
+                augment_window_into(pixels.view(), &window, &params, noise, &self.cfg.spec, out);
                 Ok(label)
             });
         RECORD_BUF.set(buf);
