@@ -38,7 +38,9 @@ use crate::{Error, Result};
 
 pub use crate::shard::Encoding;
 use crate::shard::Record;
-pub use region::{decode_bytes_region, decode_region, DecodeScale, RegionDecode};
+pub use region::{
+    decode_bytes_region, decode_bytes_region_into, decode_region, DecodeScale, RegionDecode,
+};
 
 /// Bounds on what a decoder may accept and allocate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

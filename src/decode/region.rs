@@ -6,11 +6,15 @@
 //! JPEG, [`decode_region`] asks libjpeg-turbo for that rectangle only:
 //!
 //! - **exact** (the default, [`RegionDecode::default`]): the rectangle is
-//!   widened to whole iMCU columns (TurboJPEG's cropping unit) and by one
-//!   more iMCU on every side, so that chroma upsampling at the region's
-//!   edges sees the same neighbours as in a full decode. The pixels read
-//!   are then bit for bit those of the full decode, and so is the sample
-//!   (tested on every photo of `shared/data/photos-jpeg`). What is saved:
+//!   widened by a few pixels of context on every side where chroma is
+//!   subsampled (so that upsampling at the region's edges sees the same
+//!   neighbours as in a full decode; none for 4:4:4 and greyscale, whose
+//!   8×8 blocks decode independently; a whole iMCU for progressive images,
+//!   whose decoder may smooth across blocks), then its left edge down to a
+//!   whole iMCU column (TurboJPEG's cropping unit). The pixels read are
+//!   then bit for bit those of the full decode, and so is the sample
+//!   (tested on every photo of `shared/data/photos-jpeg`: 4:4:4, 4:2:0,
+//!   4:2:2, 4:4:0 and greyscale). What is saved:
 //!   the IDCT, upsampling and colour conversion of every iMCU outside the
 //!   region, and all decoding below it (rows above are entropy-decoded,
 //!   then skipped).
@@ -26,8 +30,8 @@
 //! PNG and raw records are decoded whole, as by [`decode`](super::decode)
 //! (a raw record is borrowed in place).
 
-use super::{check_channels, convert_in_place, decode_bytes, pixel_bytes, turbo};
-use super::{DecodeLimits, Header, Pixels};
+use super::{check_channels, convert_in_place, decode_bytes, decode_into, pixel_bytes, turbo};
+use super::{DecodeLimits, Header, ImageView, Pixels};
 use crate::ops::{footprint, Geometry, Rect, Size, SourceWindow};
 use crate::shard::{Encoding, Record};
 use crate::{Error, Result};
@@ -128,6 +132,58 @@ pub fn decode_bytes_region<'a>(
         let full = p.view().size();
         return Ok((p, SourceWindow::whole(full)));
     }
+    let mut data = Vec::new();
+    let (view, window) = jpeg_region(
+        bytes, shape, channels, limits, geometry, out, mode, &mut data,
+    )?;
+    let (height, width) = (view.height, view.width);
+    Ok((
+        Pixels::Owned {
+            height,
+            width,
+            channels,
+            data,
+        },
+        window,
+    ))
+}
+
+/// [`decode_bytes_region`] into `buf` (grown as needed, never shrunk, not
+/// zeroed when long enough), returning a view of the pixels: of `bytes`
+/// itself for a raw payload with matching channels, else of `buf`. A decode
+/// thread that reuses its buffer allocates nothing once it has grown.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_bytes_region_into<'a>(
+    bytes: &'a [u8],
+    encoding: Encoding,
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+    geometry: &Geometry,
+    out: Size,
+    mode: RegionDecode,
+    buf: &'a mut Vec<u8>,
+) -> Result<(ImageView<'a>, SourceWindow)> {
+    if encoding != Encoding::Jpeg || mode == RegionDecode::WHOLE {
+        let v = decode_into(bytes, encoding, shape, channels, limits, buf)?;
+        let full = v.size();
+        return Ok((v, SourceWindow::whole(full)));
+    }
+    jpeg_region(bytes, shape, channels, limits, geometry, out, mode, buf)
+}
+
+/// The JPEG case of [`decode_bytes_region_into`].
+#[allow(clippy::too_many_arguments)]
+fn jpeg_region<'a>(
+    bytes: &[u8],
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+    geometry: &Geometry,
+    out: Size,
+    mode: RegionDecode,
+    data: &'a mut Vec<u8>,
+) -> Result<(ImageView<'a>, SourceWindow)> {
     check_channels(channels)?;
     let header = turbo::header(bytes, limits)?;
     let h = Header::of_jpeg(&header);
@@ -153,7 +209,16 @@ pub fn decode_bytes_region<'a>(
         });
         header
             .imcu(shrink)
-            .map(|imcu| decode_rect(wanted, imcu, frame))
+            .map(|imcu| {
+                let context = if header.progressive {
+                    imcu
+                } else if header.subsampled() {
+                    (SUBSAMPLED_CONTEXT, SUBSAMPLED_CONTEXT)
+                } else {
+                    (0, 0)
+                };
+                decode_rect(wanted, imcu.0, context, frame)
+            })
             .filter(|r| *r != Rect::whole(frame))
     } else {
         None
@@ -164,35 +229,44 @@ pub fn decode_bytes_region<'a>(
     limits.check_alloc(native.max(wanted))?;
     let len = usize::try_from(native.max(wanted))
         .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
-    let mut data = vec![0u8; len];
-    turbo::decode(bytes, &header, shrink, crop, &mut data)?;
+    // The decoder overwrites every byte it is given: no need to zero a
+    // buffer that is already long enough.
+    if data.len() < len {
+        data.resize(len, 0);
+    } else {
+        data.truncate(len);
+    }
+    turbo::decode(bytes, &header, shrink, crop, data)?;
     let decoded = Header {
         height: rect.height,
         width: rect.width,
         ..h
     };
-    convert_in_place(&mut data, &decoded, channels);
+    convert_in_place(data, &decoded, channels);
     data.truncate(wanted as usize);
     window.origin = [rect.x, rect.y];
-    Ok((
-        Pixels::Owned {
-            height: rect.height,
-            width: rect.width,
-            channels,
-            data,
-        },
-        window,
-    ))
+    let view = ImageView {
+        height: rect.height,
+        width: rect.width,
+        channels,
+        data,
+    };
+    Ok((view, window))
 }
 
-/// The rectangle to ask TurboJPEG for so that `wanted` comes out exact: its
-/// left edge down to a whole iMCU column, then one iMCU more on every side
-/// (upsampling context), clamped to the `frame`.
-fn decode_rect(wanted: Rect, (iw, ih): (u32, u32), frame: Size) -> Rect {
-    let x0 = (wanted.x / iw * iw).saturating_sub(iw);
-    let y0 = wanted.y.saturating_sub(ih);
-    let x1 = (wanted.x as u64 + wanted.width as u64 + iw as u64).min(frame.width as u64) as u32;
-    let y1 = (wanted.y as u64 + wanted.height as u64 + ih as u64).min(frame.height as u64) as u32;
+/// Pixels of context on each side of the wanted rectangle when chroma is
+/// subsampled: fancy upsampling reads one chroma sample (two pixels at
+/// 2:1) beyond the pixel it makes; twice that, to spare.
+const SUBSAMPLED_CONTEXT: u32 = 4;
+
+/// The rectangle to ask TurboJPEG for so that `wanted` comes out exact:
+/// `context` more pixels (x, y) on every side, its left edge down to a
+/// multiple of the iMCU width `iw`, clamped to the `frame`.
+fn decode_rect(wanted: Rect, iw: u32, (cx, cy): (u32, u32), frame: Size) -> Rect {
+    let x0 = wanted.x.saturating_sub(cx) / iw * iw;
+    let y0 = wanted.y.saturating_sub(cy);
+    let x1 = (wanted.x as u64 + wanted.width as u64 + cx as u64).min(frame.width as u64) as u32;
+    let y1 = (wanted.y as u64 + wanted.height as u64 + cy as u64).min(frame.height as u64) as u32;
     Rect {
         x: x0,
         y: y0,
@@ -230,6 +304,7 @@ mod tests {
                 width: 100,
                 height: 80,
             },
+            16,
             (16, 16),
             frame,
         );
@@ -237,6 +312,21 @@ mod tests {
         assert_eq!(r.y, 34);
         assert_eq!(r.x + r.width, 153);
         assert_eq!(r.y + r.height, 146);
+        let tight = decode_rect(
+            Rect {
+                x: 37,
+                y: 50,
+                width: 100,
+                height: 80,
+            },
+            8,
+            (0, 0),
+            frame,
+        );
+        assert_eq!(
+            (tight.x, tight.y, tight.width, tight.height),
+            (32, 50, 105, 80)
+        );
         let edge = decode_rect(
             Rect {
                 x: 490,
@@ -244,6 +334,7 @@ mod tests {
                 width: 10,
                 height: 5,
             },
+            8,
             (8, 8),
             frame,
         );

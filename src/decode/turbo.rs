@@ -49,6 +49,8 @@ pub(crate) struct JpegHeader {
     /// Chrominance subsampling (`TJSAMP_*`), `None` when TurboJPEG does not
     /// know it (then no cropping is possible).
     subsamp: Option<usize>,
+    /// Progressive entropy coding (several scans).
+    pub progressive: bool,
     /// The limits it was checked against (set again on every decode).
     limits: DecodeLimits,
 }
@@ -59,6 +61,12 @@ impl JpegHeader {
     pub fn imcu(&self, shrink: u8) -> Option<(u32, u32)> {
         let (w, h) = IMCU[self.subsamp?];
         Some((scaled(w, shrink), scaled(h, shrink)))
+    }
+
+    /// Whether chroma is subsampled (then upsampling reads neighbouring
+    /// chroma samples); `true` when unknown.
+    pub fn subsampled(&self) -> bool {
+        !matches!(self.subsamp, Some(0) | Some(3)) // 4:4:4, greyscale
     }
 
     /// The image's size at scale `1 / 2^shrink`: TurboJPEG's `TJSCALED`,
@@ -201,6 +209,7 @@ fn read_header(h: &Handle, bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHe
         width,
         color_channels,
         subsamp,
+        progressive: h.get(tj::TJPARAM_TJPARAM_PROGRESSIVE) == 1,
         limits: *limits,
     })
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::cuda::{Backend, DeviceBatch, Emulator, GpuAugmenter, ImageView};
-use crate::decode::{decode_region, Pixels};
+use crate::decode::{decode_bytes_region_into, decode_region, Pixels};
 use crate::error::{Error, Result};
 use crate::loader::batch::{Batch, HostBuffer, Images};
 use crate::loader::builder::{BadRecords, LoaderConfig};
@@ -25,6 +25,10 @@ thread_local! {
     /// reads in pread mode (untouched in mmap mode). Taken out while in use,
     /// so that a nested rayon job on the same thread gets one of its own.
     static RECORD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each decode thread's pixel buffer on the CPU path (decoded pixels
+    /// are augmented at once), reused from sample to sample: no allocation,
+    /// no page faults and no zeroing per image once it has grown.
+    static PIXEL_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// What the pipeline sends: a batch or an error, then `Done` at the end.
@@ -278,13 +282,7 @@ impl Pipeline {
             cfg.spec.size,
             cfg.region,
         )
-        .map_err(|e| {
-            SampleError::Bad(Error::record(
-                self.dataset.shard_path(record.shard),
-                record.index,
-                e.to_string(),
-            ))
-        })?;
+        .map_err(|e| self.bad_record(record, e))?;
         Ok((pixels, window, record.label, params))
     }
 
@@ -315,7 +313,8 @@ impl Pipeline {
     }
 
     /// Decodes and augments sample `index` into `out`; returns its label.
-    /// In pread mode the record is read into this thread's reused buffer.
+    /// In pread mode the record is read into this thread's reused buffer;
+    /// the pixels go to this thread's reused pixel buffer.
     fn sample(
         &self,
         epoch: u64,
@@ -326,18 +325,45 @@ impl Pipeline {
             return Err(SampleError::Stopped);
         }
         let mut buf = RECORD_BUF.take();
+        let mut pixels = PIXEL_BUF.take();
         let label = self
             .dataset
             .read_record(index, &mut buf)
             .map_err(SampleError::Bad)
             .and_then(|record| {
-                let (pixels, window, label, params) = self.decode_record(&record, epoch, index)?;
-                let noise = PhiloxStream::new(self.cfg.plan.seed, epoch, index, STREAM_NOISE);
-                augment_window_into(pixels.view(), &window, &params, noise, &self.cfg.spec, out);
-                Ok(label)
+                let cfg = &*self.cfg;
+                if cfg.panic_on_sample == Some(index) {
+                    panic!("injected fault: decoding sample {index}");
+                }
+                let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
+                let (view, window) = decode_bytes_region_into(
+                    record.bytes,
+                    record.encoding,
+                    record.shape,
+                    cfg.spec.channels,
+                    &cfg.limits,
+                    &params.geometry,
+                    cfg.spec.size,
+                    cfg.region,
+                    &mut pixels,
+                )
+                .map_err(|e| self.bad_record(&record, e))?;
+                let noise = PhiloxStream::new(cfg.plan.seed, epoch, index, STREAM_NOISE);
+                augment_window_into(view, &window, &params, noise, &cfg.spec, out);
+                Ok(record.label)
             });
+        PIXEL_BUF.set(pixels);
         RECORD_BUF.set(buf);
         label
+    }
+
+    /// A record's decode error, naming its shard and record.
+    fn bad_record(&self, record: &Record<'_>, e: Error) -> SampleError {
+        SampleError::Bad(Error::record(
+            self.dataset.shard_path(record.shard),
+            record.index,
+            e.to_string(),
+        ))
     }
 }
 
