@@ -17,9 +17,11 @@ use metaug::ops::{
 };
 use metaug::policy::Policy;
 
-/// The photos' bytes and declared shapes, or `None` (with a message) when
-/// `../shared/data` is not there.
-fn photos() -> Option<Vec<(String, Vec<u8>, [u32; 3])>> {
+/// A photo: its file name, bytes and declared shape.
+type Photo = (String, Vec<u8>, [u32; 3]);
+
+/// The photos, or `None` (with a message) when `../shared/data` is not there.
+fn photos() -> Option<Vec<Photo>> {
     let dir = common::shared_data().join("photos-jpeg");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         eprintln!("{} not found: skipped", dir.display());
@@ -90,10 +92,10 @@ fn both(
     )
     .unwrap();
     if reference {
-        augment_reference(full.view(), params, noise.clone(), spec, &mut a);
+        augment_reference(full.view(), params, noise, spec, &mut a);
         augment_window_reference(region.view(), &window, params, noise, spec, &mut b);
     } else {
-        augment_into(full.view(), params, noise.clone(), spec, &mut a);
+        augment_into(full.view(), params, noise, spec, &mut a);
         augment_window_into(region.view(), &window, params, noise, spec, &mut b);
     }
     let (fv, rv) = (full.view(), region.view());

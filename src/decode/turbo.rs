@@ -79,7 +79,7 @@ impl JpegHeader {
 /// `ceil(dim / 2^shrink)`.
 pub(crate) fn scaled(dim: u32, shrink: u8) -> u32 {
     let d = 1u64 << shrink;
-    ((dim as u64 + d - 1) / d) as u32
+    (dim as u64).div_ceil(d) as u32
 }
 
 /// A TurboJPEG decompressor instance.
@@ -370,7 +370,7 @@ mod tests {
                 16,
                 0,
                 8,
-                tj::TJPF_TJPF_RGB as i32,
+                tj::TJPF_TJPF_RGB,
                 &mut buf,
                 &mut size,
             );

@@ -185,7 +185,7 @@ impl SourceWindow {
     /// The scaled frame: `ceil(full / 2^shrink)` (libjpeg-turbo's scaled size).
     pub fn frame(&self) -> Size {
         let d = 1u64 << self.shrink;
-        let s = |v: u32| ((v as u64 + d - 1) / d) as u32;
+        let s = |v: u32| (v as u64).div_ceil(d) as u32;
         Size::new(s(self.full.height), s(self.full.width))
     }
 
