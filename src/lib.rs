@@ -20,9 +20,11 @@
 //! - [`cuda`]: device discovery, NVRTC kernels and the GPU augmentation path;
 //! - [`meta`]: the hand-written autodiff engine and MAML / Reptile policy learning;
 //! - [`precompute`]: augmented shards written offline;
-//! - [`preview`]: a PNG grid of what a policy does.
+//! - [`preview`]: a PNG grid of what a policy does;
+//! - [`adapters`]: batches as tensors of training frameworks (cargo features).
 #![deny(missing_docs)]
 
+pub mod adapters;
 pub mod bench;
 pub mod cuda;
 pub mod decode;

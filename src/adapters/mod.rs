@@ -1,0 +1,7 @@
+//! Batches as tensors of training frameworks, each behind its own cargo
+//! feature (off by default, so the default build does not compile them):
+//!
+//! - [`candle`] (feature `candle`): `candle_core::Tensor`s on the CPU.
+
+#[cfg(feature = "candle")]
+pub mod candle;
