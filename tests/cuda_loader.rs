@@ -90,6 +90,22 @@ fn emulated_gpu_jpeg_regions_match_the_cpu_loader() {
     assert!(emu.launches() >= 24);
 }
 
+#[test]
+fn gpu_jpeg_regions_match_the_cpu_loader() {
+    if cuda_common::gpu("gpu_jpeg_regions_match_the_cpu_loader").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(ds) = jpeg_photos(dir.path(), 40) else {
+        eprintln!("../shared/data/photos-jpeg not found: skipped");
+        return;
+    };
+    let photos = Arc::new(ds);
+    for scale in [DecodeScale::Full, DecodeScale::Auto] {
+        batches_match(&photos, RegionDecode { crop: true, scale }, None, 16);
+    }
+}
+
 fn batches_match_the_cpu_loader(emulator: Option<metaug::cuda::Emulator>) {
     let dir = tempfile::tempdir().unwrap();
     let photos = Arc::new(common::photos_png(dir.path()));

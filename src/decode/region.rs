@@ -9,9 +9,10 @@
 //!   widened by a few pixels of context on every side where chroma is
 //!   subsampled (so that upsampling at the region's edges sees the same
 //!   neighbours as in a full decode; none for 4:4:4 and greyscale, whose
-//!   8×8 blocks decode independently; a whole iMCU for progressive images,
-//!   whose decoder may smooth across blocks), then its left edge down to a
-//!   whole iMCU column (TurboJPEG's cropping unit). The pixels read are
+//!   8×8 blocks decode independently), then its left edge down to a whole
+//!   iMCU column (TurboJPEG's cropping unit). Progressive JPEGs are decoded
+//!   whole: libjpeg-turbo smooths their blocks across neighbours when
+//!   coefficients are missing (found by the fuzzer). The pixels read are
 //!   then bit for bit those of the full decode, and so is the sample
 //!   (tested on every photo of `shared/data/photos-jpeg`: 4:4:4, 4:2:0,
 //!   4:2:2, 4:4:0 and greyscale). What is saved:
@@ -199,7 +200,12 @@ fn jpeg_region<'a>(
         origin: [0, 0],
     };
     let frame = window.frame();
-    let crop = if mode.crop {
+    // Progressive images are decoded whole in exact mode: libjpeg-turbo
+    // smooths the blocks of a progressive image whose coefficients are
+    // incomplete using neighbouring blocks, a reach no fixed context covers
+    // (a fuzzed 4:2:2 image differed with a whole iMCU of it).
+    let exact_whole = header.progressive && shrink == 0;
+    let crop = if mode.crop && !exact_whole {
         let m = window.matrix(geometry, out);
         let wanted = footprint(&m, out, frame).unwrap_or(Rect {
             x: 0,
@@ -211,7 +217,7 @@ fn jpeg_region<'a>(
             .imcu(shrink)
             .map(|imcu| {
                 let context = if header.progressive {
-                    imcu
+                    imcu // scaled (not exact) only
                 } else if header.subsampled() {
                     (SUBSAMPLED_CONTEXT, SUBSAMPLED_CONTEXT)
                 } else {
