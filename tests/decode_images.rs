@@ -136,7 +136,7 @@ fn real_jpegs_are_close_to_the_image_crate() {
 }
 
 /// Bit for bit what Pillow (libjpeg-turbo, PIL's default decode) gives, on
-/// every photo: metaug's pixels are torchvision's. Needs a python with
+/// every photo and on a CMYK JPEG: metaug's pixels are torchvision's. Needs a python with
 /// Pillow and numpy (CI installs them and sets METAUG_REQUIRE_PYTHON=1,
 /// where a skip is a failure).
 #[test]
@@ -165,7 +165,11 @@ fn real_jpegs_match_pillow() {
 import sys, os, hashlib
 from PIL import Image
 import numpy as np
-for path in sys.argv[2:]:
+# a CMYK JPEG (Adobe, as Pillow writes it) with K set: checks the conversion
+rng = np.random.default_rng(0)
+cmyk = os.path.join(sys.argv[1], "cmyk.jpg")
+Image.fromarray(rng.integers(0, 256, (37, 53, 4), dtype=np.uint8), "CMYK").save(cmyk, quality=92)
+for path in sys.argv[2:] + [cmyk]:
     a = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
     print(os.path.basename(path), hashlib.sha256(a.tobytes()).hexdigest(), Image.__version__)
 "#;
@@ -177,7 +181,12 @@ for path in sys.argv[2:]:
     let text = String::from_utf8(o.stdout).unwrap();
     let l = DecodeLimits::default();
     let mut checked = 0;
-    for (line, p) in text.lines().zip(&all) {
+    let files: Vec<PathBuf> = all
+        .iter()
+        .cloned()
+        .chain([out.path().join("cmyk.jpg")])
+        .collect();
+    for (line, p) in text.lines().zip(&files) {
         use sha2::Digest;
         let bytes = std::fs::read(p).unwrap();
         let shape = probe_bytes(&bytes, Encoding::Jpeg, &l).unwrap();
@@ -193,7 +202,7 @@ for path in sys.argv[2:]:
         );
         checked += 1;
     }
-    assert_eq!(checked, all.len());
+    assert_eq!(checked, all.len() + 1);
 }
 
 fn png(w: u32, h: u32, color: image::ExtendedColorType, pixels: &[u8]) -> Vec<u8> {

@@ -310,7 +310,11 @@ pub fn decode_into<'a>(
         }
     };
     header.check_declared(shape)?;
-    let native = header.bytes()?;
+    let native = match &decoder {
+        // CMYK JPEGs decode to 4 samples, then to RGB in place
+        Source::Jpeg(h) => pixel_bytes(height, width, h.native_channels())?,
+        _ => header.bytes()?,
+    };
     let wanted = pixel_bytes(height, width, channels)?;
     limits.check_alloc(native.max(wanted))?;
     let len = usize::try_from(native.max(wanted))

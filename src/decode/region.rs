@@ -230,7 +230,7 @@ fn jpeg_region<'a>(
         None
     };
     let rect = crop.unwrap_or(Rect::whole(frame));
-    let native = pixel_bytes(rect.height, rect.width, header.color_channels)?;
+    let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
     let wanted = pixel_bytes(rect.height, rect.width, channels)?;
     limits.check_alloc(native.max(wanted))?;
     let len = usize::try_from(native.max(wanted))

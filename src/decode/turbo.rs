@@ -19,6 +19,11 @@
 //! truncated or corrupt entropy stream, which libjpeg would pad with grey)
 //! are errors (`TJPARAM_STOPONWARNING`): a damaged record is reported, not
 //! silently trained on.
+//!
+//! CMYK and YCCK JPEGs (Adobe's, e.g. 22 files of ImageNet's training set)
+//! come out as RGB the way Pillow converts them: libjpeg's CMYK samples
+//! (Adobe-inverted, so `255 − C`), then `R = (255 − C)·(255 − K) / 255`
+//! rounded (Pillow's `MULDIV255`, the same for G and B).
 
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -44,8 +49,10 @@ const IMCU: [(u32, u32); 7] = [(8, 8), (16, 8), (16, 16), (8, 8), (8, 16), (32, 
 pub(crate) struct JpegHeader {
     pub height: u32,
     pub width: u32,
-    /// 1 (greyscale) or 3 (YCbCr or RGB).
+    /// 1 (greyscale) or 3 (YCbCr, RGB, or CMYK / YCCK converted to RGB).
     pub color_channels: u32,
+    /// CMYK or YCCK: decoded as 4 samples, then converted to RGB.
+    cmyk: bool,
     /// Chrominance subsampling (`TJSAMP_*`), `None` when TurboJPEG does not
     /// know it (then no cropping is possible).
     subsamp: Option<usize>,
@@ -61,6 +68,16 @@ impl JpegHeader {
     pub fn imcu(&self, shrink: u8) -> Option<(u32, u32)> {
         let (w, h) = IMCU[self.subsamp?];
         Some((scaled(w, shrink), scaled(h, shrink)))
+    }
+
+    /// Samples per pixel the decoder writes before any conversion (4 for
+    /// CMYK): buffers for [`decode`] hold this many per pixel.
+    pub fn native_channels(&self) -> u32 {
+        if self.cmyk {
+            4
+        } else {
+            self.color_channels
+        }
     }
 
     /// Whether chroma is subsampled (then upsampling reads neighbouring
@@ -184,12 +201,10 @@ fn read_header(h: &Handle, bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHe
             "jpeg: {precision}-bit samples are not supported (8-bit only)"
         )));
     }
-    let color_channels = match h.get(tj::TJPARAM_TJPARAM_COLORSPACE) as u32 {
-        tj::TJCS_TJCS_GRAY => 1,
-        tj::TJCS_TJCS_YCbCr | tj::TJCS_TJCS_RGB => 3,
-        tj::TJCS_TJCS_CMYK | tj::TJCS_TJCS_YCCK => {
-            return Err(Error::Decode("jpeg: CMYK JPEG is not supported".into()))
-        }
+    let (color_channels, cmyk) = match h.get(tj::TJPARAM_TJPARAM_COLORSPACE) as u32 {
+        tj::TJCS_TJCS_GRAY => (1, false),
+        tj::TJCS_TJCS_YCbCr | tj::TJCS_TJCS_RGB => (3, false),
+        tj::TJCS_TJCS_CMYK | tj::TJCS_TJCS_YCCK => (3, true),
         other => return Err(Error::Decode(format!("jpeg: unknown colour space {other}"))),
     };
     let subsamp = match h.get(tj::TJPARAM_TJPARAM_SUBSAMP) {
@@ -208,6 +223,7 @@ fn read_header(h: &Handle, bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHe
         height,
         width,
         color_channels,
+        cmyk,
         subsamp,
         progressive: h.get(tj::TJPARAM_TJPARAM_PROGRESSIVE) == 1,
         limits: *limits,
@@ -224,8 +240,9 @@ pub(crate) fn header(bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHeader> 
 /// header's colour channels (1 or 3). `header` must be what [`header`]
 /// returned for `bytes`; `crop.x` must be a multiple of the scaled iMCU
 /// width and the crop inside the scaled image (checked: an error, not UB).
-/// `out` must hold at least the region's bytes (checked); the decoded
-/// pixels are its first `height × width × channels` bytes.
+/// `out` must hold at least the region's pixels at
+/// [`native_channels`](JpegHeader::native_channels) bytes each (checked);
+/// the decoded pixels, `color_channels` bytes each, start it.
 pub(crate) fn decode(
     bytes: &[u8],
     header: &JpegHeader,
@@ -256,7 +273,7 @@ pub(crate) fn decode(
             region.height, region.width, region.x, region.y
         )));
     }
-    let c = header.color_channels;
+    let c = header.native_channels();
     let len = region.height as u64 * region.width as u64 * c as u64;
     if (out.len() as u64) < len {
         return Err(Error::Decode(format!(
@@ -264,10 +281,10 @@ pub(crate) fn decode(
             out.len()
         )));
     }
-    let format = if c == 1 {
-        tj::TJPF_TJPF_GRAY
-    } else {
-        tj::TJPF_TJPF_RGB
+    let format = match c {
+        1 => tj::TJPF_TJPF_GRAY,
+        3 => tj::TJPF_TJPF_RGB,
+        _ => tj::TJPF_TJPF_CMYK,
     };
     with_handle(|h| {
         let again = read_header(h, bytes, &header.limits)?;
@@ -317,8 +334,28 @@ pub(crate) fn decode(
             )
         };
         h.check(rc)?;
+        if header.cmyk {
+            cmyk_to_rgb(&mut out[..len as usize]);
+        }
         Ok((region.height, region.width))
     })
+}
+
+/// libjpeg's (Adobe-inverted) CMYK pixels at the start of `buf` to RGB at
+/// its start, in place: `R = MULDIV255(C', K')` with `C' = 255 − C` as
+/// libjpeg returns it, Pillow's conversion bit for bit.
+fn cmyk_to_rgb(buf: &mut [u8]) {
+    let muldiv255 = |a: u8, b: u8| {
+        let t = a as u32 * b as u32 + 128;
+        ((t + (t >> 8)) >> 8) as u8
+    };
+    // pixel p's 3 bytes land at 3p, before its 4 bytes at 4p are read
+    for p in 0..buf.len() / 4 {
+        let [c, m, y, k] = [buf[4 * p], buf[4 * p + 1], buf[4 * p + 2], buf[4 * p + 3]];
+        buf[3 * p] = muldiv255(c, k);
+        buf[3 * p + 1] = muldiv255(m, k);
+        buf[3 * p + 2] = muldiv255(y, k);
+    }
 }
 
 #[cfg(test)]
@@ -349,9 +386,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn cmyk_decodes_to_rgb_and_packs() {
+        let cmyk = encode(tj::TJPF_TJPF_CMYK, 4);
+        let h = header(&cmyk, &DecodeLimits::default()).unwrap();
+        assert_eq!((h.color_channels, h.native_channels()), (3, 4));
+        let mut out = vec![0u8; 16 * 8 * 4];
+        decode(&cmyk, &h, 0, None, &mut out).unwrap();
+        let probed = crate::pack::probe(&cmyk, &crate::pack::ImageLimits::default()).unwrap();
+        assert_eq!(probed.1, [8, 16, 3]);
+    }
+
+    #[test]
+    fn cmyk_to_rgb_is_pillows_muldiv255() {
+        let mut buf = vec![255, 0, 128, 255, 10, 20, 30, 0, 200, 100, 50, 128];
+        cmyk_to_rgb(&mut buf);
+        let want = |a: u32, b: u32| ((a * b) as f64 / 255.0).round() as u8;
+        assert_eq!(
+            &buf[..9],
+            &[
+                255,
+                0,
+                128,
+                0,
+                0,
+                0,
+                want(200, 128),
+                want(100, 128),
+                want(50, 128)
+            ]
+        );
+    }
+
     /// A 16x8 RGB JPEG encoded with TurboJPEG.
     fn tiny_jpeg() -> Vec<u8> {
-        let pixels: Vec<u8> = (0..16 * 8 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        encode(tj::TJPF_TJPF_RGB, 3)
+    }
+
+    /// A 16x8 JPEG of pixel format `format` (`bytes` per pixel).
+    fn encode(format: tj::TJPF, bytes: usize) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..16 * 8 * bytes).map(|i| (i * 7 % 251) as u8).collect();
         // SAFETY: a fresh compressor; the source buffer holds 8 rows of
         // 16 RGB pixels; TurboJPEG allocates the output (freed below).
         unsafe {
@@ -370,7 +444,7 @@ mod tests {
                 16,
                 0,
                 8,
-                tj::TJPF_TJPF_RGB,
+                format as libc::c_int,
                 &mut buf,
                 &mut size,
             );

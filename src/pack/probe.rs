@@ -1,14 +1,19 @@
-//! Image headers and decode checks through the `image` crate, with limits.
+//! Image headers and decode checks, with limits: JPEG through the loader's
+//! own decoder (libjpeg-turbo, [`crate::decode`]), so that what packs and
+//! verifies is what the loader decodes (a CMYK, 12-bit or lossless JPEG is
+//! refused at pack time, not at training time); PNG through the `image`
+//! crate, as the loader does.
 //!
 //! [`probe`] reads only the header (for the shape, at pack time);
 //! [`check_decodes`] decodes a whole record (for `inspect --verify`). Both
 //! refuse images larger than [`ImageLimits`] before any pixel buffer is
-//! allocated. `check_decodes` is the one place to swap for `decode::decode`.
+//! allocated.
 
 use std::io::Cursor;
 
 use image::{ImageDecoder, ImageFormat, ImageReader, Limits};
 
+use crate::decode::{self, DecodeLimits};
 use crate::shard::{Encoding, Record};
 use crate::{Error, Result};
 
@@ -43,6 +48,16 @@ impl ImageLimits {
         limits
     }
 
+    /// The loader decoder's limits: these dimensions and allocation, for a
+    /// header already checked by [`ImageLimits::check`].
+    fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_alloc: self.max_alloc,
+        }
+    }
+
     /// Checks declared dimensions and decoded size against the limits.
     pub fn check(
         &self,
@@ -66,6 +81,18 @@ impl ImageLimits {
     }
 }
 
+/// A JPEG's `(height, width, channels)` from its header, any size.
+fn jpeg_header(bytes: &[u8]) -> Result<(u32, u32, u32)> {
+    let any = DecodeLimits {
+        max_width: u32::MAX,
+        max_height: u32::MAX,
+        max_alloc: u64::MAX,
+    };
+    let [h, w, c] = decode::probe_bytes(bytes, Encoding::Jpeg, &any)
+        .map_err(|e| Error::Decode(format!("unreadable jpeg header: {e}")))?;
+    Ok((h, w, c))
+}
+
 fn image_format(encoding: Encoding) -> Option<ImageFormat> {
     match encoding {
         Encoding::Png => Some(ImageFormat::Png),
@@ -83,6 +110,18 @@ pub fn probe(
     limits: &ImageLimits,
 ) -> std::result::Result<(Encoding, [u32; 3]), String> {
     let encoding = Encoding::sniff(bytes).ok_or("not a PNG or JPEG file (by its first bytes)")?;
+    if encoding == Encoding::Jpeg {
+        // The header alone; any size, so that the limits' own message says it.
+        let any = DecodeLimits {
+            max_width: u32::MAX,
+            max_height: u32::MAX,
+            max_alloc: u64::MAX,
+        };
+        let [h, w, c] = decode::probe_bytes(bytes, encoding, &any)
+            .map_err(|e| format!("unreadable jpeg header: {e}"))?;
+        limits.check(w, h, u64::from(h) * u64::from(w) * u64::from(c))?;
+        return Ok((encoding, [h, w, c]));
+    }
     let format = image_format(encoding).expect("sniff gives png or jpeg");
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Dimensions are checked by hand below, for a message that says them.
@@ -122,6 +161,22 @@ pub fn check_decodes(record: &Record<'_>, limits: &ImageLimits) -> Result<()> {
             "payload is not a {} file (by its first bytes)",
             record.encoding
         )));
+    }
+    if record.encoding == Encoding::Jpeg {
+        let c_out = if c == 1 { 1 } else { 3 };
+        let (dh, dw, dc) = jpeg_header(record.bytes)?;
+        limits
+            .check(dw, dh, u64::from(dh) * u64::from(dw) * u64::from(dc))
+            .map_err(Error::Decode)?;
+        decode::decode_bytes(
+            record.bytes,
+            Encoding::Jpeg,
+            record.shape,
+            c_out,
+            &limits.decode_limits(),
+        )
+        .map_err(|e| Error::Decode(format!("jpeg does not decode: {e}")))?;
+        return Ok(());
     }
     let mut reader = ImageReader::with_format(Cursor::new(record.bytes), format);
     // Dimensions are checked by hand right after the header is read (for a
