@@ -2,8 +2,9 @@
 //! region its map reads is bit for bit the sample augmented from the full
 //! decode, on every one of the 300 ImageNet photos, for every policy op
 //! alone and together, many seeds, on each CPU code path (AVX-512 f32 NCHW,
-//! AVX2 u8 NHWC, the scalar reference). The scaled mode is checked to stay
-//! close to the full decode and to decode fewer pixels.
+//! AVX2 u8 NHWC, the scalar reference); and the loader's batch digests with
+//! region decode equal its digests with whole-image decode. The scaled mode
+//! is checked to stay close to the full decode and to decode fewer pixels.
 
 mod common;
 
@@ -306,5 +307,52 @@ fn scaled_map_is_aligned_with_a_box_downscale() {
     assert!(
         to_box < 2.5 && to_box < 0.5 * to_full,
         "{to_box} vs {to_full}"
+    );
+}
+
+/// The loader over all 300 photos, 2 epochs, default policy, 224×224 f32:
+/// every batch's SHA-256 (images, labels, indices) with region decode equals
+/// the one with whole-image decode (the same decoder), on 2 threads.
+#[test]
+fn loader_digests_with_region_decode_equal_whole_decode() {
+    let Some(_) = photos() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let flat = dir.path().join("in");
+    std::fs::create_dir_all(&flat).unwrap();
+    let src = common::shared_data().join("photos-jpeg");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "JPEG") {
+            std::os::unix::fs::symlink(&p, flat.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let options = metaug::pack::FolderOptions {
+        flat: true,
+        ..metaug::pack::FolderOptions::default()
+    };
+    metaug::pack::pack_folder(&flat, &dir.path().join("packed"), &options).unwrap();
+    let ds = std::sync::Arc::new(metaug::shard::Dataset::open(dir.path().join("packed")).unwrap());
+    let digests = |mode: RegionDecode| -> Vec<[u8; 32]> {
+        metaug::loader::Loader::builder(ds.clone())
+            .batch_size(64)
+            .size(224, 224)
+            .channels(3)
+            .normalize(vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
+            .policy(Policy::default_policy())
+            .region_decode(mode)
+            .threads(2)
+            .seed(11)
+            .epochs(2)
+            .build()
+            .unwrap()
+            .map(|b| common::batch_digest(&b.unwrap()))
+            .collect()
+    };
+    let region = digests(RegionDecode::default());
+    let whole = digests(RegionDecode::WHOLE);
+    assert_eq!(region.len(), 10);
+    assert_eq!(
+        region, whole,
+        "batch digests differ between region and whole decode"
     );
 }

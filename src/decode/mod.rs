@@ -316,16 +316,7 @@ pub fn decode_into<'a>(
         _ => header.bytes()?,
     };
     let wanted = pixel_bytes(height, width, channels)?;
-    limits.check_alloc(native.max(wanted))?;
-    let len = usize::try_from(native.max(wanted))
-        .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
-    // The decoder overwrites every byte it is given: no need to zero a
-    // buffer that is already long enough.
-    if buf.len() < len {
-        buf.resize(len, 0);
-    } else {
-        buf.truncate(len);
-    }
+    size_buffer(buf, native, wanted, limits)?;
     let native = native as usize;
     match decoder {
         Source::Raw(data) => buf[..native].copy_from_slice(data),
@@ -420,6 +411,23 @@ impl Header {
             .checked_mul(self.bytes_per_sample as u64)
             .ok_or_else(|| Error::Decode("image size overflows".to_string()))
     }
+}
+
+/// Sizes `buf` to `max(native, wanted)` bytes (the decoder's samples, and
+/// the converted output, which share the buffer), after checking that size
+/// against `limits`. Decoders overwrite every byte they are given, so a
+/// buffer that is already long enough is not zeroed, and its allocation is
+/// never shrunk.
+fn size_buffer(buf: &mut Vec<u8>, native: u64, wanted: u64, limits: &DecodeLimits) -> Result<()> {
+    limits.check_alloc(native.max(wanted))?;
+    let len = usize::try_from(native.max(wanted))
+        .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    } else {
+        buf.truncate(len);
+    }
+    Ok(())
 }
 
 fn pixel_bytes(height: u32, width: u32, channels: u32) -> Result<u64> {

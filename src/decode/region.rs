@@ -31,7 +31,8 @@
 //! PNG and raw records are decoded whole, as by [`decode`](super::decode)
 //! (a raw record is borrowed in place).
 
-use super::{check_channels, convert_in_place, decode_bytes, decode_into, pixel_bytes, turbo};
+use super::{check_channels, convert_in_place, decode_bytes, decode_into, pixel_bytes};
+use super::{size_buffer, turbo};
 use super::{DecodeLimits, Header, ImageView, Pixels};
 use crate::ops::{footprint, Geometry, Rect, Size, SourceWindow};
 use crate::shard::{Encoding, Record};
@@ -232,16 +233,7 @@ fn jpeg_region<'a>(
     let rect = crop.unwrap_or(Rect::whole(frame));
     let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
     let wanted = pixel_bytes(rect.height, rect.width, channels)?;
-    limits.check_alloc(native.max(wanted))?;
-    let len = usize::try_from(native.max(wanted))
-        .map_err(|_| Error::Decode("image too large for this machine".to_string()))?;
-    // The decoder overwrites every byte it is given: no need to zero a
-    // buffer that is already long enough.
-    if data.len() < len {
-        data.resize(len, 0);
-    } else {
-        data.truncate(len);
-    }
+    size_buffer(data, native, wanted, limits)?;
     turbo::decode(bytes, &header, shrink, crop, data)?;
     let decoded = Header {
         height: rect.height,
