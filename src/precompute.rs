@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{decode_region, DecodeLimits, RegionDecode};
+use crate::decode::{decode_bytes_region_into, DecodeLimits, RegionDecode};
 use crate::error::{Error, Result};
 use crate::ops::philox::{PhiloxStream, STREAM_NOISE};
 use crate::ops::{augment_window_into, DType, Layout, OutputSpec};
@@ -336,33 +336,39 @@ fn write_shard(
     let labels: Vec<i64> = images
         .par_chunks_mut(sample_bytes)
         .enumerate()
-        // One payload buffer per worker, for pread mode.
-        .map_init(Vec::new, |buf, (k, out)| -> Result<i64> {
-            let item = first + k as u64;
-            let (copy, index) = (item / n, item % n);
-            let record = dataset.read_record(index, buf)?;
-            let params = cfg.policy.sample_hard(cfg.seed, copy, index);
-            // Only the region the sample reads (exact: the same bits as a
-            // whole-image decode).
-            let (pixels, window) = decode_region(
-                &record,
-                cfg.spec.channels,
-                &DecodeLimits::default(),
-                &params.geometry,
-                cfg.spec.size,
-                RegionDecode::default(),
-            )
-            .map_err(|e| {
-                Error::record(
-                    dataset.shard_path(record.shard),
-                    record.index,
-                    e.to_string(),
+        // One payload buffer (for pread mode) and one pixel buffer per worker.
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, pixels), (k, out)| -> Result<i64> {
+                let item = first + k as u64;
+                let (copy, index) = (item / n, item % n);
+                let record = dataset.read_record(index, buf)?;
+                let params = cfg.policy.sample_hard(cfg.seed, copy, index);
+                // Only the region the sample reads (exact: the same bits as a
+                // whole-image decode).
+                let (view, window) = decode_bytes_region_into(
+                    record.bytes,
+                    record.encoding,
+                    record.shape,
+                    cfg.spec.channels,
+                    &DecodeLimits::default(),
+                    &params.geometry,
+                    cfg.spec.size,
+                    RegionDecode::default(),
+                    pixels,
                 )
-            })?;
-            let noise = PhiloxStream::new(cfg.seed, copy, index, STREAM_NOISE);
-            augment_window_into(pixels.view(), &window, &params, noise, &cfg.spec, out);
-            Ok(record.label)
-        })
+                .map_err(|e| {
+                    Error::record(
+                        dataset.shard_path(record.shard),
+                        record.index,
+                        e.to_string(),
+                    )
+                })?;
+                let noise = PhiloxStream::new(cfg.seed, copy, index, STREAM_NOISE);
+                augment_window_into(view, &window, &params, noise, &cfg.spec, out);
+                Ok(record.label)
+            },
+        )
         .collect::<Result<_>>()?;
     let header = shard_header(job, first, count, images.len() as u64)?;
     let tmp = tmp_path(path);
