@@ -304,17 +304,10 @@ pub fn decode_into<'a>(
             let d = png_decoder(bytes, limits)?;
             (Header::of(&d)?, Source::Png(d))
         }
-        Encoding::Jpeg => {
-            let h = turbo::header(bytes, limits)?;
-            (Header::of_jpeg(&h), Source::Jpeg(h))
-        }
+        Encoding::Jpeg => return region::jpeg_whole_into(bytes, shape, channels, limits, buf),
     };
     header.check_declared(shape)?;
-    let native = match &decoder {
-        // CMYK JPEGs decode to 4 samples, then to RGB in place
-        Source::Jpeg(h) => pixel_bytes(height, width, h.native_channels())?,
-        _ => header.bytes()?,
-    };
+    let native = header.bytes()?;
     let wanted = pixel_bytes(height, width, channels)?;
     size_buffer(buf, native, wanted, limits)?;
     let native = native as usize;
@@ -323,9 +316,6 @@ pub fn decode_into<'a>(
         Source::Png(d) => d
             .read_image(&mut buf[..native])
             .map_err(|e| Error::Decode(format!("png: {e}")))?,
-        Source::Jpeg(h) => {
-            turbo::decode(bytes, &h, 0, None, &mut buf[..native])?;
-        }
     }
     convert_in_place(buf, &header, channels);
     buf.truncate(wanted as usize);
@@ -342,7 +332,6 @@ pub fn decode_into<'a>(
 enum Source<'a> {
     Raw(&'a [u8]),
     Png(PngDecoder<Cursor<&'a [u8]>>),
-    Jpeg(turbo::JpegHeader),
 }
 
 /// What the header says about the pixels the decoder will produce.

@@ -187,8 +187,38 @@ fn jpeg_region<'a>(
     data: &'a mut Vec<u8>,
 ) -> Result<(ImageView<'a>, SourceWindow)> {
     check_channels(channels)?;
-    let header = turbo::header(bytes, limits)?;
-    let h = Header::of_jpeg(&header);
+    // Header, plan and decode on one decompressor: the header is parsed
+    // once here (and once more inside TurboJPEG's decompress).
+    let (decoded, window) = turbo::open(bytes, limits, |o| {
+        jpeg_plan_and_decode(o, shape, channels, limits, geometry, out, mode, data)
+    })?;
+    convert_in_place(data, &decoded, channels);
+    data.truncate(pixel_bytes(decoded.height, decoded.width, channels)? as usize);
+    let view = ImageView {
+        height: decoded.height,
+        width: decoded.width,
+        channels,
+        data,
+    };
+    Ok((view, window))
+}
+
+/// The region (and scale) to decode of an opened JPEG, decoded into `data`
+/// (sized for it): the decoder's pixels, as a [`Header`] for the channel
+/// conversion, and the window they are.
+#[allow(clippy::too_many_arguments)]
+fn jpeg_plan_and_decode(
+    o: &turbo::Opened<'_>,
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+    geometry: &Geometry,
+    out: Size,
+    mode: RegionDecode,
+    data: &mut Vec<u8>,
+) -> Result<(Header, SourceWindow)> {
+    let header = &o.header;
+    let h = Header::of_jpeg(header);
     h.check_declared(shape)?;
     let full = Size::new(header.height, header.width);
     let shrink = match mode.scale {
@@ -234,22 +264,37 @@ fn jpeg_region<'a>(
     let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
     let wanted = pixel_bytes(rect.height, rect.width, channels)?;
     size_buffer(data, native, wanted, limits)?;
-    turbo::decode(bytes, &header, shrink, crop, data)?;
+    o.decode(shrink, crop, data)?;
+    window.origin = [rect.x, rect.y];
     let decoded = Header {
         height: rect.height,
         width: rect.width,
         ..h
     };
-    convert_in_place(data, &decoded, channels);
-    data.truncate(wanted as usize);
-    window.origin = [rect.x, rect.y];
-    let view = ImageView {
-        height: rect.height,
-        width: rect.width,
+    Ok((decoded, window))
+}
+
+/// The whole JPEG `bytes` into `buf` as `channels` channels (what
+/// [`decode_into`] does for a JPEG).
+pub(super) fn jpeg_whole_into<'a>(
+    bytes: &[u8],
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+    buf: &'a mut Vec<u8>,
+) -> Result<ImageView<'a>> {
+    let size = Size::new(shape[0].max(1), shape[1].max(1));
+    let (view, _) = jpeg_region(
+        bytes,
+        shape,
         channels,
-        data,
-    };
-    Ok((view, window))
+        limits,
+        &Geometry::IDENTITY,
+        size,
+        RegionDecode::WHOLE,
+        buf,
+    )?;
+    Ok(view)
 }
 
 /// Pixels of context on each side of the wanted rectangle when chroma is

@@ -235,110 +235,130 @@ pub(crate) fn header(bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHeader> 
     with_handle(|h| read_header(h, bytes, limits))
 }
 
-/// Decodes `bytes` at scale `1 / 2^shrink` (0 to 3), the region `crop` of
-/// the scaled image (whole when `None`), into `out` as HWC `u8` with the
-/// header's colour channels (1 or 3). `header` must be what [`header`]
-/// returned for `bytes`; `crop.x` must be a multiple of the scaled iMCU
-/// width and the crop inside the scaled image (checked: an error, not UB).
-/// `out` must hold at least the region's pixels at
-/// [`native_channels`](JpegHeader::native_channels) bytes each (checked);
-/// the decoded pixels, `color_channels` bytes each, start it.
-pub(crate) fn decode(
+/// A JPEG whose header this thread's decompressor has just read and
+/// checked (see [`open`]).
+pub(crate) struct Opened<'a> {
+    h: &'a Handle,
+    bytes: &'a [u8],
+    /// What the header declares.
+    pub header: JpegHeader,
+}
+
+/// Reads and checks the header of `bytes` (as [`header`]), then runs `f`
+/// with it, on this thread's decompressor: a decode from `f` does not parse
+/// the header again.
+pub(crate) fn open<T>(
     bytes: &[u8],
-    header: &JpegHeader,
-    shrink: u8,
-    crop: Option<Rect>,
-    out: &mut [u8],
-) -> Result<(u32, u32)> {
-    if shrink > 3 {
-        return Err(Error::invalid(
-            "jpeg scale",
-            format!("1/{} (at most 1/8)", 1u32 << shrink),
-        ));
-    }
-    let (sh, sw) = header.scaled_size(shrink);
-    let region = crop.unwrap_or(Rect {
-        x: 0,
-        y: 0,
-        width: sw,
-        height: sh,
-    });
-    let inside = region.width > 0
-        && region.height > 0
-        && region.x as u64 + region.width as u64 <= sw as u64
-        && region.y as u64 + region.height as u64 <= sh as u64;
-    if !inside {
-        return Err(Error::Decode(format!(
-            "jpeg: region {}x{} at ({}, {}) is not inside the {sh}x{sw} image",
-            region.height, region.width, region.x, region.y
-        )));
-    }
-    let c = header.native_channels();
-    let len = region.height as u64 * region.width as u64 * c as u64;
-    if (out.len() as u64) < len {
-        return Err(Error::Decode(format!(
-            "jpeg: a buffer of {} bytes for {len} bytes of pixels",
-            out.len()
-        )));
-    }
-    let format = match c {
-        1 => tj::TJPF_TJPF_GRAY,
-        3 => tj::TJPF_TJPF_RGB,
-        _ => tj::TJPF_TJPF_CMYK,
-    };
+    limits: &DecodeLimits,
+    f: impl FnOnce(&Opened<'_>) -> Result<T>,
+) -> Result<T> {
     with_handle(|h| {
-        let again = read_header(h, bytes, &header.limits)?;
-        if again != *header {
-            return Err(Error::Decode("jpeg: header changed between reads".into()));
-        }
-        let factor = tj::tjscalingfactor {
-            num: 1,
-            denom: 1 << shrink,
-        };
-        // SAFETY: live handle; the factor is one of 1/1, 1/2, 1/4, 1/8,
-        // which libjpeg-turbo supports (it validates anyway).
-        h.check(unsafe { tj::tj3SetScalingFactor(h.ptr(), factor) })?;
-        let tjr = match crop {
-            Some(r) => tj::tjregion {
-                x: r.x as i32,
-                y: r.y as i32,
-                w: r.width as i32,
-                h: r.height as i32,
-            },
-            // TJUNCROPPED: {0, 0, 0, 0}
-            None => tj::tjregion {
-                x: 0,
-                y: 0,
-                w: 0,
-                h: 0,
-            },
-        };
-        // SAFETY: live handle whose header was just read (required before
-        // a cropping region); TurboJPEG validates the region's alignment
-        // and bounds against the scaled image.
-        h.check(unsafe { tj::tj3SetCroppingRegion(h.ptr(), tjr) })?;
-        let pitch = (region.width * c) as i32;
-        // SAFETY: `out` holds `region.height` rows of `pitch` bytes, which is
-        // exactly what TurboJPEG writes for this scale and cropping region
-        // (the region was checked inside the scaled image above, and the
-        // library writes `destinationHeight` rows of `pitch` bytes); `bytes`
-        // is only read.
-        let rc = unsafe {
-            tj::tj3Decompress8(
-                h.ptr(),
-                bytes.as_ptr(),
-                bytes.len() as tj::size_t,
-                out.as_mut_ptr(),
-                pitch,
-                format as libc::c_int,
-            )
-        };
-        h.check(rc)?;
-        if header.cmyk {
-            cmyk_to_rgb(&mut out[..len as usize]);
-        }
-        Ok((region.height, region.width))
+        let header = read_header(h, bytes, limits)?;
+        f(&Opened { h, bytes, header })
     })
+}
+
+impl Opened<'_> {
+    /// Decodes `bytes` at scale `1 / 2^shrink` (0 to 3), the region `crop` of
+    /// the scaled image (whole when `None`), into `out` as HWC `u8` with the
+    /// header's colour channels (1 or 3). `crop.x` must be a multiple of the scaled iMCU
+    /// width and the crop inside the scaled image (checked: an error, not UB).
+    /// `out` must hold at least the region's pixels at
+    /// [`native_channels`](JpegHeader::native_channels) bytes each (checked);
+    /// the decoded pixels, `color_channels` bytes each, start it.
+    pub(crate) fn decode(
+        &self,
+        shrink: u8,
+        crop: Option<Rect>,
+        out: &mut [u8],
+    ) -> Result<(u32, u32)> {
+        let (header, bytes, h) = (&self.header, self.bytes, self.h);
+        if shrink > 3 {
+            return Err(Error::invalid(
+                "jpeg scale",
+                format!("1/{} (at most 1/8)", 1u32 << shrink),
+            ));
+        }
+        let (sh, sw) = header.scaled_size(shrink);
+        let region = crop.unwrap_or(Rect {
+            x: 0,
+            y: 0,
+            width: sw,
+            height: sh,
+        });
+        let inside = region.width > 0
+            && region.height > 0
+            && region.x as u64 + region.width as u64 <= sw as u64
+            && region.y as u64 + region.height as u64 <= sh as u64;
+        if !inside {
+            return Err(Error::Decode(format!(
+                "jpeg: region {}x{} at ({}, {}) is not inside the {sh}x{sw} image",
+                region.height, region.width, region.x, region.y
+            )));
+        }
+        let c = header.native_channels();
+        let len = region.height as u64 * region.width as u64 * c as u64;
+        if (out.len() as u64) < len {
+            return Err(Error::Decode(format!(
+                "jpeg: a buffer of {} bytes for {len} bytes of pixels",
+                out.len()
+            )));
+        }
+        let format = match c {
+            1 => tj::TJPF_TJPF_GRAY,
+            3 => tj::TJPF_TJPF_RGB,
+            _ => tj::TJPF_TJPF_CMYK,
+        };
+        {
+            let factor = tj::tjscalingfactor {
+                num: 1,
+                denom: 1 << shrink,
+            };
+            // SAFETY: live handle; the factor is one of 1/1, 1/2, 1/4, 1/8,
+            // which libjpeg-turbo supports (it validates anyway).
+            h.check(unsafe { tj::tj3SetScalingFactor(h.ptr(), factor) })?;
+            let tjr = match crop {
+                Some(r) => tj::tjregion {
+                    x: r.x as i32,
+                    y: r.y as i32,
+                    w: r.width as i32,
+                    h: r.height as i32,
+                },
+                // TJUNCROPPED: {0, 0, 0, 0}
+                None => tj::tjregion {
+                    x: 0,
+                    y: 0,
+                    w: 0,
+                    h: 0,
+                },
+            };
+            // SAFETY: live handle whose header was just read (required before
+            // a cropping region); TurboJPEG validates the region's alignment
+            // and bounds against the scaled image.
+            h.check(unsafe { tj::tj3SetCroppingRegion(h.ptr(), tjr) })?;
+            let pitch = (region.width * c) as i32;
+            // SAFETY: `out` holds `region.height` rows of `pitch` bytes, which is
+            // exactly what TurboJPEG writes for this scale and cropping region
+            // (the region was checked inside the scaled image above, and the
+            // library writes `destinationHeight` rows of `pitch` bytes); `bytes`
+            // is only read.
+            let rc = unsafe {
+                tj::tj3Decompress8(
+                    h.ptr(),
+                    bytes.as_ptr(),
+                    bytes.len() as tj::size_t,
+                    out.as_mut_ptr(),
+                    pitch,
+                    format as libc::c_int,
+                )
+            };
+            h.check(rc)?;
+            if header.cmyk {
+                cmyk_to_rgb(&mut out[..len as usize]);
+            }
+            Ok((region.height, region.width))
+        }
+    }
 }
 
 /// libjpeg's (Adobe-inverted) CMYK pixels at the start of `buf` to RGB at
@@ -380,9 +400,9 @@ mod tests {
         for _ in 0..3 {
             let h = header(&good, &l).unwrap();
             let mut out = vec![0u8; (h.width * h.height * 3) as usize];
-            assert!(decode(&bad, &h, 0, None, &mut out).is_err());
+            assert!(open(&bad, &l, |o| o.decode(0, None, &mut out)).is_err());
             assert!(header(&bad[..20], &l).is_err());
-            decode(&good, &h, 0, None, &mut out).unwrap();
+            open(&good, &l, |o| o.decode(0, None, &mut out)).unwrap();
         }
     }
 
@@ -392,7 +412,8 @@ mod tests {
         let h = header(&cmyk, &DecodeLimits::default()).unwrap();
         assert_eq!((h.color_channels, h.native_channels()), (3, 4));
         let mut out = vec![0u8; 16 * 8 * 4];
-        decode(&cmyk, &h, 0, None, &mut out).unwrap();
+        let l = DecodeLimits::default();
+        open(&cmyk, &l, |o| o.decode(0, None, &mut out)).unwrap();
         let probed = crate::pack::probe(&cmyk, &crate::pack::ImageLimits::default()).unwrap();
         assert_eq!(probed.1, [8, 16, 3]);
     }
