@@ -54,10 +54,22 @@ struct Mlp {
 }
 
 impl Mlp {
+    /// Glorot-uniform weights from a fixed xorshift stream (candle's CPU
+    /// generator cannot be seeded), so that a run is reproducible.
     fn new(dev: &Device) -> candle_core::Result<Mlp> {
-        let init = |rows: usize, cols: usize| {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut init = |rows: usize, cols: usize| {
             let bound = (6.0 / (rows + cols) as f64).sqrt();
-            Var::rand(-bound as f32, bound as f32, (rows, cols), dev)
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+                    ((2.0 * u - 1.0) * bound) as f32
+                })
+                .collect();
+            Var::from_tensor(&Tensor::from_vec(values, (rows, cols), dev)?)
         };
         Ok(Mlp {
             w1: init(784, 128)?,
