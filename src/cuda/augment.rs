@@ -563,22 +563,8 @@ fn check_windows(images: &[ImageView<'_>], windows: &[SourceWindow]) -> Result<(
         ));
     }
     for (k, (img, w)) in images.iter().zip(windows).enumerate() {
-        let frame = w.frame();
-        let [ox, oy] = w.origin;
-        let inside = w.shrink <= 3
-            && frame.width < MAX_SOURCE_SIDE
-            && frame.height < MAX_SOURCE_SIDE
-            && ox as u64 + img.width as u64 <= frame.width as u64
-            && oy as u64 + img.height as u64 <= frame.height as u64;
-        if !inside {
-            return Err(Error::invalid(
-                format!("image {k} of the batch"),
-                format!(
-                    "window {}x{} at ({ox}, {oy}) is not inside its {}x{} frame",
-                    img.height, img.width, frame.height, frame.width
-                ),
-            ));
-        }
+        w.check(Size::new(img.height, img.width))
+            .map_err(|e| Error::invalid(format!("image {k} of the batch"), e))?;
     }
     Ok(())
 }

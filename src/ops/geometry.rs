@@ -189,6 +189,28 @@ impl SourceWindow {
         Size::new(s(self.full.height), s(self.full.width))
     }
 
+    /// Checks that a window of `pixels` lies at `origin` inside the frame,
+    /// that the scale is one of 1/1 to 1/8, and that the frame's sides are
+    /// below 2^24 (so every coordinate is exact in f32); the error says
+    /// which window and frame.
+    pub fn check(&self, pixels: Size) -> std::result::Result<(), String> {
+        let frame = self.frame();
+        let [ox, oy] = self.origin;
+        let inside = self.shrink <= 3
+            && frame.width < 1 << 24
+            && frame.height < 1 << 24
+            && ox as u64 + pixels.width as u64 <= frame.width as u64
+            && oy as u64 + pixels.height as u64 <= frame.height as u64;
+        if inside {
+            Ok(())
+        } else {
+            Err(format!(
+                "window {}x{} at ({ox}, {oy}) is not inside its {}x{} frame",
+                pixels.height, pixels.width, frame.height, frame.width
+            ))
+        }
+    }
+
     /// The inverse affine map from output index to index in the scaled
     /// frame (see the type's docs).
     pub fn matrix(&self, g: &Geometry, out: Size) -> [f32; 6] {

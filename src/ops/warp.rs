@@ -217,21 +217,10 @@ pub fn augment_window_into(
 /// The window's origin as i32, checked to lie (with the pixels) inside its
 /// frame, whose sides are below 2^24 so that every coordinate is exact in f32.
 fn check_window(src: &ImageView<'_>, window: &SourceWindow) -> [i32; 2] {
-    let frame = window.frame();
-    let [ox, oy] = window.origin;
-    assert!(
-        window.shrink <= 3
-            && ox as u64 + src.width as u64 <= frame.width as u64
-            && oy as u64 + src.height as u64 <= frame.height as u64
-            && frame.width < 1 << 24
-            && frame.height < 1 << 24,
-        "window {}x{} at ({ox}, {oy}) is not inside its {}x{} frame",
-        src.height,
-        src.width,
-        frame.height,
-        frame.width
-    );
-    [ox as i32, oy as i32]
+    if let Err(e) = window.check(src.size()) {
+        panic!("{e}");
+    }
+    window.origin.map(|o| o as i32)
 }
 
 /// [`augment_into`] without the AVX2 code (the path of CPUs without it), so
