@@ -58,8 +58,6 @@ pub(crate) struct JpegHeader {
     subsamp: Option<usize>,
     /// Progressive entropy coding (several scans).
     pub progressive: bool,
-    /// The limits it was checked against (set again on every decode).
-    limits: DecodeLimits,
 }
 
 impl JpegHeader {
@@ -71,7 +69,7 @@ impl JpegHeader {
     }
 
     /// Samples per pixel the decoder writes before any conversion (4 for
-    /// CMYK): buffers for [`decode`] hold this many per pixel.
+    /// CMYK): buffers for [`Opened::decode`] hold this many per pixel.
     pub fn native_channels(&self) -> u32 {
         if self.cmyk {
             4
@@ -226,7 +224,6 @@ fn read_header(h: &Handle, bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHe
         cmyk,
         subsamp,
         progressive: h.get(tj::TJPARAM_TJPARAM_PROGRESSIVE) == 1,
-        limits: *limits,
     })
 }
 
@@ -259,10 +256,11 @@ pub(crate) fn open<T>(
 }
 
 impl Opened<'_> {
-    /// Decodes `bytes` at scale `1 / 2^shrink` (0 to 3), the region `crop` of
-    /// the scaled image (whole when `None`), into `out` as HWC `u8` with the
-    /// header's colour channels (1 or 3). `crop.x` must be a multiple of the scaled iMCU
-    /// width and the crop inside the scaled image (checked: an error, not UB).
+    /// Decodes the JPEG (once per [`open`]) at scale `1 / 2^shrink` (0 to 3),
+    /// the region `crop` of the scaled image (whole when `None`), into `out`
+    /// as HWC `u8` with the header's colour channels (1 or 3). `crop.x` must
+    /// be a multiple of the scaled iMCU width and the crop inside the scaled
+    /// image (checked: an error, not UB).
     /// `out` must hold at least the region's pixels at
     /// [`native_channels`](JpegHeader::native_channels) bytes each (checked);
     /// the decoded pixels, `color_channels` bytes each, start it.
@@ -309,55 +307,53 @@ impl Opened<'_> {
             3 => tj::TJPF_TJPF_RGB,
             _ => tj::TJPF_TJPF_CMYK,
         };
-        {
-            let factor = tj::tjscalingfactor {
-                num: 1,
-                denom: 1 << shrink,
-            };
-            // SAFETY: live handle; the factor is one of 1/1, 1/2, 1/4, 1/8,
-            // which libjpeg-turbo supports (it validates anyway).
-            h.check(unsafe { tj::tj3SetScalingFactor(h.ptr(), factor) })?;
-            let tjr = match crop {
-                Some(r) => tj::tjregion {
-                    x: r.x as i32,
-                    y: r.y as i32,
-                    w: r.width as i32,
-                    h: r.height as i32,
-                },
-                // TJUNCROPPED: {0, 0, 0, 0}
-                None => tj::tjregion {
-                    x: 0,
-                    y: 0,
-                    w: 0,
-                    h: 0,
-                },
-            };
-            // SAFETY: live handle whose header was just read (required before
-            // a cropping region); TurboJPEG validates the region's alignment
-            // and bounds against the scaled image.
-            h.check(unsafe { tj::tj3SetCroppingRegion(h.ptr(), tjr) })?;
-            let pitch = (region.width * c) as i32;
-            // SAFETY: `out` holds `region.height` rows of `pitch` bytes, which is
-            // exactly what TurboJPEG writes for this scale and cropping region
-            // (the region was checked inside the scaled image above, and the
-            // library writes `destinationHeight` rows of `pitch` bytes); `bytes`
-            // is only read.
-            let rc = unsafe {
-                tj::tj3Decompress8(
-                    h.ptr(),
-                    bytes.as_ptr(),
-                    bytes.len() as tj::size_t,
-                    out.as_mut_ptr(),
-                    pitch,
-                    format as libc::c_int,
-                )
-            };
-            h.check(rc)?;
-            if header.cmyk {
-                cmyk_to_rgb(&mut out[..len as usize]);
-            }
-            Ok((region.height, region.width))
+        let factor = tj::tjscalingfactor {
+            num: 1,
+            denom: 1 << shrink,
+        };
+        // SAFETY: live handle; the factor is one of 1/1, 1/2, 1/4, 1/8,
+        // which libjpeg-turbo supports (it validates anyway).
+        h.check(unsafe { tj::tj3SetScalingFactor(h.ptr(), factor) })?;
+        let tjr = match crop {
+            Some(r) => tj::tjregion {
+                x: r.x as i32,
+                y: r.y as i32,
+                w: r.width as i32,
+                h: r.height as i32,
+            },
+            // TJUNCROPPED: {0, 0, 0, 0}
+            None => tj::tjregion {
+                x: 0,
+                y: 0,
+                w: 0,
+                h: 0,
+            },
+        };
+        // SAFETY: live handle whose header was just read (required before
+        // a cropping region); TurboJPEG validates the region's alignment
+        // and bounds against the scaled image.
+        h.check(unsafe { tj::tj3SetCroppingRegion(h.ptr(), tjr) })?;
+        let pitch = (region.width * c) as i32;
+        // SAFETY: `out` holds `region.height` rows of `pitch` bytes, which is
+        // exactly what TurboJPEG writes for this scale and cropping region
+        // (the region was checked inside the scaled image above, and the
+        // library writes `destinationHeight` rows of `pitch` bytes); `bytes`
+        // is only read.
+        let rc = unsafe {
+            tj::tj3Decompress8(
+                h.ptr(),
+                bytes.as_ptr(),
+                bytes.len() as tj::size_t,
+                out.as_mut_ptr(),
+                pitch,
+                format as libc::c_int,
+            )
+        };
+        h.check(rc)?;
+        if header.cmyk {
+            cmyk_to_rgb(&mut out[..len as usize]);
         }
+        Ok((region.height, region.width))
     }
 }
 
