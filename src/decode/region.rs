@@ -135,19 +135,16 @@ pub fn decode_bytes_region<'a>(
         return Ok((p, SourceWindow::whole(full)));
     }
     let mut data = Vec::new();
-    let (view, window) = jpeg_region(
-        bytes, shape, channels, limits, geometry, out, mode, &mut data,
-    )?;
-    let (height, width) = (view.height, view.width);
-    Ok((
-        Pixels::Owned {
-            height,
-            width,
-            channels,
-            data,
-        },
-        window,
-    ))
+    let (size, window) = jpeg_into(bytes, shape, channels, limits, &mut data, |h| {
+        plan(h, geometry, out, mode)
+    })?;
+    let pixels = Pixels::Owned {
+        height: size.height,
+        width: size.width,
+        channels,
+        data,
+    };
+    Ok((pixels, window))
 }
 
 /// [`decode_bytes_region`] into `buf` (grown as needed, never shrunk, not
@@ -171,107 +168,10 @@ pub fn decode_bytes_region_into<'a>(
         let full = v.size();
         return Ok((v, SourceWindow::whole(full)));
     }
-    jpeg_region(bytes, shape, channels, limits, geometry, out, mode, buf)
-}
-
-/// The JPEG case of [`decode_bytes_region_into`].
-#[allow(clippy::too_many_arguments)]
-fn jpeg_region<'a>(
-    bytes: &[u8],
-    shape: [u32; 3],
-    channels: u32,
-    limits: &DecodeLimits,
-    geometry: &Geometry,
-    out: Size,
-    mode: RegionDecode,
-    data: &'a mut Vec<u8>,
-) -> Result<(ImageView<'a>, SourceWindow)> {
-    check_channels(channels)?;
-    // Header, plan and decode on one decompressor: the header is parsed
-    // once here (and once more inside TurboJPEG's decompress).
-    let (decoded, window) = turbo::open(bytes, limits, |o| {
-        jpeg_plan_and_decode(o, shape, channels, limits, geometry, out, mode, data)
+    let (size, window) = jpeg_into(bytes, shape, channels, limits, buf, |h| {
+        plan(h, geometry, out, mode)
     })?;
-    convert_in_place(data, &decoded, channels);
-    data.truncate(pixel_bytes(decoded.height, decoded.width, channels)? as usize);
-    let view = ImageView {
-        height: decoded.height,
-        width: decoded.width,
-        channels,
-        data,
-    };
-    Ok((view, window))
-}
-
-/// The region (and scale) to decode of an opened JPEG, decoded into `data`
-/// (sized for it): the decoder's pixels, as a [`Header`] for the channel
-/// conversion, and the window they are.
-#[allow(clippy::too_many_arguments)]
-fn jpeg_plan_and_decode(
-    o: &turbo::Opened<'_>,
-    shape: [u32; 3],
-    channels: u32,
-    limits: &DecodeLimits,
-    geometry: &Geometry,
-    out: Size,
-    mode: RegionDecode,
-    data: &mut Vec<u8>,
-) -> Result<(Header, SourceWindow)> {
-    let header = &o.header;
-    let h = Header::of_jpeg(header);
-    h.check_declared(shape)?;
-    let full = Size::new(header.height, header.width);
-    let shrink = match mode.scale {
-        DecodeScale::Full => 0,
-        DecodeScale::Auto => auto_shrink(geometry, full, out),
-    };
-    let mut window = SourceWindow {
-        full,
-        shrink,
-        origin: [0, 0],
-    };
-    let frame = window.frame();
-    // Progressive images are decoded whole in exact mode: libjpeg-turbo
-    // smooths the blocks of a progressive image whose coefficients are
-    // incomplete using neighbouring blocks, a reach no fixed context covers
-    // (a fuzzed 4:2:2 image differed with a whole iMCU of it).
-    let exact_whole = header.progressive && shrink == 0;
-    let crop = if mode.crop && !exact_whole {
-        let m = window.matrix(geometry, out);
-        let wanted = footprint(&m, out, frame).unwrap_or(Rect {
-            x: 0,
-            y: 0,
-            width: 1,
-            height: 1,
-        });
-        header
-            .imcu(shrink)
-            .map(|imcu| {
-                let context = if header.progressive {
-                    imcu // scaled (not exact) only
-                } else if header.subsampled() {
-                    (SUBSAMPLED_CONTEXT, SUBSAMPLED_CONTEXT)
-                } else {
-                    (0, 0)
-                };
-                decode_rect(wanted, imcu.0, context, frame)
-            })
-            .filter(|r| *r != Rect::whole(frame))
-    } else {
-        None
-    };
-    let rect = crop.unwrap_or(Rect::whole(frame));
-    let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
-    let wanted = pixel_bytes(rect.height, rect.width, channels)?;
-    size_buffer(data, native, wanted, limits)?;
-    o.decode(shrink, crop, data)?;
-    window.origin = [rect.x, rect.y];
-    let decoded = Header {
-        height: rect.height,
-        width: rect.width,
-        ..h
-    };
-    Ok((decoded, window))
+    Ok((view_of(buf, size, channels), window))
 }
 
 /// The whole JPEG `bytes` into `buf` as `channels` channels (what
@@ -283,18 +183,111 @@ pub(super) fn jpeg_whole_into<'a>(
     limits: &DecodeLimits,
     buf: &'a mut Vec<u8>,
 ) -> Result<ImageView<'a>> {
-    let size = Size::new(shape[0].max(1), shape[1].max(1));
-    let (view, _) = jpeg_region(
-        bytes,
-        shape,
+    let (size, _) = jpeg_into(bytes, shape, channels, limits, buf, |_| (0, None))?;
+    Ok(view_of(buf, size, channels))
+}
+
+/// The decoded pixels at the start of `buf`.
+fn view_of(buf: &[u8], size: Size, channels: u32) -> ImageView<'_> {
+    ImageView {
+        height: size.height,
+        width: size.width,
         channels,
-        limits,
-        &Geometry::IDENTITY,
-        size,
-        RegionDecode::WHOLE,
-        buf,
-    )?;
-    Ok(view)
+        data: buf,
+    }
+}
+
+/// Decodes a JPEG into `data` as `channels` channels, at the scale and in
+/// the crop that `plan` picks from its header, on one decompressor (the
+/// header is parsed once here, and once more inside TurboJPEG's
+/// decompress). Returns the decoded size and the window it is; `data` holds
+/// exactly its pixels.
+fn jpeg_into(
+    bytes: &[u8],
+    shape: [u32; 3],
+    channels: u32,
+    limits: &DecodeLimits,
+    data: &mut Vec<u8>,
+    plan: impl FnOnce(&turbo::JpegHeader) -> (u8, Option<Rect>),
+) -> Result<(Size, SourceWindow)> {
+    check_channels(channels)?;
+    let (decoded, window) = turbo::open(bytes, limits, |o| {
+        let header = &o.header;
+        let h = Header::of_jpeg(header);
+        h.check_declared(shape)?;
+        let (shrink, crop) = plan(header);
+        let window = SourceWindow {
+            full: Size::new(header.height, header.width),
+            shrink,
+            origin: [0, 0],
+        };
+        let rect = crop.unwrap_or(Rect::whole(window.frame()));
+        let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
+        let wanted = pixel_bytes(rect.height, rect.width, channels)?;
+        size_buffer(data, native, wanted, limits)?;
+        o.decode(shrink, crop, data)?;
+        let decoded = Header {
+            height: rect.height,
+            width: rect.width,
+            ..h
+        };
+        let origin = [rect.x, rect.y];
+        Ok((decoded, SourceWindow { origin, ..window }))
+    })?;
+    convert_in_place(data, &decoded, channels);
+    data.truncate(pixel_bytes(decoded.height, decoded.width, channels)? as usize);
+    Ok((Size::new(decoded.height, decoded.width), window))
+}
+
+/// What to decode of a JPEG with `header` for a sample with `geometry`
+/// resized to `out`: the scale `1/2^shrink`, and the crop of the scaled
+/// frame (`None`: the whole frame).
+fn plan(
+    header: &turbo::JpegHeader,
+    geometry: &Geometry,
+    out: Size,
+    mode: RegionDecode,
+) -> (u8, Option<Rect>) {
+    let full = Size::new(header.height, header.width);
+    let shrink = match mode.scale {
+        DecodeScale::Full => 0,
+        DecodeScale::Auto => auto_shrink(geometry, full, out),
+    };
+    let scaled = SourceWindow {
+        full,
+        shrink,
+        origin: [0, 0],
+    };
+    let frame = scaled.frame();
+    // Progressive images are decoded whole in exact mode: libjpeg-turbo
+    // smooths the blocks of a progressive image whose coefficients are
+    // incomplete using neighbouring blocks, a reach no fixed context covers
+    // (a fuzzed 4:2:2 image differed with a whole iMCU of it).
+    let exact_whole = header.progressive && shrink == 0;
+    if !mode.crop || exact_whole {
+        return (shrink, None);
+    }
+    let m = scaled.matrix(geometry, out);
+    let wanted = footprint(&m, out, frame).unwrap_or(Rect {
+        x: 0,
+        y: 0,
+        width: 1,
+        height: 1,
+    });
+    let crop = header
+        .imcu(shrink)
+        .map(|imcu| {
+            let context = if header.progressive {
+                imcu // scaled (not exact) only
+            } else if header.subsampled() {
+                (SUBSAMPLED_CONTEXT, SUBSAMPLED_CONTEXT)
+            } else {
+                (0, 0)
+            };
+            decode_rect(wanted, imcu.0, context, frame)
+        })
+        .filter(|r| *r != Rect::whole(frame));
+    (shrink, crop)
 }
 
 /// Pixels of context on each side of the wanted rectangle when chroma is
