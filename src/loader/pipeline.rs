@@ -270,10 +270,7 @@ impl Pipeline {
         index: u64,
     ) -> std::result::Result<Decoded<'r>, SampleError> {
         let cfg = &*self.cfg;
-        if cfg.panic_on_sample == Some(index) {
-            panic!("injected fault: decoding sample {index}");
-        }
-        let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
+        let params = self.draw(epoch, index);
         let (pixels, window) = decode_region(
             record,
             cfg.spec.channels,
@@ -332,10 +329,7 @@ impl Pipeline {
             .map_err(SampleError::Bad)
             .and_then(|record| {
                 let cfg = &*self.cfg;
-                if cfg.panic_on_sample == Some(index) {
-                    panic!("injected fault: decoding sample {index}");
-                }
-                let params = cfg.policy.sample_hard(cfg.plan.seed, epoch, index);
+                let params = self.draw(epoch, index);
                 let (view, window) = decode_bytes_region_into(
                     record.bytes,
                     record.encoding,
@@ -355,6 +349,17 @@ impl Pipeline {
         PIXEL_BUF.set(pixels);
         RECORD_BUF.set(buf);
         label
+    }
+
+    /// Sample `index`'s parameters, drawn before its record is decoded
+    /// (they say which region to decode); the fault injection of tests
+    /// fires here.
+    fn draw(&self, epoch: u64, index: u64) -> SampleParams {
+        let cfg = &*self.cfg;
+        if cfg.panic_on_sample == Some(index) {
+            panic!("injected fault: decoding sample {index}");
+        }
+        cfg.policy.sample_hard(cfg.plan.seed, epoch, index)
     }
 
     /// A record's decode error, naming its shard and record.
