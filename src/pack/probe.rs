@@ -81,16 +81,16 @@ impl ImageLimits {
     }
 }
 
-/// A JPEG's `(height, width, channels)` from its header, any size.
-fn jpeg_header(bytes: &[u8]) -> Result<(u32, u32, u32)> {
+/// A JPEG's `[height, width, channels]` from its header, any size (the
+/// caller checks it against [`ImageLimits`], for a message that says them).
+fn jpeg_header(bytes: &[u8]) -> std::result::Result<[u32; 3], String> {
     let any = DecodeLimits {
         max_width: u32::MAX,
         max_height: u32::MAX,
         max_alloc: u64::MAX,
     };
-    let [h, w, c] = decode::probe_bytes(bytes, Encoding::Jpeg, &any)
-        .map_err(|e| Error::Decode(format!("unreadable jpeg header: {e}")))?;
-    Ok((h, w, c))
+    decode::probe_bytes(bytes, Encoding::Jpeg, &any)
+        .map_err(|e| format!("unreadable jpeg header: {e}"))
 }
 
 fn image_format(encoding: Encoding) -> Option<ImageFormat> {
@@ -111,14 +111,7 @@ pub fn probe(
 ) -> std::result::Result<(Encoding, [u32; 3]), String> {
     let encoding = Encoding::sniff(bytes).ok_or("not a PNG or JPEG file (by its first bytes)")?;
     if encoding == Encoding::Jpeg {
-        // The header alone; any size, so that the limits' own message says it.
-        let any = DecodeLimits {
-            max_width: u32::MAX,
-            max_height: u32::MAX,
-            max_alloc: u64::MAX,
-        };
-        let [h, w, c] = decode::probe_bytes(bytes, encoding, &any)
-            .map_err(|e| format!("unreadable jpeg header: {e}"))?;
+        let [h, w, c] = jpeg_header(bytes)?;
         limits.check(w, h, u64::from(h) * u64::from(w) * u64::from(c))?;
         return Ok((encoding, [h, w, c]));
     }
@@ -164,7 +157,7 @@ pub fn check_decodes(record: &Record<'_>, limits: &ImageLimits) -> Result<()> {
     }
     if record.encoding == Encoding::Jpeg {
         let c_out = if c == 1 { 1 } else { 3 };
-        let (dh, dw, dc) = jpeg_header(record.bytes)?;
+        let [dh, dw, dc] = jpeg_header(record.bytes).map_err(Error::Decode)?;
         limits
             .check(dw, dh, u64::from(dh) * u64::from(dw) * u64::from(dc))
             .map_err(Error::Decode)?;
