@@ -1,6 +1,8 @@
 //! `metaug::decode` on real PNG and JPEG files, on synthetic colour types,
 //! and on hostile inputs (huge declared sizes, lying shapes, truncation).
 
+mod common;
+
 use std::path::PathBuf;
 
 use image::ImageEncoder;
@@ -145,19 +147,11 @@ fn real_jpegs_match_pillow() {
     if all.is_empty() {
         return;
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let python = [venv.to_str().unwrap(), "python3"].into_iter().find(|p| {
-        std::process::Command::new(p)
-            .args(["-c", "import PIL.Image, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(python) = python else {
-        assert!(
-            std::env::var_os("METAUG_REQUIRE_PYTHON").is_none(),
-            "METAUG_REQUIRE_PYTHON is set but no python has Pillow and numpy"
-        );
-        eprintln!("skipping: no python with Pillow and numpy (pip install pillow numpy)");
+    let Some(python) = common::python_with(
+        "import PIL.Image, numpy",
+        "Pillow and numpy",
+        "pip install pillow numpy",
+    ) else {
         return;
     };
     let out = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Round trips on real data: pack, read back, compare bytes and labels;
 //! determinism; the CLI; Python's safetensors opening a shard.
 
+mod common;
 mod shard_util;
 
 use std::collections::BTreeMap;
@@ -400,20 +401,11 @@ fn a_killed_run_never_looks_complete() {
 
 #[test]
 fn python_safetensors_opens_a_shard() {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let python = [venv.to_str().unwrap(), "python3"].into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", "import safetensors.numpy, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(python) = python else {
-        // CI installs them and sets METAUG_REQUIRE_PYTHON=1: there a skip is a failure.
-        assert!(
-            std::env::var_os("METAUG_REQUIRE_PYTHON").is_none(),
-            "METAUG_REQUIRE_PYTHON is set but no python has safetensors and numpy"
-        );
-        eprintln!("skipping: no python with safetensors and numpy (pip install safetensors numpy)");
+    let Some(python) = common::python_with(
+        "import safetensors.numpy, numpy",
+        "safetensors and numpy",
+        "pip install safetensors numpy",
+    ) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -66,3 +66,25 @@ pub fn batch_digest(b: &Batch) -> [u8; 32] {
     }
     h.finalize().into()
 }
+
+/// A python that can run `import_line` (the repository's `.venv` first,
+/// then `python3`), or `None` with a skip message. CI installs the packages
+/// and sets `METAUG_REQUIRE_PYTHON=1`: there a missing one is a failure.
+/// `what` names the packages in the messages, `pip` how to install them.
+pub fn python_with(import_line: &str, what: &str, pip: &str) -> Option<String> {
+    let venv = repo().join(".venv/bin/python");
+    let found = [venv.to_str().unwrap(), "python3"].into_iter().find(|p| {
+        std::process::Command::new(p)
+            .args(["-c", import_line])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("METAUG_REQUIRE_PYTHON").is_none(),
+            "METAUG_REQUIRE_PYTHON is set but no python has {what}"
+        );
+        eprintln!("skipping: no python with {what} ({pip})");
+    }
+    found.map(str::to_string)
+}
