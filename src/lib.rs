@@ -36,6 +36,7 @@ pub mod pack;
 pub mod policy;
 pub mod precompute;
 pub mod preview;
+pub mod remote;
 pub mod shard;
 
 pub use error::{Error, Result};

@@ -49,7 +49,16 @@ fn builder(ds: &Arc<Dataset>) -> LoaderBuilder {
 }
 
 fn open(dir: &Path, read_mode: ReadMode) -> Arc<Dataset> {
-    Arc::new(Dataset::open_with(dir, OpenOptions { read_mode }).unwrap())
+    Arc::new(
+        Dataset::open_with(
+            dir,
+            OpenOptions {
+                read_mode,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    )
 }
 
 /// The bundled Fashion-MNIST subset (2000 records, 6 shards), packed.
@@ -126,7 +135,14 @@ fn an_unreadable_shard_is_an_error_naming_it() {
     std::fs::rename(&victim, &saved).unwrap();
     std::fs::create_dir(&victim).unwrap();
     for mode in [ReadMode::Mmap, ReadMode::Pread] {
-        let err = Dataset::open_with(dir.path(), OpenOptions { read_mode: mode }).unwrap_err();
+        let err = Dataset::open_with(
+            dir.path(),
+            OpenOptions {
+                read_mode: mode,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Format { .. }), "{mode}: {err}");
         assert!(
             err.to_string().contains("not a regular file"),
@@ -185,7 +201,14 @@ fn a_shard_deleted_between_epochs_loses_nothing_and_the_next_open_names_it() {
             got, reference,
             "{mode}: every batch of the 3 epochs is intact"
         );
-        let err = Dataset::open_with(dir.path(), OpenOptions { read_mode: mode }).unwrap_err();
+        let err = Dataset::open_with(
+            dir.path(),
+            OpenOptions {
+                read_mode: mode,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("missing shard file"), "{err}");
         assert_names(&err, &victim);
     }
@@ -261,7 +284,14 @@ fn a_truncated_shard_is_refused_at_open_in_mmap_mode() {
     let len = std::fs::metadata(&victim).unwrap().len();
     truncate(&victim, len - 1000);
     for mode in [ReadMode::Mmap, ReadMode::Pread] {
-        let err = Dataset::open_with(dir.path(), OpenOptions { read_mode: mode }).unwrap_err();
+        let err = Dataset::open_with(
+            dir.path(),
+            OpenOptions {
+                read_mode: mode,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
         assert_names(&err, &victim);
     }

@@ -26,6 +26,7 @@ fn dataset_err(dir: &Path) -> Error {
     let err = Dataset::open(dir).expect_err("a bad dataset must not open");
     let pread = OpenOptions {
         read_mode: ReadMode::Pread,
+        ..Default::default()
     };
     let err2 = Dataset::open_with(dir, pread).expect_err("nor in pread mode");
     assert_eq!(err.to_string(), err2.to_string(), "the read modes disagree");
@@ -435,6 +436,7 @@ fn bad_record_checksum() {
     assert_record(&err, &path, 8, "checksum mismatch: stored crc32c");
     let pread = OpenOptions {
         read_mode: ReadMode::Pread,
+        ..Default::default()
     };
     let ds2 = Dataset::open_with(dir.path(), pread).unwrap();
     let mut buf = Vec::new();
@@ -693,4 +695,19 @@ fn idx_labels_outside_given_classes() {
         }
         e => panic!("unexpected {e}"),
     }
+}
+
+#[cfg(not(feature = "s3"))]
+#[test]
+fn an_s3_url_in_a_build_without_the_s3_feature_names_the_feature() {
+    let err = Dataset::open("s3://bucket/prefix").unwrap_err().to_string();
+    assert!(err.contains("--features s3"), "{err}");
+    let err = metaug::remote::OutputDir::new(
+        std::path::Path::new("s3://bucket/out"),
+        false,
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--features s3"), "{err}");
 }

@@ -19,6 +19,7 @@ fn exercise(dir: &Path) -> usize {
         dir,
         OpenOptions {
             read_mode: ReadMode::Pread,
+            ..Default::default()
         },
     );
     let ds = match (Dataset::open(dir), pread) {

@@ -11,7 +11,14 @@ use metaug::shard::{Dataset, Encoding, OpenOptions, ReadMode};
 use metaug::Error;
 
 fn open(dir: &Path, read_mode: ReadMode) -> Dataset {
-    Dataset::open_with(dir, OpenOptions { read_mode }).unwrap()
+    Dataset::open_with(
+        dir,
+        OpenOptions {
+            read_mode,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 /// Every record of `dir` reads the same in both modes; returns the count.

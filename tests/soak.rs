@@ -114,7 +114,16 @@ fn run(mode: ReadMode, epochs: u64, warm: usize, check: std::ops::Range<u64>) ->
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     common::fmnist_small(dir.path());
-    let ds = Arc::new(Dataset::open_with(dir.path(), OpenOptions { read_mode: mode }).unwrap());
+    let ds = Arc::new(
+        Dataset::open_with(
+            dir.path(),
+            OpenOptions {
+                read_mode: mode,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     let s = soak(&ds, epochs);
     assert_eq!(s.digests.len() as u64, epochs);
     let at_warm = s.rss_kib[warm - 1];

@@ -119,6 +119,7 @@ fn shard_once(dir: &Path, data: &[u8]) {
     std::fs::write(dir.join("index.json"), index.to_string()).expect("write index.json");
     let pread = OpenOptions {
         read_mode: ReadMode::Pread,
+        ..Default::default()
     };
     if let (Ok(a), Ok(b)) = (Dataset::open(dir), Dataset::open_with(dir, pread)) {
         assert_eq!(a.summary(), b.summary());

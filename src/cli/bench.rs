@@ -29,7 +29,8 @@ Examples:
   metaug bench photos-packed --size 224x224 --device cuda:0
   metaug bench photos-packed --size 224x224 --stages e2e --json")]
 pub struct BenchArgs {
-    /// Dataset directory (with index.json).
+    /// Dataset directory (with index.json); memory-mapped (for pread or s3:// datasets, time
+    /// the loader with `metaug stream`).
     dir: PathBuf,
     /// cpu, or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -81,6 +82,16 @@ pub struct BenchArgs {
 
 /// Runs the command.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if metaug::remote::is_remote(&args.dir) {
+        return Err(metaug::Error::invalid(
+            "dataset",
+            format!(
+                "metaug bench times its stages on memory-mapped records; {} is in an object \
+                 store: time its loader with `metaug stream`",
+                args.dir.display()
+            ),
+        ));
+    }
     let dataset = Arc::new(Dataset::open(&args.dir)?);
     let device: Device = args.device.parse()?;
     let stages = args

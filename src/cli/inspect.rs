@@ -8,7 +8,7 @@ use metaug::shard::{Dataset, OpenOptions, ReadMode, Record};
 /// Arguments of `metaug inspect`.
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// The dataset directory (holding index.json).
+    /// The dataset directory (holding index.json), or s3://bucket/prefix (feature s3).
     dir: PathBuf,
     /// Check every record's checksum and that it decodes; report each bad
     /// record by shard file and index, and exit non-zero if any.
@@ -30,6 +30,7 @@ fn decode_check(record: &Record<'_>) -> metaug::Result<()> {
 pub fn run(args: InspectArgs) -> metaug::Result<()> {
     let options = OpenOptions {
         read_mode: args.read_mode,
+        ..Default::default()
     };
     let dataset = Dataset::open_with(&args.dir, options)?;
     println!("dataset:  {}", args.dir.display());

@@ -17,7 +17,7 @@ use crate::cli::args::{
 /// Arguments of `metaug learn-policy`.
 #[derive(clap::Args)]
 pub struct LearnPolicyArgs {
-    /// Dataset directory (with index.json).
+    /// Dataset directory (with index.json), or s3://bucket/prefix (feature s3).
     pub dir: PathBuf,
     /// maml (exact second-order hypergradient) or reptile (first order).
     #[arg(long, default_value = "maml", value_parser = ["maml", "reptile"])]

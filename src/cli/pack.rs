@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use metaug::pack::{self, fashion_mnist_class_names, FolderOptions, IdxOptions, ImageLimits};
+use metaug::remote::{OutputDir, RemoteOptions};
 use metaug::shard::Encoding;
 
 /// Arguments of `metaug pack`.
@@ -70,7 +71,8 @@ struct FolderArgs {
 
 #[derive(clap::Args)]
 struct Output {
-    /// Output dataset directory (created if needed).
+    /// Output dataset directory (created if needed), or s3://bucket/prefix (feature s3:
+    /// packed locally, then uploaded with index.json last).
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
     /// Payload bytes per shard, e.g. 64MiB, 500K, 1GB.
@@ -120,8 +122,9 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                 progress: true,
                 limits: limits(&a.output),
             };
-            let index = pack::pack_idx(&a.images, &a.labels, &a.output.out, &options)?;
-            (a.output.out, index)
+            let target = OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
+            let index = pack::pack_idx(&a.images, &a.labels, target.local(), &options)?;
+            (target.finish(true)?, index)
         }
         Source::Folder(a) => {
             let options = FolderOptions {
@@ -132,8 +135,9 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                 flat: a.flat,
                 ..FolderOptions::default()
             };
-            let index = pack::pack_folder(&a.root, &a.output.out, &options)?;
-            (a.output.out, index)
+            let target = OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
+            let index = pack::pack_folder(&a.root, target.local(), &options)?;
+            (target.finish(true)?, index)
         }
     };
     eprintln!(
@@ -142,7 +146,7 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
         index.encoding,
         index.classes.len(),
         index.shards.len(),
-        out.display()
+        out
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use metaug::ops::{DType, Layout, OutputSpec, Size};
 use metaug::policy::Policy;
 use metaug::precompute::{precompute, Part, PrecomputeConfig};
+use metaug::remote::{is_remote, OutputDir, RemoteOptions};
 use metaug::shard::Dataset;
 use metaug::Result;
 
@@ -15,7 +16,7 @@ use crate::cli::args::{parse_size, progress_bar, DTypeArg, LayoutArg};
 /// Arguments of `metaug precompute`.
 #[derive(clap::Args)]
 pub struct PrecomputeArgs {
-    /// Source dataset directory (with index.json).
+    /// Source dataset directory (with index.json), or s3://bucket/prefix (feature s3).
     dir: PathBuf,
     /// Augmentation policy: none, default, or a policy file.
     #[arg(long, default_value = "default")]
@@ -35,7 +36,8 @@ pub struct PrecomputeArgs {
     /// Output layout.
     #[arg(long, value_enum, default_value_t = LayoutArg::Nchw)]
     layout: LayoutArg,
-    /// Output directory.
+    /// Output directory, or s3://bucket/prefix (feature s3: written locally, then uploaded
+    /// with index.json last).
     #[arg(long)]
     out: PathBuf,
     /// Seed of the augmentation.
@@ -77,18 +79,27 @@ pub fn run(args: PrecomputeArgs) -> Result<()> {
         part,
         threads,
     };
+    if is_remote(&args.out) && part.count != 1 {
+        return Err(metaug::Error::invalid(
+            "--part",
+            "an s3:// output is uploaded by the run that writes it whole: run the parts into a \
+             shared directory instead",
+        ));
+    }
+    let target = OutputDir::new(&args.out, false, &RemoteOptions::default())?;
     let total_mine = part_images(dataset.len(), &cfg);
     let bar = progress_bar(total_mine, "images");
     let start = Instant::now();
     let summary = precompute(
         &dataset,
-        &args.out,
+        target.local(),
         &cfg,
         &AtomicBool::new(false),
         &|done| bar.set_position(done),
     )?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
+    let out = target.finish(true)?;
     println!(
         "precompute part {}/{}: {} images, {:.1} MB written in {secs:.2} s ({:.0} images/s); \
          {} shards written, {} already complete, {} in the whole job{}",
@@ -101,7 +112,7 @@ pub fn run(args: PrecomputeArgs) -> Result<()> {
         summary.shards_kept,
         summary.shards_total,
         if summary.complete {
-            format!("; complete: {}", args.out.join("index.json").display())
+            format!("; complete: {out}/index.json")
         } else {
             "; other parts still to run".into()
         }

@@ -13,7 +13,7 @@ use crate::cli::args::parse_size;
 /// Arguments of `metaug preview`.
 #[derive(clap::Args)]
 pub struct PreviewArgs {
-    /// Dataset directory (with index.json).
+    /// Dataset directory (with index.json), or s3://bucket/prefix (feature s3).
     dir: PathBuf,
     /// Augmentation policy: none, default, or a policy file.
     #[arg(long, default_value = "default")]

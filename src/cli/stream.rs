@@ -16,7 +16,7 @@ use crate::cli::args::{parse_size, DTypeArg, LayoutArg};
 /// Arguments of `metaug stream`.
 #[derive(clap::Args)]
 pub struct StreamArgs {
-    /// Dataset directory (with index.json).
+    /// Dataset directory (with index.json), or s3://bucket/prefix (feature s3).
     dir: PathBuf,
     /// Samples per batch.
     #[arg(long, default_value_t = 256)]
@@ -88,6 +88,7 @@ pub struct StreamArgs {
 pub fn run(args: StreamArgs) -> Result<()> {
     let options = OpenOptions {
         read_mode: args.read_mode,
+        ..Default::default()
     };
     let dataset = Dataset::open_with(&args.dir, options)?;
     let policy = Policy::from_arg(&args.policy)?;

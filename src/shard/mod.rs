@@ -83,6 +83,7 @@
 //! # Ok::<(), metaug::Error>(())
 //! ```
 
+mod dataset;
 mod format;
 mod header;
 mod index;
@@ -90,12 +91,13 @@ mod reader;
 mod summary;
 mod writer;
 
+pub use dataset::{Dataset, OpenOptions};
 pub use format::{
     shard_file_name, Encoding, MAX_HEADER_BYTES, SHARD_EXTENSION, SHARD_FORMAT, SHARD_VERSION,
 };
 pub use index::{
     DatasetIndex, ShardEntry, DATASET_FORMAT, DATASET_VERSION, INDEX_FILE, MAX_INDEX_BYTES,
 };
-pub use reader::{Dataset, OpenOptions, ReadMode, Record, Shard};
+pub use reader::{ReadMode, Record, Shard};
 pub use summary::{ShardSummary, Summary, VerifyReport};
 pub use writer::{DatasetWriter, WriterOptions, DEFAULT_SHARD_SIZE};

@@ -1,5 +1,5 @@
-//! Reading shards: a validated [`Shard`], and the [`Dataset`] of all shards
-//! listed in `index.json`, in either [`ReadMode`]. Each record's crc32c is
+//! Reading shards: a validated [`Shard`] in either [`ReadMode`], from a
+//! local file or (feature `s3`) an object store. Each record's crc32c is
 //! checked when it is handed out.
 
 use std::fmt;
@@ -13,7 +13,6 @@ use memmap2::Mmap;
 
 use super::format::Encoding;
 use super::header::{self, le_i64, le_u32, le_u64, Layout};
-use super::index::{DatasetIndex, INDEX_FILE};
 use crate::{Error, Result};
 
 /// How a dataset's shard files are read. Chosen when the dataset is opened
@@ -76,20 +75,6 @@ impl FromStr for ReadMode {
     }
 }
 
-/// Options of [`Dataset::open_with`].
-///
-/// ```no_run
-/// use metaug::shard::{Dataset, OpenOptions, ReadMode};
-/// let options = OpenOptions { read_mode: ReadMode::Pread, ..Default::default() };
-/// let dataset = Dataset::open_with("/nfs/datasets/fashion-mnist", options)?;
-/// # Ok::<(), metaug::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OpenOptions {
-    /// How shard files are read (default [`ReadMode::Mmap`]).
-    pub read_mode: ReadMode,
-}
-
 /// One record of a dataset: its payload, borrowed from the shard's memory
 /// map ([`ReadMode::Mmap`]) or from the caller's buffer ([`ReadMode::Pread`]),
 /// and its stored fields.
@@ -115,6 +100,13 @@ enum Source {
     Mmap(Mmap),
     /// The open file, and the four per-record tables read into memory.
     Pread { file: File, tables: Vec<u8> },
+    /// An object in an object store, read through the dataset's block
+    /// cache, and the four tables read into memory at open.
+    #[cfg(feature = "s3")]
+    Remote {
+        object: crate::remote::RemoteObject,
+        tables: Vec<u8>,
+    },
 }
 
 impl fmt::Debug for Source {
@@ -122,6 +114,10 @@ impl fmt::Debug for Source {
         match self {
             Source::Mmap(map) => write!(f, "Mmap({} bytes)", map.len()),
             Source::Pread { tables, .. } => write!(f, "Pread({} table bytes)", tables.len()),
+            #[cfg(feature = "s3")]
+            Source::Remote { object, tables } => {
+                write!(f, "Remote({object:?}, {} table bytes)", tables.len())
+            }
         }
     }
 }
@@ -228,62 +224,21 @@ impl Shard {
                 (Source::Mmap(map), layout, tables)
             }
             ReadMode::Pread => {
-                let short = |what: &str, e: std::io::Error| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::format(
-                            path,
-                            format!("truncated while opening: the file ended inside the {what}"),
-                        )
-                    } else {
-                        Error::io(path, e)
-                    }
-                };
-                let mut prefix = [0u8; 8];
-                if len >= 8 {
-                    read_at(&file, &mut prefix, 0).map_err(|e| short("length prefix", e))?;
-                }
-                // Bounded by MAX_HEADER_BYTES and by the file's length.
-                let data_start = header::data_start(path, &prefix, len)?;
-                let mut head = vec![0u8; data_start];
-                read_at(&file, &mut head, 0).map_err(|e| short("header", e))?;
-                let header = header::parse_header(path, &head, len)?;
-                let layout = header.layout.clone();
-                // The tables lie inside the file (checked by parse_header),
-                // so together they are at most its length.
-                let spans = [
-                    &layout.offsets,
-                    &layout.labels,
-                    &layout.shapes,
-                    &layout.crcs,
-                ];
-                let total: usize = spans.iter().map(|r| r.len()).sum();
-                let mut data = vec![0u8; total];
-                let mut ranges = Vec::with_capacity(4);
-                let mut at = 0;
-                for span in spans {
-                    let range = at..at + span.len();
-                    read_at(&file, &mut data[range.clone()], span.start)
-                        .map_err(|e| short("record tables", e))?;
-                    ranges.push(range);
-                    at += span.len();
-                }
-                let tables = Tables {
-                    offsets: ranges[0].clone(),
-                    labels: ranges[1].clone(),
-                    shapes: ranges[2].clone(),
-                    crcs: ranges[3].clone(),
-                };
-                header::check_tables(
-                    path,
-                    &header,
-                    [
-                        &tables.offsets,
-                        &tables.labels,
-                        &tables.shapes,
-                        &tables.crcs,
-                    ]
-                    .map(|r| &data[r.clone()]),
-                )?;
+                let (tables, data) = read_tables(path, len, |buf, at, what| {
+                    read_at(&file, buf, at).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            Error::format(
+                                path,
+                                format!(
+                                    "truncated while opening: the file ended inside the {what}"
+                                ),
+                            )
+                        } else {
+                            Error::io(path, e)
+                        }
+                    })
+                })?;
+                let (layout, tables) = tables;
                 (Source::Pread { file, tables: data }, layout, tables)
             }
         };
@@ -299,12 +254,44 @@ impl Shard {
         Ok(shard)
     }
 
+    /// Opens and validates a shard in an object store, as
+    /// [`ReadMode::Pread`] does a file: the header and the four tables are
+    /// read (through the dataset's block cache) and kept in memory.
+    #[cfg(feature = "s3")]
+    pub(crate) fn open_remote(
+        object: crate::remote::RemoteObject,
+        ordinal: usize,
+    ) -> Result<Shard> {
+        let path = object.url();
+        let len = object.len();
+        let ((layout, tables), data) = read_tables(&path, len, |buf, at, what| {
+            object
+                .read_at(buf, at as u64)
+                .map_err(|e| Error::format(&path, format!("reading the {what}: {e}")))
+        })?;
+        let shard = Shard {
+            path,
+            ordinal,
+            file_len: len,
+            source: Source::Remote {
+                object,
+                tables: data,
+            },
+            layout,
+            tables,
+        };
+        shard.check_records()?;
+        Ok(shard)
+    }
+
     /// The bytes the [`Tables`] ranges point into: the map, or the tables
     /// read at open.
     fn table_bytes(&self) -> &[u8] {
         match &self.source {
             Source::Mmap(map) => map,
             Source::Pread { tables, .. } => tables,
+            #[cfg(feature = "s3")]
+            Source::Remote { tables, .. } => tables,
         }
     }
 
@@ -389,11 +376,14 @@ impl Shard {
         &self.path
     }
 
-    /// How this shard is read.
+    /// How this shard is read. Object-store shards read as
+    /// [`ReadMode::Pread`]: each record is copied into the caller's buffer.
     pub fn read_mode(&self) -> ReadMode {
         match self.source {
             Source::Mmap(_) => ReadMode::Mmap,
             Source::Pread { .. } => ReadMode::Pread,
+            #[cfg(feature = "s3")]
+            Source::Remote { .. } => ReadMode::Pread,
         }
     }
 
@@ -480,7 +470,7 @@ impl Shard {
                 // The span lies inside the file, which is the map.
                 self.finish(map.get(span).unwrap_or_default(), i, index)
             }
-            Source::Pread { .. } => Err(self.needs_mmap()),
+            _ => Err(self.needs_mmap()),
         }
     }
 
@@ -488,7 +478,8 @@ impl Shard {
         Error::invalid(
             "read mode",
             format!(
-                "{} is opened in pread mode: records cannot be borrowed from a map; use read_record",
+                "{} is read in pread mode (or from an object store): records cannot be \
+                 borrowed from a map; use read_record",
                 self.path.display()
             ),
         )
@@ -507,6 +498,16 @@ impl Shard {
         let file = match &self.source {
             Source::Mmap(_) => return self.record(index),
             Source::Pread { file, .. } => file,
+            #[cfg(feature = "s3")]
+            Source::Remote { object, .. } => {
+                let i = self.checked_index(index)?;
+                let span = self.payload_span(i, index)?;
+                buf.resize(span.len(), 0);
+                object
+                    .read_at(buf, span.start as u64)
+                    .map_err(|e| Error::record(&self.path, index, e))?;
+                return self.finish(buf, i, index);
+            }
         };
         let i = self.checked_index(index)?;
         let span = self.payload_span(i, index)?;
@@ -554,6 +555,63 @@ impl Shard {
     }
 }
 
+/// Reads the header and the four per-record tables of a shard of `len`
+/// bytes with `read(buf, offset, what)`, into one buffer, and validates
+/// them. Every read lies inside the `len` bytes (the header's length is
+/// bounded by [`MAX_HEADER_BYTES`](super::MAX_HEADER_BYTES) and by `len`),
+/// so nothing here allocates more than the shard's size.
+fn read_tables(
+    path: &Path,
+    len: u64,
+    mut read: impl FnMut(&mut [u8], usize, &str) -> Result<()>,
+) -> Result<((Layout, Tables), Vec<u8>)> {
+    let mut prefix = [0u8; 8];
+    if len >= 8 {
+        read(&mut prefix, 0, "length prefix")?;
+    }
+    let data_start = header::data_start(path, &prefix, len)?;
+    let mut head = vec![0u8; data_start];
+    read(&mut head, 0, "header")?;
+    let header = header::parse_header(path, &head, len)?;
+    let layout = header.layout.clone();
+    // The tables lie inside the file (checked by parse_header), so
+    // together they are at most its length.
+    let spans = [
+        &layout.offsets,
+        &layout.labels,
+        &layout.shapes,
+        &layout.crcs,
+    ];
+    let total: usize = spans.iter().map(|r| r.len()).sum();
+    let mut data = vec![0u8; total];
+    let mut ranges = Vec::with_capacity(4);
+    let mut at = 0;
+    for span in spans {
+        let range = at..at + span.len();
+        read(&mut data[range.clone()], span.start, "record tables")?;
+        ranges.push(range);
+        at += span.len();
+    }
+    let tables = Tables {
+        offsets: ranges[0].clone(),
+        labels: ranges[1].clone(),
+        shapes: ranges[2].clone(),
+        crcs: ranges[3].clone(),
+    };
+    header::check_tables(
+        path,
+        &header,
+        [
+            &tables.offsets,
+            &tables.labels,
+            &tables.shapes,
+            &tables.crcs,
+        ]
+        .map(|r| &data[r.clone()]),
+    )?;
+    Ok(((layout, tables), data))
+}
+
 fn read_shape(shapes: &[u8], i: usize) -> Option<[u32; 3]> {
     let base = i.checked_mul(3)?;
     Some([
@@ -561,198 +619,4 @@ fn read_shape(shapes: &[u8], i: usize) -> Option<[u32; 3]> {
         le_u32(shapes, base + 1)?,
         le_u32(shapes, base + 2)?,
     ])
-}
-
-/// A dataset: the directory's `index.json` and its validated shards.
-///
-/// `Send + Sync`: share it between decode threads by reference or `Arc`.
-#[derive(Debug)]
-pub struct Dataset {
-    dir: PathBuf,
-    index: DatasetIndex,
-    shards: Vec<Shard>,
-    read_mode: ReadMode,
-    /// `starts[s]` is the global index of shard `s`'s first record;
-    /// `starts[shards.len()]` is the total.
-    starts: Vec<u64>,
-}
-
-impl Dataset {
-    /// Opens the dataset in `dir` in [`ReadMode::Mmap`]: reads and validates
-    /// `index.json`, then opens and validates every shard it lists, checking
-    /// that each shard's encoding, record count and file size agree with
-    /// `index.json` and that every label names one of its classes.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Dataset> {
-        Dataset::open_with(dir, OpenOptions::default())
-    }
-
-    /// Opens the dataset in `dir` as [`Dataset::open`] does, with `options`
-    /// (the [`ReadMode`]). The mode travels with the dataset: the loader,
-    /// precompute and inspect read records the way it was opened.
-    pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Dataset> {
-        let dir = dir.as_ref().to_path_buf();
-        let index = DatasetIndex::load(&dir)?;
-        let index_path = dir.join(INDEX_FILE);
-        let mut shards = Vec::with_capacity(index.shards.len());
-        let mut starts = Vec::with_capacity(index.shards.len() + 1);
-        let mut start = 0u64;
-        for (ordinal, entry) in index.shards.iter().enumerate() {
-            let shard = Shard::open_with(dir.join(&entry.file), ordinal, options.read_mode)?;
-            let path = shard.path();
-            if shard.encoding() != index.encoding {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "encoding is {} but {} says {}",
-                        shard.encoding(),
-                        index_path.display(),
-                        index.encoding
-                    ),
-                ));
-            }
-            if shard.len() != entry.records {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "count mismatch: the shard holds {} records but {} says {}",
-                        shard.len(),
-                        index_path.display(),
-                        entry.records
-                    ),
-                ));
-            }
-            if shard.file_bytes() != entry.bytes {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "the file is {} bytes but {} says {}",
-                        shard.file_bytes(),
-                        index_path.display(),
-                        entry.bytes
-                    ),
-                ));
-            }
-            let classes = index.classes.len() as u64;
-            for i in 0..shard.len() {
-                let label = shard.label(i)?;
-                if u64::try_from(label).map_or(true, |l| l >= classes) {
-                    return Err(Error::record(
-                        path,
-                        i,
-                        format!("label {label} is not one of the {classes} classes of index.json"),
-                    ));
-                }
-            }
-            starts.push(start);
-            // Sums were checked against total_records by DatasetIndex::load.
-            start += shard.len();
-            shards.push(shard);
-        }
-        starts.push(start);
-        Ok(Dataset {
-            dir,
-            index,
-            shards,
-            read_mode: options.read_mode,
-            starts,
-        })
-    }
-
-    /// How the shards are read (chosen at open).
-    pub fn read_mode(&self) -> ReadMode {
-        self.read_mode
-    }
-
-    /// Total number of records.
-    pub fn len(&self) -> u64 {
-        self.starts.last().copied().unwrap_or(0)
-    }
-
-    /// Whether the dataset holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Class names; label `i` is `classes()[i]`.
-    pub fn classes(&self) -> &[String] {
-        &self.index.classes
-    }
-
-    /// The encoding of every record.
-    pub fn encoding(&self) -> Encoding {
-        self.index.encoding
-    }
-
-    /// The dataset's `index.json`, as read.
-    pub fn index(&self) -> &DatasetIndex {
-        &self.index
-    }
-
-    /// The dataset's shards, in order.
-    pub fn shards(&self) -> &[Shard] {
-        &self.shards
-    }
-
-    /// The file of shard number `shard`. Panics if `shard` is not below
-    /// `shards().len()` (shard numbers come from [`Record::shard`]).
-    pub fn shard_path(&self, shard: usize) -> &Path {
-        self.shards[shard].path()
-    }
-
-    /// The dataset directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The shard and in-shard index of global record `global_index`.
-    pub fn locate(&self, global_index: u64) -> Result<(usize, u64)> {
-        if global_index >= self.len() {
-            return Err(Error::invalid(
-                "record index",
-                format!(
-                    "{global_index} is out of range for {} ({} records)",
-                    self.dir.display(),
-                    self.len()
-                ),
-            ));
-        }
-        // starts is sorted; the last start <= global_index is its shard
-        // (empty shards share a start with the next one, which wins).
-        let shard = self.starts.partition_point(|&s| s <= global_index) - 1;
-        Ok((shard, global_index - self.starts[shard]))
-    }
-
-    /// Record `global_index` (counting across shards in order), borrowed
-    /// from the memory map, after checking its crc32c. Only in
-    /// [`ReadMode::Mmap`] (an error in pread mode); code that should work
-    /// in both modes calls [`Dataset::read_record`].
-    pub fn record(&self, global_index: u64) -> Result<Record<'_>> {
-        let (shard, index) = self.locate(global_index)?;
-        self.shards[shard].record(index)
-    }
-
-    /// Record `global_index` in either read mode, after checking its
-    /// crc32c: borrowed from the map in [`ReadMode::Mmap`] (`buf` untouched),
-    /// read into `buf` in [`ReadMode::Pread`]. Keep one buffer per thread
-    /// and pass it to every call. See [`Shard::read_record`].
-    pub fn read_record<'a>(
-        &'a self,
-        global_index: u64,
-        buf: &'a mut Vec<u8>,
-    ) -> Result<Record<'a>> {
-        let (shard, index) = self.locate(global_index)?;
-        self.shards[shard].read_record(index, buf)
-    }
-
-    /// The label of record `global_index`, without reading its payload.
-    pub fn label(&self, global_index: u64) -> Result<i64> {
-        let (shard, index) = self.locate(global_index)?;
-        self.shards[shard].label(index)
-    }
-
-    /// The stored shape of record `global_index`, without reading its payload.
-    pub fn shape(&self, global_index: u64) -> Result<[u32; 3]> {
-        let (shard, index) = self.locate(global_index)?;
-        self.shards[shard].shape(index)
-    }
 }

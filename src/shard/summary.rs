@@ -5,8 +5,9 @@ use std::fmt;
 
 use rayon::prelude::*;
 
+use super::dataset::Dataset;
 use super::format::Encoding;
-use super::reader::{Dataset, Record};
+use super::reader::Record;
 use crate::{Error, Result};
 
 /// Counts and sizes of a dataset, computed from its shards.
