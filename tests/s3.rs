@@ -214,13 +214,19 @@ fn a_shard_replaced_in_the_store_is_an_error_naming_it() {
     let url = s3.url("replaced");
     upload_photos(&url, &options, 2 << 20, |_| {});
     let ds = open(&url, options.clone()).unwrap();
-    // Same names, other contents: packed with another shard size.
-    upload_photos(&url, &options, 3 << 20, |_| {});
+    // Same names, other contents: packed with another shard size (one
+    // shard of 31 MB: a multipart upload of two parts).
+    upload_photos(&url, &options, 64 << 20, |_| {});
     let err = ds.read_record(0, &mut Vec::new()).unwrap_err().to_string();
     assert!(
         err.contains(&format!("{url}/shard-00000.safetensors")) && err.contains("replaced"),
         "{err}"
     );
+    // The new version reads whole.
+    let ds = open(&url, options).unwrap();
+    assert_eq!((ds.len(), ds.shards().len()), (300, 1));
+    let report = ds.verify(|_| Ok(()));
+    assert!(report.ok() && report.checked == 300);
 }
 
 #[test]

@@ -291,7 +291,12 @@ impl Store {
             if n == 0 {
                 break;
             }
-            writer.write(&part[..n]);
+            {
+                // write() spawns the upload of each full part on the current
+                // runtime: enter ours.
+                let _runtime = self.runtime.enter();
+                writer.write(&part[..n]);
+            }
             // Waits while more than 2 parts are in flight: bounded memory.
             let mut w = writer;
             writer = self
