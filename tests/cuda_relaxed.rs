@@ -322,7 +322,7 @@ fn vjp_matches_finite_differences_of_the_gpu_forward<B: Backend>(
             .map(|(p, d)| std::array::from_fn(|q| p[q] + sign * h * d[q]))
             .collect()
     };
-    let fd = (loss(&shifted(1.0)) - loss(&shifted(-1.0))) / (2.0 * h as f64);
+    let (plus, base, minus) = (loss(&shifted(1.0)), loss(&k.params), loss(&shifted(-1.0)));
     let an: f64 = grads
         .params
         .iter()
@@ -334,9 +334,18 @@ fn vjp_matches_finite_differences_of_the_gpu_forward<B: Backend>(
                 .sum::<f64>()
         })
         .sum();
+    let close = |a: f64, b: f64| (a - b).abs() <= 2e-2 * (1.0 + b.abs());
+    let central = (plus - minus) / (2.0 * h as f64);
+    let (forward, backward) = ((plus - base) / h as f64, (base - minus) / h as f64);
+    // The loss is piecewise smooth: bilinear sampling's slope jumps where a
+    // sample point crosses a pixel edge. A jump inside [-h, h] spoils the
+    // central difference (about 2 % of random cases); it shows as one-sided
+    // differences that disagree, and then the side without it must match.
+    let kink = !close(forward, backward);
     assert!(
-        (fd - an).abs() <= 2e-2 * (1.0 + an.abs()),
-        "directional derivative: fd {fd} vjp {an}"
+        close(central, an) || (kink && (close(forward, an) || close(backward, an))),
+        "directional derivative: vjp {an}, finite differences central {central}, \
+         forward {forward}, backward {backward}"
     );
     case_checked();
 }
