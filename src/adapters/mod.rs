@@ -2,6 +2,10 @@
 //! feature (off by default, so the default build does not compile them):
 //!
 //! - [`candle`] (feature `candle`): `candle_core::Tensor`s on the CPU.
+//! - [`burn`] (feature `burn`): `burn` tensors, and a burn `DataLoader`.
 
 #[cfg(feature = "candle")]
 pub mod candle;
+
+#[cfg(feature = "burn")]
+pub mod burn;

@@ -294,6 +294,19 @@ impl LoaderBuilder {
         Loader::start(self.dataset, cfg)
     }
 
+    /// Which samples go in which batch in `epoch` on this rank: what a
+    /// loader built from this builder yields in that epoch (checks the
+    /// options as [`build`](Self::build) does, starts nothing).
+    pub fn epoch_plan(&self, epoch: u64) -> Result<super::plan::EpochPlan> {
+        let cfg = self.validate()?;
+        Ok(super::plan::EpochPlan::new(&cfg.plan, epoch))
+    }
+
+    /// The first epoch (see [`epoch`](Self::epoch)).
+    pub fn first_epoch(&self) -> u64 {
+        self.epoch
+    }
+
     fn validate(&self) -> Result<LoaderConfig> {
         let positive = |what: &str, n: usize| {
             if n == 0 {

@@ -61,7 +61,7 @@
 //!
 //! ```no_run
 //! use metaug::shard::{Dataset, OpenOptions, ReadMode};
-//! let options = OpenOptions { read_mode: ReadMode::Pread };
+//! let options = OpenOptions { read_mode: ReadMode::Pread, ..Default::default() };
 //! let dataset = Dataset::open_with("/nfs/fashion-mnist", options)?;
 //! let mut buf = Vec::new(); // reused for every record
 //! for i in 0..dataset.len() {
