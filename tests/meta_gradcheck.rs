@@ -27,6 +27,12 @@ fn double_backward_hessian_vector_product_matches_finite_differences() {
 }
 
 #[test]
+fn cnn_gradient_and_double_backward_match_finite_differences() {
+    assert_all(&gradcheck::check_cnn(3));
+    assert_all(&gradcheck::check_cnn(4));
+}
+
+#[test]
 fn maml_hypergradient_matches_finite_differences_of_the_validation_loss() {
     assert_all(&gradcheck::check_hypergradient(5));
 }

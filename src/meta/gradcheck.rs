@@ -1,6 +1,6 @@
 //! Finite-difference checks of every gradient of the engine, in f64 with
 //! central differences: each op's gradient and double backward, a
-//! Hessian-vector product, the augmentation node, the relaxed sampler, the
+//! Hessian-vector product, the CNN, the augmentation node, the relaxed sampler, the
 //! whole φ → image chain, the MAML hypergradient and the Reptile estimate.
 //!
 //! Errors are norm-wise: `‖a − b‖₂ / max(‖a‖₂, ‖b‖₂)` over all the entries
@@ -368,6 +368,29 @@ fn op_cases(rng: &mut SplitMix) -> Vec<OpCase> {
         vec![random(rng, &[n, k], -2.0, 2.0)],
         Box::new(|t, v| t.cross_entropy(v[0], &[1, 3, 0])),
     ));
+    // im2col of 2 images 3×4 with 2 channels (3×3 patches, zero padding
+    // 1) and its adjoint; squared so that the double backward is not zero.
+    let patches = Rc::new(super::engine::IndexMap::patches(2, 3, 4, 2, 3, 1, 1));
+    let p = patches.clone();
+    cases.push((
+        "gather (im2col 3×3, padding 1)",
+        vec![random(rng, &p.in_shape, -1.0, 1.0)],
+        Box::new(move |t, v| {
+            let y = t.gather(v[0], &p);
+            let y = t.mul(y, y);
+            project(t, y, 17)
+        }),
+    ));
+    let p = patches;
+    cases.push((
+        "scatter_add (col2im)",
+        vec![random(rng, &p.out_shape, -1.0, 1.0)],
+        Box::new(move |t, v| {
+            let y = t.scatter_add(v[0], &p);
+            let y = t.mul(y, y);
+            project(t, y, 18)
+        }),
+    ));
     cases.push((
         "reshape",
         vec![random(rng, &[n, k], -1.0, 1.0)],
@@ -577,6 +600,46 @@ pub fn check_hvp(seed: u64) -> Vec<Check> {
     out
 }
 
+/// The CNN's loss (conv 3×3 → ReLU → 2×2 average pool, twice, then a
+/// linear layer) on a tiny problem: its gradient in the weights, and its
+/// double backward (the gradient of `⟨∇L, v⟩`, a Hessian-vector product),
+/// against central differences.
+pub fn check_cnn(seed: u64) -> Vec<Check> {
+    use super::model::cnn::{Cnn, CnnShape};
+    let mut rng = SplitMix::new(seed);
+    let shape = CnnShape {
+        height: 4,
+        width: 8,
+        channels: 2,
+        conv1: 3,
+        conv2: 2,
+        classes: 3,
+    };
+    let model = Cnn::<f64>::new(shape, seed);
+    let x = random(&mut rng, &[3, 4 * 8 * 2], -1.0, 1.0);
+    let labels = [2, 0, 1];
+    let f = move |t: &mut Tape<f64>, w: &[Var]| {
+        let xv = t.constant(x.clone());
+        Cnn::loss(&shape, t, w, xv, &labels)
+    };
+    let v: Vec<Tensor<f64>> = model
+        .params
+        .iter()
+        .map(|p| random(&mut rng, p.shape(), -1.0, 1.0))
+        .collect();
+    let g = directional(&f, v);
+    vec![
+        Check::rel(
+            format!("CNN loss ({} weights): gradient", model.num_params()),
+            grad_error(&f, &model.params),
+        ),
+        Check::rel(
+            "CNN loss: double backward (Hessian-vector product)",
+            grad_error(&g, &model.params),
+        ),
+    ]
+}
+
 /// A small random bilevel problem: `k` train batches of relaxed-augmented
 /// 8×8 images, a validation batch, a ReLU MLP 36-12-4, and φ.
 pub struct MetaProblem {
@@ -778,6 +841,7 @@ pub fn check_reptile_f32(seed: u64) -> Check {
 pub fn run_all(seed: u64) -> Vec<Check> {
     let mut out = check_ops(seed);
     out.extend(check_hvp(seed));
+    out.extend(check_cnn(seed));
     out.extend(check_augment(seed));
     out.extend(check_hypergradient(seed));
     out.extend(check_reptile(seed));

@@ -2,15 +2,16 @@
 //! augmentation as a differentiable node, an MLP, and MAML / Reptile policy
 //! learning, online beside training.
 //!
-//! - [`float`], [`tensor`], [`tape`] (+ the ops' forward and backward rules):
-//!   the engine; [`Tape::grad`] with `create_graph` records the backward pass
-//!   so it can be differentiated again (double backward);
+//! - [`engine`] ([`float`], [`tensor`], [`tape`] and the ops' forward and
+//!   backward rules): [`Tape::grad`] with `create_graph` records the backward
+//!   pass so it can be differentiated again (double backward);
 //! - [`augment`]: CONTRACT.md's augmentation as a node, with its
 //!   vector-Jacobian product to the images and to every sample's physical
 //!   parameters (through the 6 affine coefficients);
 //! - [`relaxed`]: φ and the Philox draws to per-sample parameters, hard and
 //!   relaxed mode, with the relaxed map's Jacobian;
-//! - [`mlp`]: the task model; [`bilevel`]: the bilevel problem and Adam;
+//! - [`model`]: the task models, [`mlp`] and [`cnn`]; [`bilevel`]: the
+//!   bilevel problem and Adam;
 //! - [`maml`]: the exact second-order hypergradient through k inner steps;
 //! - [`reptile`]: the first-order estimate (finite-difference mixed term);
 //! - [`train`]: online training with a fixed or a learning policy;
@@ -29,30 +30,30 @@
 //! assert_eq!(t.value(h[0]).data(), &[2.0, 2.0]);
 //! ```
 
-pub mod allocator;
 pub mod augment;
 pub mod bilevel;
 pub mod data;
+pub mod engine;
 pub mod experiment;
-pub mod float;
 mod gather;
 pub mod gradcheck;
 mod lead;
 pub mod learn;
 pub mod maml;
-pub mod mlp;
-mod ops;
+pub mod model;
 pub mod plot;
 pub mod relaxed;
 pub mod reptile;
 pub mod rng;
-pub mod tape;
-pub mod tensor;
 pub mod train;
 
+// The engine's and the models' modules at their former paths.
+pub use engine::{allocator, float, tape, tensor};
+pub use model::{cnn, mlp};
+
 pub use data::image_set;
+pub use engine::softmax_rows;
 pub use float::Float;
 pub use learn::{learn_policy, LearnConfig, LearnedPolicy};
-pub use ops::softmax_rows;
 pub use tape::{CustomOp, Tape, Var};
 pub use tensor::Tensor;

@@ -29,10 +29,10 @@
 use super::bilevel::{
     augmented_images, phi_tensor, train_loss, val_loss, Adam, Inner, TrainBatch, ValBatch,
 };
+use super::engine::{mean_cross_entropy, softmax_rows};
 use super::float::Float;
 use super::lead::{gemm, Lead};
 use super::mlp::{Activation, Mlp};
-use super::ops::{mean_cross_entropy, softmax_rows};
 use super::relaxed::NUM_PHI;
 use super::tape::{Tape, Var};
 use super::tensor::Tensor;

@@ -1,9 +1,9 @@
 //! The task model: a multilayer perceptron classifier, and a plain SGD step.
 
-use super::float::Float;
-use super::rng::SplitMix;
-use super::tape::{Tape, Var};
-use super::tensor::Tensor;
+use crate::meta::engine::float::Float;
+use crate::meta::engine::tape::{Tape, Var};
+use crate::meta::engine::tensor::Tensor;
+use crate::meta::rng::SplitMix;
 
 /// The hidden layers' nonlinearity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

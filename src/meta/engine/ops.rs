@@ -244,6 +244,54 @@ impl<F: Float> Tape<F> {
         self.push(value, Op::Reshape(x))
     }
 
+    // ---------------------------------------------------------- index maps
+
+    /// `x` through the element-picking linear `map` (see [`IndexMap`]):
+    /// a `map.out_shape` tensor.
+    pub fn gather(&mut self, x: Var, map: &Rc<IndexMap>) -> Var {
+        let xs = self.value(x);
+        assert_eq!(xs.shape(), map.in_shape.as_slice(), "gather input shape");
+        let data = xs.data();
+        let out = map
+            .index
+            .iter()
+            .map(|&j| {
+                if j == IndexMap::ZERO {
+                    F::ZERO
+                } else {
+                    data[j as usize]
+                }
+            })
+            .collect();
+        self.push(
+            Tensor::new(&map.out_shape, out),
+            Op::Gather {
+                x,
+                map: map.clone(),
+            },
+        )
+    }
+
+    /// The adjoint of [`Tape::gather`]: `y` (shaped `map.out_shape`) summed
+    /// back into a `map.in_shape` tensor.
+    pub fn scatter_add(&mut self, y: Var, map: &Rc<IndexMap>) -> Var {
+        let ys = self.value(y);
+        assert_eq!(ys.shape(), map.out_shape.as_slice(), "scatter input shape");
+        let mut out = vec![F::ZERO; map.in_len()];
+        for (&j, &v) in map.index.iter().zip(ys.data()) {
+            if j != IndexMap::ZERO {
+                out[j as usize] += v;
+            }
+        }
+        self.push(
+            Tensor::new(&map.in_shape, out),
+            Op::ScatterAdd {
+                x: y,
+                map: map.clone(),
+            },
+        )
+    }
+
     // ---------------------------------------------------------- custom
 
     /// Records a hand-written operation whose value is `value`.
@@ -392,6 +440,9 @@ impl<F: Float> Tape<F> {
                 let shape = self.value(x).shape().to_vec();
                 g.push((x, self.reshape(gy, &shape)));
             }
+            // Both linear, each the other's adjoint: differentiable again.
+            Op::Gather { x, ref map } => g.push((x, self.scatter_add(gy, map))),
+            Op::ScatterAdd { x, ref map } => g.push((x, self.gather(gy, map))),
             Op::Custom(ref op) => {
                 let inputs = op.inputs().to_vec();
                 let wanted: Vec<bool> = inputs.iter().map(|v| needed[v.0]).collect();
@@ -453,4 +504,88 @@ pub fn softmax_rows<F: Float>(x: &Tensor<F>) -> Tensor<F> {
         }
     }
     out
+}
+
+/// A linear map that picks elements: `out[i] = x[index[i]]`, or 0 where
+/// `index[i]` is [`IndexMap::ZERO`]. Its adjoint scatters and adds. With
+/// [`IndexMap::patches`] it is im2col (the patches of a convolution, with
+/// zero padding) and the windows of a pooling layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexMap {
+    /// For each output element, the input element it copies.
+    pub index: Vec<u32>,
+    /// Shape of the output.
+    pub out_shape: Vec<usize>,
+    /// Shape of the input.
+    pub in_shape: Vec<usize>,
+}
+
+impl IndexMap {
+    /// The index of an output element that is 0 (padding).
+    pub const ZERO: u32 = u32::MAX;
+
+    /// Elements of the input.
+    pub fn in_len(&self) -> usize {
+        self.in_shape.iter().product()
+    }
+
+    /// The `k × k` patches, at `stride`, with `pad` zeros around, of `n`
+    /// images `h × w` with `c` channels stored channels-last as a
+    /// `[n·h·w, c]` matrix: an `[n·oh·ow, k·k·c]` matrix whose row is an
+    /// output pixel and whose column is `(dy·k + dx)·c + channel`, with
+    /// `oh = (h + 2·pad − k) / stride + 1` (and `ow` likewise). A
+    /// convolution is then this matrix times a `[k·k·c, c_out]` weight.
+    ///
+    /// # Panics
+    /// If the patch does not fit (`h + 2·pad < k`), the stride is 0, or the
+    /// input has 2³² elements or more (programming errors).
+    pub fn patches(
+        n: usize,
+        h: usize,
+        w: usize,
+        c: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> IndexMap {
+        assert!(
+            stride > 0 && h + 2 * pad >= k && w + 2 * pad >= k,
+            "patch geometry"
+        );
+        assert!(
+            (n * h * w * c) < IndexMap::ZERO as usize,
+            "input too large to index"
+        );
+        let (oh, ow) = (
+            (h + 2 * pad - k) / stride + 1,
+            (w + 2 * pad - k) / stride + 1,
+        );
+        let mut index = Vec::with_capacity(n * oh * ow * k * k * c);
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for dy in 0..k {
+                        for dx in 0..k {
+                            let iy = (oy * stride + dy) as isize - pad as isize;
+                            let ix = (ox * stride + dx) as isize - pad as isize;
+                            let inside =
+                                (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                            for ch in 0..c {
+                                index.push(if inside {
+                                    (((b * h + iy as usize) * w + ix as usize) * c + ch) as u32
+                                } else {
+                                    IndexMap::ZERO
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        IndexMap {
+            index,
+            out_shape: vec![n * oh * ow, k * k * c],
+            in_shape: vec![n * h * w, c],
+        }
+    }
 }

@@ -227,10 +227,10 @@ macro_rules! impl_float {
 impl_float!(
     f32,
     matrixmultiply::sgemm,
-    super::gather::gather_corners_f32
+    crate::meta::gather::gather_corners_f32
 );
 impl_float!(
     f64,
     matrixmultiply::dgemm,
-    super::gather::gather_corners::<f64>
+    crate::meta::gather::gather_corners::<f64>
 );

@@ -15,6 +15,7 @@
 use std::rc::Rc;
 
 use super::float::Float;
+use super::ops::IndexMap;
 use super::tensor::Tensor;
 
 /// A handle to a node of a [`Tape`]: its value and its place in the graph.
@@ -95,6 +96,11 @@ pub(crate) enum Op<F: Float> {
     Reshape(Var),
     /// A hand-written first-order operation.
     Custom(Rc<dyn CustomOp<F>>),
+    /// `out[i] = x[map.index[i]]` (0 where the index is
+    /// [`IndexMap::ZERO`]).
+    Gather { x: Var, map: Rc<IndexMap> },
+    /// The adjoint of [`Op::Gather`]: `out[j] = Σ_{i: index[i] = j} x[i]`.
+    ScatterAdd { x: Var, map: Rc<IndexMap> },
 }
 
 impl<F: Float> Op<F> {
@@ -118,6 +124,7 @@ impl<F: Float> Op<F> {
             | Op::Softmax(x)
             | Op::Reshape(x) => vec![*x],
             Op::CrossEntropy { logits, .. } => vec![*logits],
+            Op::Gather { x, .. } | Op::ScatterAdd { x, .. } => vec![*x],
             Op::Custom(op) => op.inputs().to_vec(),
         }
     }
