@@ -155,15 +155,10 @@ impl<F: Float> Cnn<F> {
 
     /// The loss on `(x, labels)` and its gradient in every parameter.
     pub fn loss_and_grads(&self, x: &Tensor<F>, labels: &[usize]) -> (F, Vec<Tensor<F>>) {
-        let mut tape = Tape::new();
-        let ps: Vec<Var> = self.params.iter().map(|p| tape.param(p.clone())).collect();
-        let xv = tape.constant(x.clone());
-        let loss = Self::loss(&self.shape, &mut tape, &ps, xv, labels);
-        let grads = tape.grad(loss, &ps, false);
-        (
-            tape.item(loss),
-            grads.iter().map(|g| tape.value(*g).clone()).collect(),
-        )
+        let shape = self.shape;
+        super::loss_and_grads(&self.params, x, labels, &|t, p, x| {
+            Self::forward(&shape, t, p, x)
+        })
     }
 
     /// One SGD step `w ← w − lr·∇L` on `(x, labels)`; returns the loss.
@@ -177,39 +172,15 @@ impl<F: Float> Cnn<F> {
 
     /// Logits of `x`, computed in chunks of 256 rows.
     pub fn logits(&self, x: &Tensor<F>) -> Tensor<F> {
-        let (n, d) = x.dims2();
-        let classes = self.shape.classes;
-        let mut out = Vec::with_capacity(n * classes);
-        for start in (0..n).step_by(256) {
-            let rows = (n - start).min(256);
-            let chunk = Tensor::new(&[rows, d], x.data()[start * d..(start + rows) * d].to_vec());
-            let mut tape = Tape::new();
-            let ps: Vec<Var> = self
-                .params
-                .iter()
-                .map(|p| tape.constant(p.clone()))
-                .collect();
-            let xv = tape.constant(chunk);
-            let y = Self::forward(&self.shape, &mut tape, &ps, xv);
-            out.extend_from_slice(tape.value(y).data());
-        }
-        Tensor::new(&[n, classes], out)
+        let shape = self.shape;
+        super::logits_in_chunks(&self.params, x, shape.classes, 256, &|t, p, x| {
+            Self::forward(&shape, t, p, x)
+        })
     }
 
     /// Fraction of rows of `x` whose arg-max logit is the label.
     pub fn accuracy(&self, x: &Tensor<F>, labels: &[usize]) -> f64 {
-        let logits = self.logits(x);
-        let classes = self.shape.classes;
-        let correct = logits
-            .data()
-            .chunks(classes)
-            .zip(labels)
-            .filter(|(row, &y)| {
-                let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
-                best == y
-            })
-            .count();
-        correct as f64 / labels.len().max(1) as f64
+        super::accuracy_of(&self.logits(x), labels)
     }
 }
 

@@ -146,51 +146,23 @@ impl<F: Float> Mlp<F> {
 
     /// The loss on `(x, labels)` and its gradient in every parameter.
     pub fn loss_and_grads(&self, x: &Tensor<F>, labels: &[usize]) -> (F, Vec<Tensor<F>>) {
-        let mut tape = Tape::new();
-        let ps: Vec<Var> = self.params.iter().map(|p| tape.param(p.clone())).collect();
-        let xv = tape.constant(x.clone());
-        let loss = Self::loss(self.activation, &mut tape, &ps, xv, labels);
-        let grads = tape.grad(loss, &ps, false);
-        (
-            tape.item(loss),
-            grads.iter().map(|g| tape.value(*g).clone()).collect(),
-        )
+        let act = self.activation;
+        super::loss_and_grads(&self.params, x, labels, &|t, p, x| {
+            Self::forward(act, t, p, x)
+        })
     }
 
     /// Logits of `x: [n, sizes[0]]`, computed in chunks of 1024 rows.
     pub fn logits(&self, x: &Tensor<F>) -> Tensor<F> {
-        let (n, d) = x.dims2();
+        let act = self.activation;
         let classes = *self.sizes.last().unwrap_or(&0);
-        let mut out = Vec::with_capacity(n * classes);
-        for start in (0..n).step_by(1024) {
-            let rows = (n - start).min(1024);
-            let chunk = Tensor::new(&[rows, d], x.data()[start * d..(start + rows) * d].to_vec());
-            let mut tape = Tape::new();
-            let ps: Vec<Var> = self
-                .params
-                .iter()
-                .map(|p| tape.constant(p.clone()))
-                .collect();
-            let xv = tape.constant(chunk);
-            let y = Self::forward(self.activation, &mut tape, &ps, xv);
-            out.extend_from_slice(tape.value(y).data());
-        }
-        Tensor::new(&[n, classes], out)
+        super::logits_in_chunks(&self.params, x, classes, 1024, &|t, p, x| {
+            Self::forward(act, t, p, x)
+        })
     }
 
     /// Fraction of rows of `x` whose arg-max logit is the label.
     pub fn accuracy(&self, x: &Tensor<F>, labels: &[usize]) -> f64 {
-        let logits = self.logits(x);
-        let classes = logits.shape()[1];
-        let correct = logits
-            .data()
-            .chunks(classes)
-            .zip(labels)
-            .filter(|(row, &y)| {
-                let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
-                best == y
-            })
-            .count();
-        correct as f64 / labels.len().max(1) as f64
+        super::accuracy_of(&self.logits(x), labels)
     }
 }
