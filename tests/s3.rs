@@ -106,7 +106,22 @@ fn pack_photos(dir: &Path, shard: u64) {
 /// Packs the photos locally into `local` and into `url` (staged, uploaded);
 /// `edit` may change the staged files before the upload.
 fn upload_photos(url: &str, options: &RemoteOptions, shard: u64, edit: impl FnOnce(&Path)) {
-    let target = OutputDir::new(Path::new(url), true, options).unwrap();
+    upload_photos_with(url, options, shard, false, edit)
+}
+
+/// [`upload_photos`], with `stream`: each shard uploaded as soon as it is
+/// written (as `pack` does).
+fn upload_photos_with(
+    url: &str,
+    options: &RemoteOptions,
+    shard: u64,
+    stream: bool,
+    edit: impl FnOnce(&Path),
+) {
+    let mut target = OutputDir::new(Path::new(url), true, options).unwrap();
+    if stream {
+        target.stream_shards().unwrap();
+    }
     pack_photos(target.local(), shard);
     edit(target.local());
     target.finish(false).unwrap();
@@ -144,7 +159,12 @@ fn every_batch_from_s3_equals_the_local_dataset() {
     assert!(expected.1.is_none());
     let cache = tempfile::tempdir().unwrap();
     let url = s3.url("photos");
-    upload_photos(&url, &s3.options(cache.path(), 0, 1), 2 << 20, |_| {});
+    upload_photos_with(&url, &s3.options(cache.path(), 0, 1), 2 << 20, true, |_| {});
+    let staged = std::fs::read_dir(cache.path().join("uploads")).map_or(0, |d| d.count());
+    assert_eq!(
+        staged, 0,
+        "the staging directory is removed after the upload"
+    );
 
     // A cache far smaller than the dataset (31 MB): blocks are evicted and
     // fetched again all the time.

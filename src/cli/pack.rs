@@ -122,7 +122,9 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                 progress: true,
                 limits: limits(&a.output),
             };
-            let target = OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
+            let mut target =
+                OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
+            target.stream_shards()?;
             let index = pack::pack_idx(&a.images, &a.labels, target.local(), &options)?;
             (target.finish(true)?, index)
         }
@@ -135,7 +137,9 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                 flat: a.flat,
                 ..FolderOptions::default()
             };
-            let target = OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
+            let mut target =
+                OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
+            target.stream_shards()?;
             let index = pack::pack_folder(&a.root, target.local(), &options)?;
             (target.finish(true)?, index)
         }

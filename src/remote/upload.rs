@@ -3,7 +3,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -15,13 +18,24 @@ use crate::{Error, Result};
 /// A dataset on its way to an object store.
 #[derive(Debug)]
 pub(crate) struct Upload {
-    store: Store,
+    store: Arc<Store>,
     dest: PathBuf,
     staging: PathBuf,
     overwrite: bool,
     /// Keep the staging directory when dropped (after a failed upload, so
     /// that nothing written is lost).
     keep: bool,
+    /// The thread uploading finished shards while the writer runs.
+    streamer: Option<Streamer>,
+}
+
+/// Uploads each shard the writer finishes (it appears under its final
+/// name only once complete) and deletes the local copy, so the staging
+/// directory holds only the shards not yet uploaded.
+#[derive(Debug)]
+struct Streamer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<()>>,
 }
 
 impl Upload {
@@ -50,12 +64,57 @@ impl Upload {
             .join(format!("{}-{nanos}", std::process::id()));
         fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         Ok(Upload {
-            store,
+            store: Arc::new(store),
             dest: dest.to_path_buf(),
             staging,
             overwrite,
             keep: false,
+            streamer: None,
         })
+    }
+
+    /// Starts uploading shards (`shard-*.safetensors`) as soon as the
+    /// writer has renamed them into place, deleting each local copy once it
+    /// is up. For writers that never read their shards back (`pack`).
+    pub(crate) fn stream_shards(&mut self) -> Result<()> {
+        if self.streamer.is_some() {
+            return Ok(());
+        }
+        self.drop_old_index()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, staging, done) = (self.store.clone(), self.staging.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("metaug-upload".into())
+            .spawn(move || loop {
+                // Read the flag first: a shard renamed before it was set is
+                // then seen by this last pass.
+                let last = done.load(Ordering::SeqCst);
+                for name in finished_shards(&staging)? {
+                    let path = staging.join(&name);
+                    store
+                        .put_file(&name, &path, &|_| {})
+                        .map_err(|e| Error::format(store.url_of(&name), e))?;
+                    fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+                if last {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            })
+            .map_err(|e| Error::Pipeline(format!("cannot start the upload thread: {e}")))?;
+        self.streamer = Some(Streamer { stop, thread });
+        Ok(())
+    }
+
+    /// With `overwrite`, deletes the destination's `index.json` (before any
+    /// shard is replaced, so no reader sees an old index over new shards).
+    fn drop_old_index(&self) -> Result<()> {
+        if self.overwrite {
+            self.store
+                .delete(INDEX_FILE)
+                .map_err(|e| Error::format(self.store.url_of(INDEX_FILE), e))?;
+        }
+        Ok(())
     }
 
     /// The local staging directory.
@@ -69,11 +128,20 @@ impl Upload {
     /// then `index.json`. Removes the staging directory on success and
     /// keeps it (and says where) on failure.
     pub(crate) fn finish(mut self, progress: bool) -> Result<String> {
-        let result = self.upload(progress);
+        let streamed = match self.streamer.take() {
+            Some(s) => {
+                s.stop.store(true, Ordering::SeqCst);
+                s.thread
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Pipeline("the upload thread panicked".into())))
+            }
+            None => Ok(()),
+        };
+        let result = streamed.and_then(|()| self.upload(progress));
         if let Err(e) = result {
             self.keep = true;
             return Err(Error::Pipeline(format!(
-                "uploading to {} failed; the dataset is kept in {}: {e}",
+                "uploading to {} failed; what was not uploaded is kept in {}: {e}",
                 self.dest.display(),
                 self.staging.display()
             )));
@@ -101,11 +169,7 @@ impl Upload {
             }
         }
         files.sort();
-        if self.overwrite {
-            self.store
-                .delete(INDEX_FILE)
-                .map_err(|e| Error::format(self.store.url_of(INDEX_FILE), e))?;
-        }
+        self.drop_old_index()?;
         let bar = if progress {
             ProgressBar::new(total).with_style(
                 ProgressStyle::with_template(
@@ -131,8 +195,27 @@ impl Upload {
     }
 }
 
+/// The shard files the writer has finished in `dir`, in name order.
+fn finished_shards(dir: &Path) -> Result<Vec<String>> {
+    let suffix = format!(".{}", crate::shard::SHARD_EXTENSION);
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let name = entry.map_err(|e| Error::io(dir, e))?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("shard-") && name.ends_with(&suffix) {
+            out.push(name.into_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
+        if let Some(s) = self.streamer.take() {
+            s.stop.store(true, Ordering::SeqCst);
+            let _ = s.thread.join();
+        }
         if !self.keep {
             let _ = fs::remove_dir_all(&self.staging);
         }
