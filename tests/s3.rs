@@ -92,11 +92,12 @@ fn open(url: &str, remote: RemoteOptions) -> metaug::Result<Dataset> {
 
 /// The 300 JPEG photographs of `../shared/data`, packed in shards of
 /// `shard` bytes by `pack` into the directory it is given.
-fn pack_photos(dir: &Path, shard: u64) {
+fn pack_photos(dir: &Path, shard: u64, after_shard: Option<metaug::shard::ShardHook>) {
     let options = FolderOptions {
         flat: true,
         shard_size: shard,
         overwrite: true,
+        after_shard,
         ..FolderOptions::default()
     };
     pack_folder(&common::shared_data().join("photos-jpeg"), dir, &options)
@@ -119,10 +120,12 @@ fn upload_photos_with(
     edit: impl FnOnce(&Path),
 ) {
     let mut target = OutputDir::new(Path::new(url), true, options).unwrap();
-    if stream {
-        target.stream_shards().unwrap();
-    }
-    pack_photos(target.local(), shard);
+    let hook = if stream {
+        target.shard_hook().unwrap()
+    } else {
+        None
+    };
+    pack_photos(target.local(), shard, hook);
     edit(target.local());
     target.finish(false).unwrap();
 }
@@ -154,7 +157,7 @@ fn digests(dataset: Dataset, epochs: u64) -> (Vec<[u8; 32]>, Option<metaug::Erro
 fn every_batch_from_s3_equals_the_local_dataset() {
     let Some(s3) = server() else { return };
     let local = tempfile::tempdir().unwrap();
-    pack_photos(local.path(), 2 << 20);
+    pack_photos(local.path(), 2 << 20, None);
     let expected = digests(Dataset::open(local.path()).unwrap(), 2);
     assert!(expected.1.is_none());
     let cache = tempfile::tempdir().unwrap();
@@ -498,7 +501,7 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 fn a_server_outage_mid_epoch_is_retried_or_a_clear_error_never_a_hang_or_a_wrong_batch() {
     let Some(s3) = server() else { return };
     let local = tempfile::tempdir().unwrap();
-    pack_photos(local.path(), 2 << 20);
+    pack_photos(local.path(), 2 << 20, None);
     let (expected, _) = digests(Dataset::open(local.path()).unwrap(), 1);
     let cache = tempfile::tempdir().unwrap();
     let url = s3.url("outage");

@@ -114,6 +114,8 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                     c.split(',').map(|s| s.trim().to_string()).collect()
                 }
             });
+            let mut target =
+                OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
             let options = IdxOptions {
                 encoding,
                 classes,
@@ -121,25 +123,23 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                 overwrite: a.output.force,
                 progress: true,
                 limits: limits(&a.output),
+                after_shard: target.shard_hook()?,
             };
-            let mut target =
-                OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
-            target.stream_shards()?;
             let index = pack::pack_idx(&a.images, &a.labels, target.local(), &options)?;
             (target.finish(true)?, index)
         }
         Source::Folder(a) => {
+            let mut target =
+                OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
             let options = FolderOptions {
                 shard_size: a.output.shard_size,
                 overwrite: a.output.force,
                 progress: true,
                 limits: limits(&a.output),
                 flat: a.flat,
+                after_shard: target.shard_hook()?,
                 ..FolderOptions::default()
             };
-            let mut target =
-                OutputDir::new(&a.output.out, a.output.force, &RemoteOptions::default())?;
-            target.stream_shards()?;
             let index = pack::pack_folder(&a.root, target.local(), &options)?;
             (target.finish(true)?, index)
         }

@@ -18,7 +18,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::probe::{probe, ImageLimits};
-use crate::shard::{DatasetIndex, DatasetWriter, Encoding, WriterOptions, DEFAULT_SHARD_SIZE};
+use crate::shard::{
+    DatasetIndex, DatasetWriter, Encoding, ShardHook, WriterOptions, DEFAULT_SHARD_SIZE,
+};
 use crate::{Error, Result};
 
 /// Options of [`pack_folder`].
@@ -38,6 +40,8 @@ pub struct FolderOptions {
     /// (for a flat folder such as `data/photos-png`), instead of one class
     /// per sub-folder.
     pub flat: bool,
+    /// Called after each shard is written (see [`ShardHook`]).
+    pub after_shard: Option<ShardHook>,
 }
 
 impl Default for FolderOptions {
@@ -49,6 +53,7 @@ impl Default for FolderOptions {
             limits: ImageLimits::default(),
             max_file_bytes: 256 << 20,
             flat: false,
+            after_shard: None,
         }
     }
 }
@@ -214,6 +219,7 @@ pub fn pack_folder(root: &Path, out: &Path, options: &FolderOptions) -> Result<D
             classes: listing.classes.clone(),
             shard_size: options.shard_size,
             overwrite: options.overwrite,
+            after_shard: options.after_shard.clone(),
         },
     )?;
     let bar = super::progress_bar(

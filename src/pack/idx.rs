@@ -15,7 +15,9 @@ use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 
 use super::probe::ImageLimits;
-use crate::shard::{DatasetIndex, DatasetWriter, Encoding, WriterOptions, DEFAULT_SHARD_SIZE};
+use crate::shard::{
+    DatasetIndex, DatasetWriter, Encoding, ShardHook, WriterOptions, DEFAULT_SHARD_SIZE,
+};
 use crate::{Error, Result};
 
 /// The Fashion-MNIST class names, in label order.
@@ -56,6 +58,8 @@ pub struct IdxOptions {
     pub progress: bool,
     /// Largest image accepted.
     pub limits: ImageLimits,
+    /// Called after each shard is written (see [`ShardHook`]).
+    pub after_shard: Option<ShardHook>,
 }
 
 impl Default for IdxOptions {
@@ -67,6 +71,7 @@ impl Default for IdxOptions {
             overwrite: false,
             progress: false,
             limits: ImageLimits::default(),
+            after_shard: None,
         }
     }
 }
@@ -281,6 +286,7 @@ pub fn pack_idx(
             classes,
             shard_size: options.shard_size,
             overwrite: options.overwrite,
+            after_shard: options.after_shard.clone(),
         },
     )?;
     let bar = super::progress_bar(options.progress, Some(count), "packing IDX");

@@ -64,12 +64,10 @@
 //! directory by the ordinary writers, then uploaded: every shard with a
 //! multipart upload, `index.json` last, so a reader never sees an index
 //! whose shards are not all there. The staging directory is removed after.
-//! With [`OutputDir::stream_shards`] (what `pack` does) each shard is
-//! uploaded, and its local copy deleted, as soon as the writer finishes it:
-//! the staging directory holds only the shards not yet uploaded (the
-//! writer is not slowed down to wait for the upload, so when packing
-//! outruns the network they pile up; packing 300 JPEGs into 34 shards to a
-//! local server, at most 28 were staged at once).
+//! With [`OutputDir::shard_hook`] (what `pack` does) each shard is
+//! uploaded, and its local copy deleted, as soon as the writer finishes it;
+//! the writer waits when two shards are pending, so the staging directory
+//! holds at most about three shards, not the whole dataset.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -259,16 +257,20 @@ impl OutputDir {
         &self.local
     }
 
-    /// For an `s3://` output: uploads each shard as soon as the writer
-    /// finishes it and deletes the local copy, so the staging directory
-    /// holds only the shards not yet uploaded. Only for writers
-    /// that never read their shards back (`pack`, not `precompute`).
-    pub fn stream_shards(&mut self) -> Result<()> {
+    /// For an `s3://` output, a hook to give the writer
+    /// ([`WriterOptions::after_shard`](crate::shard::WriterOptions::after_shard),
+    /// or the pack options' `after_shard`): each shard is uploaded by a
+    /// background thread as soon as it is written, and its local copy
+    /// deleted. The writer waits while one shard uploads and another is
+    /// queued, so the staging directory holds at most about three shards.
+    /// `None` for a local output. Only for writers that never read their
+    /// shards back (`pack`, not `precompute`).
+    pub fn shard_hook(&mut self) -> Result<Option<crate::shard::ShardHook>> {
         #[cfg(feature = "s3")]
         if let Some(upload) = &mut self.remote {
-            return upload.stream_shards();
+            return upload.shard_hook().map(Some);
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Uploads a staged dataset (nothing to do for a local one), with a

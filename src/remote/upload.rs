@@ -3,16 +3,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::store::Store;
 use super::RemoteOptions;
-use crate::shard::INDEX_FILE;
+use crate::shard::{ShardHook, INDEX_FILE};
 use crate::{Error, Result};
 
 /// A dataset on its way to an object store.
@@ -29,13 +29,17 @@ pub(crate) struct Upload {
     streamer: Option<Streamer>,
 }
 
-/// Uploads each shard the writer finishes (it appears under its final
-/// name only once complete) and deletes the local copy, so the staging
-/// directory holds only the shards not yet uploaded.
+/// Uploads each shard the writer hands over (through its
+/// [`ShardHook`]) and deletes the local copy. The hand-over waits while one
+/// shard is uploading and another is queued, so the staging directory holds
+/// at most about three shards, whatever the speed of the network.
 #[derive(Debug)]
 struct Streamer {
-    stop: Arc<AtomicBool>,
+    /// `Some(path)`: a shard to upload; `None`: no more.
+    tx: SyncSender<Option<PathBuf>>,
     thread: JoinHandle<Result<()>>,
+    /// The upload thread's error, for the writer to report.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl Upload {
@@ -73,37 +77,50 @@ impl Upload {
         })
     }
 
-    /// Starts uploading shards (`shard-*.safetensors`) as soon as the
-    /// writer has renamed them into place, deleting each local copy once it
-    /// is up. For writers that never read their shards back (`pack`).
-    pub(crate) fn stream_shards(&mut self) -> Result<()> {
-        if self.streamer.is_some() {
-            return Ok(());
+    /// A hook for the writer: each shard it finishes is uploaded by a
+    /// background thread, and its local copy deleted, while the writer goes
+    /// on. For writers that never read their shards back (`pack`).
+    pub(crate) fn shard_hook(&mut self) -> Result<ShardHook> {
+        if self.streamer.is_none() {
+            self.drop_old_index()?;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Option<PathBuf>>(1);
+            let failed = Arc::new(Mutex::new(None));
+            let (store, failure) = (self.store.clone(), failed.clone());
+            let thread = std::thread::Builder::new()
+                .name("metaug-upload".into())
+                .spawn(move || {
+                    let result = (|| -> Result<()> {
+                        while let Ok(Some(path)) = rx.recv() {
+                            let name = path
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default();
+                            store
+                                .put_file(&name, &path, &|_| {})
+                                .map_err(|e| Error::format(store.url_of(&name), e))?;
+                            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                        }
+                        Ok(())
+                    })();
+                    if let Err(e) = &result {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    }
+                    result
+                })
+                .map_err(|e| Error::Pipeline(format!("cannot start the upload thread: {e}")))?;
+            self.streamer = Some(Streamer { tx, thread, failed });
         }
-        self.drop_old_index()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (store, staging, done) = (self.store.clone(), self.staging.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("metaug-upload".into())
-            .spawn(move || loop {
-                // Read the flag first: a shard renamed before it was set is
-                // then seen by this last pass.
-                let last = done.load(Ordering::SeqCst);
-                for name in finished_shards(&staging)? {
-                    let path = staging.join(&name);
-                    store
-                        .put_file(&name, &path, &|_| {})
-                        .map_err(|e| Error::format(store.url_of(&name), e))?;
-                    fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                }
-                if last {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        let streamer = self.streamer.as_ref().expect("started above");
+        let (tx, failed) = (streamer.tx.clone(), streamer.failed.clone());
+        Ok(ShardHook(Arc::new(move |path: &Path| {
+            tx.send(Some(path.to_path_buf())).map_err(|_| {
+                let why = failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Error::Pipeline(format!(
+                    "uploading a shard failed: {}",
+                    why.unwrap_or_else(|| "the upload thread stopped".into())
+                ))
             })
-            .map_err(|e| Error::Pipeline(format!("cannot start the upload thread: {e}")))?;
-        self.streamer = Some(Streamer { stop, thread });
-        Ok(())
+        })))
     }
 
     /// With `overwrite`, deletes the destination's `index.json` (before any
@@ -130,7 +147,8 @@ impl Upload {
     pub(crate) fn finish(mut self, progress: bool) -> Result<String> {
         let streamed = match self.streamer.take() {
             Some(s) => {
-                s.stop.store(true, Ordering::SeqCst);
+                // Ends the thread after the shards already handed over.
+                let _ = s.tx.send(None);
                 s.thread
                     .join()
                     .unwrap_or_else(|_| Err(Error::Pipeline("the upload thread panicked".into())))
@@ -195,25 +213,10 @@ impl Upload {
     }
 }
 
-/// The shard files the writer has finished in `dir`, in name order.
-fn finished_shards(dir: &Path) -> Result<Vec<String>> {
-    let suffix = format!(".{}", crate::shard::SHARD_EXTENSION);
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let name = entry.map_err(|e| Error::io(dir, e))?.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("shard-") && name.ends_with(&suffix) {
-            out.push(name.into_owned());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(s) = self.streamer.take() {
-            s.stop.store(true, Ordering::SeqCst);
+            let _ = s.tx.send(None);
             let _ = s.thread.join();
         }
         if !self.keep {

@@ -100,4 +100,4 @@ pub use index::{
 };
 pub use reader::{ReadMode, Record, Shard};
 pub use summary::{ShardSummary, Summary, VerifyReport};
-pub use writer::{DatasetWriter, WriterOptions, DEFAULT_SHARD_SIZE};
+pub use writer::{DatasetWriter, ShardHook, ShardHookFn, WriterOptions, DEFAULT_SHARD_SIZE};

@@ -8,6 +8,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::format::{encode_header, shard_file_name, Encoding, ShardArrays, SHARD_EXTENSION};
 use super::index::{DatasetIndex, ShardEntry, DATASET_FORMAT, DATASET_VERSION, INDEX_FILE};
@@ -15,6 +16,22 @@ use crate::{Error, Result};
 
 /// Default shard size: 64 MiB of payload per shard.
 pub const DEFAULT_SHARD_SIZE: u64 = 64 << 20;
+
+/// Called with each shard's path once the shard is complete (renamed
+/// into place and recorded); an error stops the writer. The writer never
+/// reads a shard back, so the hook may move or delete it (an `s3://`
+/// output uploads it and deletes the local copy).
+#[derive(Clone)]
+pub struct ShardHook(pub Arc<ShardHookFn>);
+
+/// The function a [`ShardHook`] calls.
+pub type ShardHookFn = dyn Fn(&Path) -> Result<()> + Send + Sync;
+
+impl std::fmt::Debug for ShardHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardHook")
+    }
+}
 
 /// Options of a [`DatasetWriter`].
 #[derive(Clone, Debug)]
@@ -31,6 +48,8 @@ pub struct WriterOptions {
     /// removed first, then its shard files). Without it, a directory that
     /// already holds a dataset is an error.
     pub overwrite: bool,
+    /// Called after each shard is written (see [`ShardHook`]).
+    pub after_shard: Option<ShardHook>,
 }
 
 impl WriterOptions {
@@ -42,6 +61,7 @@ impl WriterOptions {
             classes,
             shard_size: DEFAULT_SHARD_SIZE,
             overwrite: false,
+            after_shard: None,
         }
     }
 }
@@ -179,6 +199,9 @@ impl DatasetWriter {
             records: count,
             bytes,
         });
+        if let Some(hook) = &self.options.after_shard {
+            (hook.0)(&path)?;
+        }
         Ok(())
     }
 
