@@ -35,6 +35,18 @@ fn batch_values(batch: &Batch) -> Vec<f32> {
     }
 }
 
+/// Every batch of the loader `builder` builds, as values and labels.
+fn loader_values(builder: metaug::loader::LoaderBuilder) -> Vec<(Vec<f32>, Vec<i64>)> {
+    builder
+        .build()
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            (batch_values(&b), b.labels().to_vec())
+        })
+        .collect()
+}
+
 fn tensor_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
@@ -87,16 +99,7 @@ fn epochs_and_slices_are_the_loaders_batches() {
     assert_eq!(burn.num_items(), 2000);
     assert_eq!(burn.next_epoch(), 3);
     // The metaug loader's epochs 3 and 4, as values and labels.
-    let expected: Vec<(Vec<f32>, Vec<i64>)> = builder
-        .clone()
-        .epochs(2)
-        .build()
-        .unwrap()
-        .map(|b| {
-            let b = b.unwrap();
-            (batch_values(&b), b.labels().to_vec())
-        })
-        .collect();
+    let expected = loader_values(builder.clone().epochs(2));
     let per_epoch = expected.len() / 2;
     assert_eq!(per_epoch, 7);
     let as_values = |loader: &dyn DataLoader<metaug::adapters::burn::ImageBatch>| {
@@ -129,15 +132,7 @@ fn epochs_and_slices_are_the_loaders_batches() {
         va == expected[per_epoch..per_epoch + 3],
         "slice 0..900 of epoch 4"
     );
-    let epoch5: Vec<_> = builder
-        .epoch(5)
-        .build()
-        .unwrap()
-        .map(|b| {
-            let b = b.unwrap();
-            (batch_values(&b), b.labels().to_vec())
-        })
-        .collect();
+    let epoch5 = loader_values(builder.epoch(5));
     assert!(vb == epoch5[3..], "slice 900..2000 of epoch 5");
     assert_eq!(burn.slice(950, 1000).num_items(), 300, "inside one batch");
     assert_eq!(burn.slice(10, 10).num_items(), 0);

@@ -168,6 +168,8 @@ impl BurnLoader {
 
 /// One epoch of a [`BurnLoader`].
 struct EpochIter {
+    /// The error building the epoch's loader, yielded first (then nothing).
+    failed: Option<DatasetError>,
     loader: Option<Loader>,
     device: Device,
     left: u64,
@@ -179,6 +181,9 @@ impl Iterator for EpochIter {
     type Item = std::result::Result<ImageBatch, DatasetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
         if self.left == 0 {
             return None;
         }
@@ -228,18 +233,18 @@ impl DataLoader<ImageBatch> for BurnLoader {
                 .build()
                 .map(Some)
         };
-        let (loader, first) = match built {
+        let (loader, failed) = match built {
             Ok(l) => (l, None),
-            Err(e) => (None, Some(Err(DatasetError::new(e)))),
+            Err(e) => (None, Some(DatasetError::new(e))),
         };
-        let iter = EpochIter {
+        Box::new(EpochIter {
+            failed,
             loader,
             device: self.device.clone(),
             left,
             processed: 0,
             total: self.items() as usize,
-        };
-        Box::new(ErrorFirst { first, iter })
+        })
     }
 
     fn num_items(&self) -> usize {
@@ -263,28 +268,5 @@ impl DataLoader<ImageBatch> for BurnLoader {
             first
         };
         Arc::new(self.with(&self.device, first.min(last)..last))
-    }
-}
-
-/// An epoch whose loader could not be built: that error, then nothing.
-struct ErrorFirst {
-    first: Option<std::result::Result<ImageBatch, DatasetError>>,
-    iter: EpochIter,
-}
-
-impl Iterator for ErrorFirst {
-    type Item = std::result::Result<ImageBatch, DatasetError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.first.take() {
-            Some(e) => Some(e),
-            None => self.iter.next(),
-        }
-    }
-}
-
-impl DataLoaderIterator<ImageBatch> for ErrorFirst {
-    fn progress(&self) -> Progress {
-        self.iter.progress()
     }
 }

@@ -74,10 +74,7 @@ pub(crate) fn open_dataset(
     let index_url = store.url_of(INDEX_FILE);
     let text = store.get_small(INDEX_FILE, MAX_INDEX_BYTES).map_err(|e| {
         if e.starts_with("missing object") {
-            Error::format(
-                &index_url,
-                "missing index.json: not a metaug dataset, or packing did not finish",
-            )
+            DatasetIndex::missing(&index_url)
         } else {
             Error::format(&index_url, e)
         }

@@ -22,6 +22,9 @@ pub(crate) struct Upload {
     dest: PathBuf,
     staging: PathBuf,
     overwrite: bool,
+    /// Whether the old `index.json` is already deleted (see
+    /// [`Upload::drop_old_index`]).
+    index_dropped: bool,
     /// Keep the staging directory when dropped (after a failed upload, so
     /// that nothing written is lost).
     keep: bool,
@@ -72,6 +75,7 @@ impl Upload {
             dest: dest.to_path_buf(),
             staging,
             overwrite,
+            index_dropped: false,
             keep: false,
             streamer: None,
         })
@@ -125,11 +129,12 @@ impl Upload {
 
     /// With `overwrite`, deletes the destination's `index.json` (before any
     /// shard is replaced, so no reader sees an old index over new shards).
-    fn drop_old_index(&self) -> Result<()> {
-        if self.overwrite {
+    fn drop_old_index(&mut self) -> Result<()> {
+        if self.overwrite && !self.index_dropped {
             self.store
                 .delete(INDEX_FILE)
                 .map_err(|e| Error::format(self.store.url_of(INDEX_FILE), e))?;
+            self.index_dropped = true;
         }
         Ok(())
     }
@@ -167,7 +172,7 @@ impl Upload {
         Ok(self.store.url())
     }
 
-    fn upload(&self, progress: bool) -> Result<()> {
+    fn upload(&mut self, progress: bool) -> Result<()> {
         let index = self.staging.join(INDEX_FILE);
         if !index.is_file() {
             return Err(Error::format(

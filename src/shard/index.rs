@@ -68,15 +68,20 @@ pub struct ShardEntry {
 }
 
 impl DatasetIndex {
+    /// The error for a dataset location without its `index.json` at `path`.
+    pub(crate) fn missing(path: &Path) -> Error {
+        Error::format(
+            path,
+            "missing index.json: not a metaug dataset, or packing did not finish",
+        )
+    }
+
     /// Reads and validates `dir/index.json` (see [`DatasetIndex::validate`]).
     pub fn load(dir: &Path) -> Result<DatasetIndex> {
         let path = dir.join(INDEX_FILE);
         let file = std::fs::File::open(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::format(
-                    &path,
-                    "missing index.json: not a metaug dataset, or packing did not finish",
-                )
+                DatasetIndex::missing(&path)
             } else {
                 Error::io(&path, e)
             }
