@@ -1,9 +1,10 @@
-//! One meta step (k = 1, MLP 784-256-10, batch 128) against a plain
-//! training step on the same batch, for MAML and Reptile.
+//! One meta step (k = 1, batch 128) against a plain training step on the
+//! same batch, for MAML and Reptile, with each task model: the MLP
+//! 784-256-10 and the CNN (conv 16, conv 32, linear; 20,490 weights).
 //!
-//! Criterion times each step alone (`meta_k1_mlp784-256-10_b128/*`), one
-//! after the other. Then the acceptance summary of issue 5 times them
-//! interleaved: every iteration takes one plain step, one MAML step and one
+//! Criterion times each step alone (`meta_k1_{mlp784-256-10,cnn16-32}_b128/*`),
+//! one after the other. Then the acceptance summaries (issue 5 for the
+//! MLP, issue 18 for the CNN) time them interleaved: every iteration takes one plain step, one MAML step and one
 //! Reptile step, so that the host's changing speed hits all three alike;
 //! a warm-up round, then 7 rounds of 40 iterations, the ratios of each
 //! round's summed times, and their medians (goals: MAML ≤ 5×, Reptile ≤ 4× the plain step).
@@ -23,17 +24,29 @@ use criterion::{BatchSize, Criterion};
 use metaug::meta::augment::{AugmentShape, SampleKey};
 use metaug::meta::bilevel::{Adam, Inner, TrainBatch, ValBatch};
 use metaug::meta::experiment::phi_init;
-use metaug::meta::mlp::{Activation, Mlp};
+use metaug::meta::mlp::Activation;
+use metaug::meta::model::cnn::CnnShape;
+use metaug::meta::model::{Arch, Model};
 use metaug::meta::relaxed::draws;
 use metaug::meta::rng::SplitMix;
 use metaug::meta::train::{augment_hard_bytes, image_bytes};
 use metaug::meta::{maml, reptile, Tensor};
 use metaug::ops::Size;
 
-fn problem() -> (Mlp<f32>, TrainBatch<f32>, ValBatch<f32>, Inner) {
+/// The two task models, with the name of their benchmark group.
+fn models() -> [(&'static str, Model<f32>); 2] {
+    [
+        (
+            "mlp784-256-10",
+            Model::mlp(&[784, 256, 10], Activation::Relu, 0),
+        ),
+        ("cnn16-32", Model::cnn(CnnShape::fashion_mnist(), 0)),
+    ]
+}
+
+fn problem(arch: Arch) -> (TrainBatch<f32>, ValBatch<f32>, Inner) {
     let mut rng = SplitMix::new(1);
     let b = 128;
-    let model = Mlp::<f32>::new(&[784, 256, 10], Activation::Relu, 0);
     // images of bytes / 255, as loaded data
     let images = Tensor::new(
         &[b, 1, 28, 28],
@@ -68,10 +81,9 @@ fn problem() -> (Mlp<f32>, TrainBatch<f32>, ValBatch<f32>, Inner) {
             src: Size::new(28, 28),
             out: Size::new(28, 28),
         },
-        activation: Activation::Relu,
+        model: arch,
     };
     (
-        model,
         TrainBatch {
             images,
             labels,
@@ -84,7 +96,7 @@ fn problem() -> (Mlp<f32>, TrainBatch<f32>, ValBatch<f32>, Inner) {
 }
 
 /// One MAML meta step (exact hypergradient, Adam on φ).
-fn maml_step(model: &Mlp<f32>, batch: &TrainBatch<f32>, val: &ValBatch<f32>, inner: &Inner) {
+fn maml_step(model: &Model<f32>, batch: &TrainBatch<f32>, val: &ValBatch<f32>, inner: &Inner) {
     let (mut phi, mut adam) = (phi_init(), Adam::new(0.05));
     let (_, gr) = maml::hypergradient(&model.params, &phi, std::slice::from_ref(batch), val, inner);
     adam.step(&mut phi, &gr);
@@ -93,14 +105,14 @@ fn maml_step(model: &Mlp<f32>, batch: &TrainBatch<f32>, val: &ValBatch<f32>, inn
 
 /// One Reptile meta step (first order; it also trains the weights).
 fn reptile_meta_step(
-    m: &mut Mlp<f32>,
+    m: &mut Model<f32>,
     batch: &TrainBatch<f32>,
     val: &ValBatch<f32>,
     inner: &Inner,
 ) {
     let (mut phi, mut adam) = (phi_init(), Adam::new(0.05));
     reptile::reptile_step(
-        m,
+        &mut m.params,
         &mut phi,
         &mut adam,
         std::slice::from_ref(batch),
@@ -112,10 +124,10 @@ fn reptile_meta_step(
     black_box(phi);
 }
 
-fn bench(c: &mut Criterion) {
-    let (model, batch, val, inner) = problem();
+fn bench(c: &mut Criterion, name: &str, model: &Model<f32>) {
+    let (batch, val, inner) = problem(model.arch);
     let flat = batch.images.clone().reshape(&[128, 784]);
-    let mut g = c.benchmark_group("meta_k1_mlp784-256-10_b128");
+    let mut g = c.benchmark_group(format!("meta_k1_{name}_b128"));
     // Every step starts from the same weights (a clone, not timed): steps
     // chained on one batch would drive the weights anywhere, denormals
     // included, and time that instead.
@@ -155,12 +167,12 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Issue 5's step-cost figures, the three steps interleaved (see the module
-/// doc). The weights are cloned outside the timed regions.
-fn acceptance() {
+/// The step-cost figures of issue 5 (MLP) and 18 (CNN), the three steps
+/// interleaved (see the module doc). The weights are cloned outside the
+/// timed regions.
+fn acceptance(name: &str, model: &Model<f32>, iterations: usize) {
     const ROUNDS: usize = 7;
-    const ITERATIONS: usize = 40;
-    let (model, batch, val, inner) = problem();
+    let (batch, val, inner) = problem(model.arch);
     let flat = batch.images.clone().reshape(&[128, 784]);
     let timed = |f: &mut dyn FnMut()| {
         let t = Instant::now();
@@ -171,7 +183,7 @@ fn acceptance() {
     let mut plain_ms = Vec::new();
     for round in 0..=ROUNDS {
         let (mut plain, mut maml, mut reptile) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-        for _ in 0..ITERATIONS {
+        for _ in 0..iterations {
             let mut m = model.clone();
             plain += timed(&mut || {
                 black_box(m.sgd_step(&flat, &batch.labels, 0.1));
@@ -183,7 +195,7 @@ fn acceptance() {
         if round == 0 {
             continue; // warm-up: the allocator's and caches' first pass
         }
-        plain_ms.push(plain.as_secs_f64() * 1e3 / ITERATIONS as f64);
+        plain_ms.push(plain.as_secs_f64() * 1e3 / iterations as f64);
         maml_ratios.push(maml.as_secs_f64() / plain.as_secs_f64());
         reptile_ratios.push(reptile.as_secs_f64() / plain.as_secs_f64());
     }
@@ -199,7 +211,7 @@ fn acceptance() {
             .join(", ")
     };
     println!(
-        "\nacceptance (issue 5), k = 1, MLP 784-256-10, batch 128, steps interleaved, {ROUNDS} rounds of {ITERATIONS}; load average {}:",
+        "\nacceptance, k = 1, {name}, batch 128, steps interleaved, {ROUNDS} rounds of {iterations}; load average {}:",
         std::fs::read_to_string("/proc/loadavg")
             .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_default()
@@ -227,7 +239,11 @@ fn main() {
     // the plain step as much as to the meta steps.
     metaug::meta::allocator::keep_freed_memory();
     let mut c = Criterion::default().configure_from_args();
-    bench(&mut c);
+    for (name, model) in models() {
+        bench(&mut c, name, &model);
+    }
     c.final_summary();
-    acceptance();
+    for ((name, model), iterations) in models().iter().zip([40, 10]) {
+        acceptance(name, model, iterations);
+    }
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::augment::{AugmentShape, SampleKey};
 use super::float::Float;
-use super::mlp::{Activation, Mlp};
+use super::model::Arch;
 use super::relaxed::{NUM_DRAWS, NUM_PHI};
 use super::tape::{Tape, Var};
 use super::tensor::Tensor;
@@ -43,8 +43,8 @@ pub struct Inner {
     pub tau: f64,
     /// Augmentation shapes.
     pub shape: AugmentShape,
-    /// The model's nonlinearity.
-    pub activation: Activation,
+    /// The task model.
+    pub model: Arch,
 }
 
 /// Records the relaxed augmentation `A(x; φ, u)` of `batch`'s images on
@@ -82,13 +82,13 @@ pub fn train_loss<F: Float>(
     inner: &Inner,
 ) -> Var {
     let x = augmented_rows(tape, phi, batch, inner);
-    Mlp::loss(inner.activation, tape, w, x, &batch.labels)
+    inner.model.loss(tape, w, x, &batch.labels)
 }
 
 /// Records `L_val(w)` on `tape`.
 pub fn val_loss<F: Float>(tape: &mut Tape<F>, w: &[Var], val: &ValBatch<F>, inner: &Inner) -> Var {
     let x = tape.constant(val.x.clone());
-    Mlp::loss(inner.activation, tape, w, x, &val.labels)
+    inner.model.loss(tape, w, x, &val.labels)
 }
 
 /// φ as a tensor of the tape's float type.

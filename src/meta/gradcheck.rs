@@ -9,6 +9,7 @@
 use std::rc::Rc;
 
 use super::augment::{AugmentShape, SampleKey, NUM_PARAMS};
+use super::model::Arch;
 use super::relaxed::{NUM_DRAWS, NUM_PHI};
 use super::rng::SplitMix;
 use super::tape::{Tape, Var};
@@ -656,13 +657,44 @@ pub struct MetaProblem {
 }
 
 impl MetaProblem {
-    /// A random problem with `k` inner steps.
+    /// A random problem with `k` inner steps: 8×8 grey images cropped to
+    /// 6×6, a ReLU MLP 36-12-4.
     pub fn random(seed: u64, k: usize) -> Self {
-        use super::bilevel::{Inner, TrainBatch, ValBatch};
         use super::mlp::{Activation, Mlp};
+        let act = Activation::Relu;
+        Self::build(seed, k, 1, Arch::Mlp(act), |classes| {
+            Mlp::<f64>::new(&[36, 12, classes], act, seed).params
+        })
+    }
+
+    /// A random problem with `k` inner steps for the CNN: 8×8 images of
+    /// two channels cropped to 6×6, conv 3 and 2 channels, 4 classes.
+    pub fn random_cnn(seed: u64, k: usize) -> Self {
+        use super::model::cnn::{Cnn, CnnShape};
+        let shape = CnnShape {
+            height: 6,
+            width: 6,
+            channels: 2,
+            conv1: 3,
+            conv2: 2,
+            classes: 4,
+        };
+        Self::build(seed, k, 2, Arch::Cnn(shape), |_| {
+            Cnn::<f64>::new(shape, seed).params
+        })
+    }
+
+    fn build(
+        seed: u64,
+        k: usize,
+        channels: usize,
+        model: Arch,
+        weights: impl FnOnce(usize) -> Vec<Tensor<f64>>,
+    ) -> Self {
+        use super::bilevel::{Inner, TrainBatch, ValBatch};
         let mut rng = SplitMix::new(seed);
         let shape = AugmentShape {
-            channels: 1,
+            channels,
             src: Size::new(8, 8),
             out: Size::new(6, 6),
         };
@@ -681,7 +713,7 @@ impl MetaProblem {
                     .map(|k| super::relaxed::draws(k.seed, k.epoch, k.sample))
                     .collect();
                 TrainBatch {
-                    images: random(&mut rng, &[b, 1, 8, 8], 0.0, 1.0),
+                    images: random(&mut rng, &[b, channels, 8, 8], 0.0, 1.0),
                     labels: (0..b).map(|_| rng.below(classes)).collect(),
                     keys: keys.into(),
                     draws: draws.into(),
@@ -689,12 +721,12 @@ impl MetaProblem {
             })
             .collect();
         let val = ValBatch {
-            x: random(&mut rng, &[16, 36], 0.0, 1.0),
+            x: random(&mut rng, &[16, 36 * channels], 0.0, 1.0),
             labels: (0..16).map(|_| rng.below(classes)).collect(),
         };
         let phi = std::array::from_fn(|_| rng.range(-1.0, 1.0));
         MetaProblem {
-            w0: Mlp::<f64>::new(&[36, 12, classes], Activation::Relu, seed).params,
+            w0: weights(classes),
             phi,
             batches,
             val,
@@ -702,7 +734,7 @@ impl MetaProblem {
                 alpha: 0.3,
                 tau: 0.5,
                 shape,
-                activation: Activation::Relu,
+                model,
             },
         }
     }
@@ -738,7 +770,7 @@ impl MetaProblem {
 /// The exact MAML hypergradient against finite differences of
 /// `L_val(w_k(φ))`, for `k = 1, 2, 3`.
 pub fn check_hypergradient(seed: u64) -> Vec<Check> {
-    (1..=3)
+    let mut out: Vec<Check> = (1..=3)
         .map(|k| {
             let p = MetaProblem::random(seed + k as u64, k);
             Check::rel(
@@ -746,7 +778,15 @@ pub fn check_hypergradient(seed: u64) -> Vec<Check> {
                 rel_err(&p.exact(), &p.finite_difference()),
             )
         })
-        .collect()
+        .collect();
+    out.extend((1..=2).map(|k| {
+        let p = MetaProblem::random_cnn(seed + k as u64, k);
+        Check::rel(
+            format!("MAML hypergradient through the CNN vs finite differences (k = {k})"),
+            rel_err(&p.exact(), &p.finite_difference()),
+        )
+    }));
+    out
 }
 
 /// Cosine between the first-order (Reptile) estimates and the exact
@@ -772,6 +812,24 @@ pub fn check_reptile(seed: u64) -> Vec<Check> {
                 },
             });
         }
+    }
+    for k in 1..=2 {
+        let p = MetaProblem::random_cnn(seed + k as u64, k);
+        let g = first_order_hypergradient(
+            &p.w0,
+            &p.phi,
+            &p.batches,
+            &p.val,
+            &p.inner,
+            Estimator::Adjoint,
+            1e-4,
+        )
+        .grad;
+        out.push(Check {
+            name: format!("Reptile estimate through the CNN: cosine with exact (k = {k})"),
+            value: cosine(&g, &p.exact()),
+            criterion: Criterion::AtLeast(COS_TOL),
+        });
     }
     out
 }
@@ -815,7 +873,7 @@ pub fn check_reptile_f32(seed: u64) -> Check {
             src: Size::new(28, 28),
             out: Size::new(28, 28),
         },
-        activation: Activation::Relu,
+        model: Arch::Mlp(Activation::Relu),
     };
     let phi = std::array::from_fn(|_| rng.range(-1.0, 1.0));
     let batches = [batch.clone(), batch];

@@ -4,10 +4,11 @@
 //! included.
 //!
 //! [`hypergradient`] (what training uses) runs the reverse mode one step's
-//! tape at a time and keeps the first layer of the validation gradient as
-//! the product `x_valᵀδ_val`; [`hypergradient_unrolled`] unrolls all steps
-//! on one tape and differentiates through it, the definition as the engine
-//! reads it. They agree to rounding (tested in f64); the first costs 137 M
+//! tape at a time ([`hypergradient_stepwise`]); for the MLP it keeps the
+//! first layer of the validation gradient as the product `x_valᵀδ_val`.
+//! [`hypergradient_unrolled`] unrolls all steps on one tape and
+//! differentiates through it, the definition as the engine reads it. They
+//! agree to rounding (tested in f64); for the MLP the first costs 137 M
 //! multiply-adds per meta step where the second costs 180 M (k = 1, MLP
 //! 784-256-10, batches of 128).
 
@@ -16,7 +17,8 @@ use super::bilevel::{
 };
 use super::float::Float;
 use super::lead::{gemm, Lead};
-use super::mlp::Mlp;
+use super::mlp::{Activation, Mlp};
+use super::model::Arch;
 use super::relaxed::NUM_PHI;
 use super::tape::{Tape, Var};
 use super::tensor::Tensor;
@@ -114,18 +116,90 @@ pub fn hypergradient<F: Float>(
     val: &ValBatch<F>,
     inner: &Inner,
 ) -> (f64, [f64; NUM_PHI]) {
+    match inner.model {
+        Arch::Mlp(act) => hypergradient_mlp(w0, phi, batches, val, inner, act),
+        Arch::Cnn(_) => hypergradient_stepwise(w0, phi, batches, val, inner),
+    }
+}
+
+/// The step-by-step reverse mode of [`hypergradient`] for any
+/// architecture: each inner step's gradient `g_j = ∇_w L_train(w_j; φ)` is
+/// recorded with `create_graph` on a tape of its own, and going back
+/// `⟨g_j, v_{j+1}⟩` is differentiated in φ (the step's share of the
+/// hypergradient, times `−α`) and in `w_j` (`H_j v_{j+1}`, for `v_j`).
+/// One step's double-backward graph is alive at a time during the reverse
+/// sweep; the forward sweep keeps all `k`.
+pub fn hypergradient_stepwise<F: Float>(
+    w0: &[Tensor<F>],
+    phi: &[f64; NUM_PHI],
+    batches: &[TrainBatch<F>],
+    val: &ValBatch<F>,
+    inner: &Inner,
+) -> (f64, [f64; NUM_PHI]) {
+    let a = F::from_f64(-inner.alpha);
+    let mut steps = Vec::with_capacity(batches.len());
+    let mut w = w0.to_vec();
+    for batch in batches {
+        let mut tape = Tape::new();
+        let wv: Vec<Var> = w.iter().map(|t| tape.param(t.clone())).collect();
+        let p = tape.param(phi_tensor(phi));
+        let loss = train_loss(&mut tape, &wv, p, batch, inner);
+        let g = tape.grad(loss, &wv, true);
+        for (t, gi) in w.iter_mut().zip(&g) {
+            t.axpy(a, tape.value(*gi));
+        }
+        steps.push((tape, p, wv, g));
+    }
+    let (val_loss, mut v) = super::reptile::val_grads(&w, val, inner);
+    let mut grad = [0.0; NUM_PHI];
+    while let Some((mut t, p, wv, g)) = steps.pop() {
+        let want_hv = !steps.is_empty();
+        let mut s = None;
+        for (gi, vi) in g.iter().zip(&v) {
+            let c = t.constant(vi.clone());
+            let d = t.dot(*gi, c);
+            s = Some(s.map_or(d, |s| t.add(s, d)));
+        }
+        let Some(s) = s else { break };
+        let mut wanted = vec![p];
+        if want_hv {
+            wanted.extend(&wv);
+        }
+        let gr = t.grad(s, &wanted, false);
+        let g_phi = phi_array(t.value(gr[0]));
+        for q in 0..NUM_PHI {
+            grad[q] -= inner.alpha * g_phi[q];
+        }
+        if want_hv {
+            for (vi, h) in v.iter_mut().zip(&gr[1..]) {
+                vi.axpy(a, t.value(*h));
+            }
+        }
+    }
+    (val_loss, grad)
+}
+
+/// [`hypergradient`] for the MLP, its first layer kept as a product.
+fn hypergradient_mlp<F: Float>(
+    w0: &[Tensor<F>],
+    phi: &[f64; NUM_PHI],
+    batches: &[TrainBatch<F>],
+    val: &ValBatch<F>,
+    inner: &Inner,
+    act: Activation,
+) -> (f64, [f64; NUM_PHI]) {
     let alpha = inner.alpha;
     let k = batches.len();
     // forward: the inner steps, each kept on its own tape
     let mut steps: Vec<Step<F>> = Vec::with_capacity(k);
     let mut w = w0.to_vec();
     for (j, batch) in batches.iter().enumerate() {
-        let (step, next) = Step::record(&w, phi, batch, inner, j > 0);
+        let (step, next) = Step::record(&w, phi, batch, inner, act, j > 0);
         steps.push(step);
         w = next;
     }
     // v_k, its first layer as x_valᵀδ_val
-    let (val_loss, delta_val, mut rest) = val_gradient(&w, val, inner);
+    let (val_loss, delta_val, mut rest) = val_gradient(&w, val, act);
     let (d0, d1) = w0[0].dims2();
     let mut lead = Lead::Outer {
         x: val.x.data(),
@@ -159,7 +233,7 @@ pub fn hypergradient<F: Float>(
 fn val_gradient<F: Float>(
     w: &[Tensor<F>],
     val: &ValBatch<F>,
-    inner: &Inner,
+    act: Activation,
 ) -> (f64, Tensor<F>, Vec<Tensor<F>>) {
     let mut tape = Tape::new();
     let w0 = tape.constant(w[0].clone());
@@ -167,7 +241,7 @@ fn val_gradient<F: Float>(
     let x = tape.constant(val.x.clone());
     let y = tape.matmul(x, w0);
     let z0 = tape.add_bias(y, rest[0]);
-    let logits = Mlp::forward_from_first(inner.activation, &mut tape, &rest[1..], z0);
+    let logits = Mlp::forward_from_first(act, &mut tape, &rest[1..], z0);
     let loss = tape.cross_entropy(logits, &val.labels);
     let mut wanted = vec![z0];
     wanted.extend(&rest);
@@ -201,6 +275,7 @@ impl<F: Float> Step<F> {
         phi: &[f64; NUM_PHI],
         batch: &TrainBatch<F>,
         inner: &Inner,
+        act: Activation,
         want_hv: bool,
     ) -> (Self, Vec<Tensor<F>>) {
         let mut tape = Tape::new();
@@ -214,7 +289,7 @@ impl<F: Float> Step<F> {
         let (n, d0) = tape.value(x).dims2();
         let y = tape.matmul(x, wv[0]);
         let z0 = tape.add_bias(y, wv[1]);
-        let logits = Mlp::forward_from_first(inner.activation, &mut tape, &wv[2..], z0);
+        let logits = Mlp::forward_from_first(act, &mut tape, &wv[2..], z0);
         let loss = tape.cross_entropy(logits, &batch.labels);
         let mut wanted = vec![z0];
         wanted.extend(&wv[1..]);
@@ -298,7 +373,6 @@ impl<F: Float> Step<F> {
 mod tests {
     use super::*;
     use crate::meta::gradcheck::MetaProblem;
-    use crate::meta::mlp::Activation;
 
     /// The step-by-step reverse mode gives the unrolled tape's number, in
     /// f64 to rounding, for ReLU and tanh and k = 1, 2, 3 (the adjoint's
@@ -309,7 +383,7 @@ mod tests {
             for k in 1..=3 {
                 for seed in 0..3 {
                     let mut p = MetaProblem::random(seed, k);
-                    p.inner.activation = act;
+                    p.inner.model = Arch::Mlp(act);
                     let (l1, g1) = hypergradient(&p.w0, &p.phi, &p.batches, &p.val, &p.inner);
                     let (l2, g2) =
                         hypergradient_unrolled(&p.w0, &p.phi, &p.batches, &p.val, &p.inner);
@@ -328,6 +402,32 @@ mod tests {
                             g2[q]
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The generic step-by-step reverse mode gives the unrolled tape's
+    /// number for the CNN (ReLU, and a channel permutation in front) and
+    /// for the MLP, k = 1, 2, 3, in f64.
+    #[test]
+    fn the_stepwise_reverse_mode_matches_the_unrolled_one_for_every_model() {
+        for cnn in [true, false] {
+            for k in 1..=3 {
+                let seed = 10 + k as u64;
+                let p = if cnn {
+                    MetaProblem::random_cnn(seed, k)
+                } else {
+                    MetaProblem::random(seed, k)
+                };
+                let (l1, g1) = hypergradient_stepwise(&p.w0, &p.phi, &p.batches, &p.val, &p.inner);
+                let (l2, g2) = hypergradient_unrolled(&p.w0, &p.phi, &p.batches, &p.val, &p.inner);
+                assert!((l1 - l2).abs() <= 1e-12 * l2.abs(), "cnn {cnn} k {k}: loss");
+                let scale = g2.iter().map(|v| v.abs()).fold(0.0, f64::max);
+                assert!(scale > 1e-6, "cnn {cnn} k {k}: a zero hypergradient");
+                for q in 0..NUM_PHI {
+                    let err = (g1[q] - g2[q]).abs() / scale;
+                    assert!(err < 1e-10, "cnn {cnn} k {k}: φ[{q}] {} against {}", g1[q], g2[q]);
                 }
             }
         }

@@ -32,7 +32,8 @@ use super::bilevel::{
 use super::engine::{mean_cross_entropy, softmax_rows};
 use super::float::Float;
 use super::lead::{gemm, Lead};
-use super::mlp::{Activation, Mlp};
+use super::mlp::Activation;
+use super::model::Arch;
 use super::relaxed::NUM_PHI;
 use super::tape::{Tape, Var};
 use super::tensor::Tensor;
@@ -605,7 +606,13 @@ pub fn first_order_hypergradient<F: Float>(
     estimator: Estimator,
     radius: f64,
 ) -> FirstOrder<F> {
-    let act = inner.activation;
+    let act = match inner.model {
+        Arch::Mlp(act) => act,
+        Arch::Cnn(_) => {
+            let exact = |v: &[Tensor<F>]| norm(v);
+            return first_order_tape(w0, phi, batches, val, inner, estimator, radius, &exact);
+        }
+    };
     let alpha = F::from_f64(inner.alpha);
     let k = batches.len();
     let (d0, d1) = w0[0].dims2();
@@ -731,12 +738,157 @@ pub fn first_order_hypergradient<F: Float>(
     }
 }
 
+impl<F: Float> Augmented<F> {
+    /// The augmented rows as an `[n, C·H·W]` tensor.
+    fn matrix(&self, n: usize) -> Tensor<F> {
+        let rows = self.rows();
+        Tensor::new(&[n, rows.len() / n.max(1)], rows.to_vec())
+    }
+}
+
+
+fn norm<F: Float>(v: &[Tensor<F>]) -> f64 {
+    v.iter().map(Tensor::norm_sq).sum::<f64>().sqrt()
+}
+
+
+/// Gradients of the task loss on ready inputs `x`: in `w` (if `want_w`) and
+/// in `x` (if `want_x`).
+/// With `frozen` ReLU masks the loss is the polynomial autodiff
+/// differentiates; the masks recorded at `w` are returned otherwise.
+#[allow(clippy::type_complexity)]
+fn model_grads<F: Float>(
+    w: &[Tensor<F>],
+    x: &Tensor<F>,
+    labels: &[usize],
+    inner: &Inner,
+    want_w: bool,
+    want_x: bool,
+    frozen: Option<&[Tensor<F>]>,
+) -> (Option<Vec<Tensor<F>>>, Option<Tensor<F>>, Vec<Tensor<F>>) {
+    let mut tape = Tape::new();
+    let ws: Vec<Var> = w.iter().map(|t| tape.leaf(t.clone(), want_w)).collect();
+    let xv = tape.leaf(x.clone(), want_x);
+    let (logits, masks) = inner.model.forward_frozen(&mut tape, &ws, xv, frozen);
+    let loss = tape.cross_entropy(logits, labels);
+    let (gw, gx) = leaf_grads(&mut tape, loss, &ws, want_w, want_x.then_some(xv));
+    (gw, gx, masks)
+}
+
+
+/// [`first_order_hypergradient`] for any architecture, with the tape: runs
+/// the `k = batches.len()` inner SGD steps from `w0` (first order) and
+/// estimates `dL_val(w_k)/dφ` without double backward, the ReLU patterns of
+/// each `w_j` frozen at `w_j ± εv`; `norm_of(v)` is `‖v‖` as the step
+/// length uses it. `radius` is the
+/// finite difference's step length in weight space, `‖εv‖`.
+///
+/// The φ-gradient is linear in the gradient with respect to the augmented
+/// images, so the central difference is taken on `∇_x L_train` and pulled
+/// back through the augmentation once (the same number, computed with one
+/// augmentation and one vector-Jacobian product per step instead of two).
+#[allow(clippy::too_many_arguments)]
+fn first_order_tape<F: Float>(
+    w0: &[Tensor<F>],
+    phi: &[f64; NUM_PHI],
+    batches: &[TrainBatch<F>],
+    val: &ValBatch<F>,
+    inner: &Inner,
+    estimator: Estimator,
+    radius: f64,
+    norm_of: &dyn Fn(&[Tensor<F>]) -> f64,
+) -> FirstOrder<F> {
+    let alpha = F::from_f64(inner.alpha);
+    let mut ws = vec![w0.to_vec()];
+    let mut augmented = Vec::with_capacity(batches.len());
+    let mut masks = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let aug = Augmented::new(phi, batch, inner);
+        let w = &ws[ws.len() - 1];
+        let (g, _, m) = model_grads(
+            w,
+            &aug.matrix(batch.labels.len()),
+            &batch.labels,
+            inner,
+            true,
+            false,
+            None,
+        );
+        masks.push(m);
+        let mut next = w.clone();
+        for (p, gp) in next.iter_mut().zip(g.unwrap_or_default()) {
+            p.axpy(-alpha, &gp);
+        }
+        ws.push(next);
+        augmented.push(aug);
+    }
+    let k = batches.len();
+    let (val_loss, mut v) = val_grads(&ws[k], val, inner);
+    let mut grad = [0.0; NUM_PHI];
+    for j in (0..k).rev() {
+        if estimator == Estimator::Greedy && j + 1 < k {
+            v = val_grads(&ws[j + 1], val, inner).1;
+        }
+        let nv = norm_of(&v);
+        if nv == 0.0 || !nv.is_finite() {
+            continue;
+        }
+        let e = radius / nv;
+        let propagate = estimator == Estimator::Adjoint && j > 0;
+        let aug = &mut augmented[j];
+        let labels = &batches[j].labels;
+        let x = aug.matrix(labels.len());
+        let frozen = Some(&masks[j][..]);
+        let (gp, xp, _) = model_grads(
+            &offset(&ws[j], &v, e),
+            &x,
+            labels,
+            inner,
+            propagate,
+            true,
+            frozen,
+        );
+        let (gm, xm, _) = model_grads(
+            &offset(&ws[j], &v, -e),
+            &x,
+            labels,
+            inner,
+            propagate,
+            true,
+            frozen,
+        );
+        if let (Some(xp), Some(xm)) = (xp, xm) {
+            // −α [∇_x L(w+εv) − ∇_x L(w−εv)] / 2ε, then through A to φ
+            let c = F::from_f64(-inner.alpha / (2.0 * e));
+            let dx = xp.zip(&xm, |a, b| c * (a - b));
+            let g = aug.pull_back(dx);
+            for q in 0..NUM_PHI {
+                grad[q] += g[q];
+            }
+        }
+        if let (Some(gp), Some(gm)) = (gp, gm) {
+            // v ← v − α H_j v, with H_j v ≈ (∇_w L(w+εv) − ∇_w L(w−εv)) / 2ε
+            let c = F::from_f64(-inner.alpha / (2.0 * e));
+            for ((vi, a), b) in v.iter_mut().zip(&gp).zip(&gm) {
+                vi.axpy(c, a);
+                vi.axpy(-c, b);
+            }
+        }
+    }
+    FirstOrder {
+        grad,
+        val_loss,
+        adapted: ws.pop().unwrap_or_default(),
+    }
+}
+
+
 /// One online Reptile meta step: k first-order inner steps from the
 /// model's weights, the hypergradient estimate, `φ_k = φ + Adam(ĝ)`, then
 /// `θ ← θ + β(θ_k − θ)` for both the weights and φ. Returns the estimate.
 #[allow(clippy::too_many_arguments)]
 pub fn reptile_step<F: Float>(
-    model: &mut Mlp<F>,
+    params: &mut [Tensor<F>],
     phi: &mut [f64; NUM_PHI],
     adam: &mut Adam,
     batches: &[TrainBatch<F>],
@@ -746,7 +898,7 @@ pub fn reptile_step<F: Float>(
     radius: f64,
 ) -> FirstOrder<F> {
     let out = first_order_hypergradient(
-        &model.params,
+        params,
         phi,
         batches,
         val,
@@ -759,7 +911,7 @@ pub fn reptile_step<F: Float>(
         phi[k] += beta * d[k];
     }
     let b = F::from_f64(beta);
-    for (w, wk) in model.params.iter_mut().zip(&out.adapted) {
+    for (w, wk) in params.iter_mut().zip(&out.adapted) {
         if beta == 1.0 {
             // θ_k itself (θ + 1·(θ_k − θ) may round away from it)
             w.data_mut().copy_from_slice(wk.data());
@@ -782,49 +934,8 @@ mod tests {
     use crate::meta::gradcheck::{random, MetaProblem};
     use crate::meta::rng::SplitMix;
 
-    impl<F: Float> Augmented<F> {
-        /// The augmented rows as an `[n, C·H·W]` tensor.
-        fn matrix(&self, n: usize) -> Tensor<F> {
-            let rows = self.rows();
-            Tensor::new(&[n, rows.len() / n.max(1)], rows.to_vec())
-        }
-    }
-
-    fn norm<F: Float>(v: &[Tensor<F>]) -> f64 {
-        v.iter().map(Tensor::norm_sq).sum::<f64>().sqrt()
-    }
-
-    /// Gradients of the task loss on ready inputs `x`: in `w` (if `want_w`) and
-    /// in `x` (if `want_x`).
-    /// With `frozen` ReLU masks the loss is the polynomial autodiff
-    /// differentiates; the masks recorded at `w` are returned otherwise.
-    #[allow(clippy::type_complexity)]
-    fn model_grads<F: Float>(
-        w: &[Tensor<F>],
-        x: &Tensor<F>,
-        labels: &[usize],
-        inner: &Inner,
-        want_w: bool,
-        want_x: bool,
-        frozen: Option<&[Tensor<F>]>,
-    ) -> (Option<Vec<Tensor<F>>>, Option<Tensor<F>>, Vec<Tensor<F>>) {
-        let mut tape = Tape::new();
-        let ws: Vec<Var> = w.iter().map(|t| tape.leaf(t.clone(), want_w)).collect();
-        let xv = tape.leaf(x.clone(), want_x);
-        let (logits, masks) = Mlp::forward_frozen(inner.activation, &mut tape, &ws, xv, frozen);
-        let loss = tape.cross_entropy(logits, labels);
-        let (gw, gx) = leaf_grads(&mut tape, loss, &ws, want_w, want_x.then_some(xv));
-        (gw, gx, masks)
-    }
-
-    /// Runs the `k = batches.len()` inner SGD steps from `w0` (first order) and
-    /// estimates `dL_val(w_k)/dφ` without double backward. `radius` is the
-    /// finite difference's step length in weight space, `‖εv‖`.
-    ///
-    /// The φ-gradient is linear in the gradient with respect to the augmented
-    /// images, so the central difference is taken on `∇_x L_train` and pulled
-    /// back through the augmentation once (the same number, computed with one
-    /// augmentation and one vector-Jacobian product per step instead of two).
+    /// The tape form with the MLP fast path's norm of `v` (exact but for
+    /// the first layer's estimate), so that both take the same `ε`.
     fn reference<F: Float>(
         w0: &[Tensor<F>],
         phi: &[f64; NUM_PHI],
@@ -834,89 +945,9 @@ mod tests {
         estimator: Estimator,
         radius: f64,
     ) -> FirstOrder<F> {
-        let alpha = F::from_f64(inner.alpha);
-        let mut ws = vec![w0.to_vec()];
-        let mut augmented = Vec::with_capacity(batches.len());
-        let mut masks = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let aug = Augmented::new(phi, batch, inner);
-            let w = &ws[ws.len() - 1];
-            let (g, _, m) = model_grads(
-                w,
-                &aug.matrix(batch.labels.len()),
-                &batch.labels,
-                inner,
-                true,
-                false,
-                None,
-            );
-            masks.push(m);
-            let mut next = w.clone();
-            for (p, gp) in next.iter_mut().zip(g.unwrap_or_default()) {
-                p.axpy(-alpha, &gp);
-            }
-            ws.push(next);
-            augmented.push(aug);
-        }
-        let k = batches.len();
-        let (val_loss, mut v) = val_grads(&ws[k], val, inner);
-        let mut grad = [0.0; NUM_PHI];
-        for j in (0..k).rev() {
-            if estimator == Estimator::Greedy && j + 1 < k {
-                v = val_grads(&ws[j + 1], val, inner).1;
-            }
-            let u = mean_direction(val.x.data(), v[0].dims2().0);
-            let nv = (lead_norm_sq(&v[0], &u) + norm(&v[1..]).powi(2)).sqrt();
-            if nv == 0.0 || !nv.is_finite() {
-                continue;
-            }
-            let e = radius / nv;
-            let propagate = estimator == Estimator::Adjoint && j > 0;
-            let aug = &mut augmented[j];
-            let labels = &batches[j].labels;
-            let x = aug.matrix(labels.len());
-            let frozen = Some(&masks[j][..]);
-            let (gp, xp, _) = model_grads(
-                &offset(&ws[j], &v, e),
-                &x,
-                labels,
-                inner,
-                propagate,
-                true,
-                frozen,
-            );
-            let (gm, xm, _) = model_grads(
-                &offset(&ws[j], &v, -e),
-                &x,
-                labels,
-                inner,
-                propagate,
-                true,
-                frozen,
-            );
-            if let (Some(xp), Some(xm)) = (xp, xm) {
-                // −α [∇_x L(w+εv) − ∇_x L(w−εv)] / 2ε, then through A to φ
-                let c = F::from_f64(-inner.alpha / (2.0 * e));
-                let dx = xp.zip(&xm, |a, b| c * (a - b));
-                let g = aug.pull_back(dx);
-                for q in 0..NUM_PHI {
-                    grad[q] += g[q];
-                }
-            }
-            if let (Some(gp), Some(gm)) = (gp, gm) {
-                // v ← v − α H_j v, with H_j v ≈ (∇_w L(w+εv) − ∇_w L(w−εv)) / 2ε
-                let c = F::from_f64(-inner.alpha / (2.0 * e));
-                for ((vi, a), b) in v.iter_mut().zip(&gp).zip(&gm) {
-                    vi.axpy(c, a);
-                    vi.axpy(-c, b);
-                }
-            }
-        }
-        FirstOrder {
-            grad,
-            val_loss,
-            adapted: ws.pop().unwrap_or_default(),
-        }
+        let u = mean_direction(val.x.data(), w0[0].dims2().0);
+        let norm_of = |v: &[Tensor<F>]| (lead_norm_sq(&v[0], &u) + norm(&v[1..]).powi(2)).sqrt();
+        first_order_tape(w0, phi, batches, val, inner, estimator, radius, &norm_of)
     }
 
     fn max_rel(a: &[f64], b: &[f64]) -> f64 {
@@ -933,7 +964,7 @@ mod tests {
         let labels: Vec<usize> = (0..n).map(|_| rng.below(4)).collect();
         let x = random(&mut rng, &[n, 9], -1.0, 1.0);
         for act in [Activation::Relu, Activation::Tanh] {
-            let w = Mlp::<f64>::new(&[9, 6, 5, 4], act, 11).params;
+            let w = crate::meta::mlp::Mlp::<f64>::new(&[9, 6, 5, 4], act, 11).params;
             let inner = Inner {
                 alpha: 0.1,
                 tau: 0.5,
@@ -942,7 +973,7 @@ mod tests {
                     src: crate::ops::Size::new(3, 3),
                     out: crate::ops::Size::new(3, 3),
                 },
-                activation: act,
+                model: Arch::Mlp(act),
             };
             // unfrozen: weight gradients and loss
             let (pass, g) = weight_grads(act, &w, x.data(), &labels);
@@ -954,7 +985,7 @@ mod tests {
             let mut tape = Tape::new();
             let ws: Vec<Var> = w.iter().map(|t| tape.constant(t.clone())).collect();
             let xv = tape.constant(x.clone());
-            let loss = Mlp::loss(act, &mut tape, &ws, xv, &labels);
+            let loss = crate::meta::mlp::Mlp::loss(act, &mut tape, &ws, xv, &labels);
             assert!((pass.loss(&labels) - tape.item(loss)).abs() < 1e-12);
             // frozen at w, evaluated at another point: tail gradients and
             // the first layer's pre-activation gradient, through xᵀδ and δW₀ᵀ

@@ -1,5 +1,5 @@
-//! Online training: the task MLP trains on (hard-)augmented batches while
-//! φ adapts beside it.
+//! Online training: the task model (the CNN or an MLP) trains on
+//! (hard-)augmented batches while φ adapts beside it.
 //!
 //! Protocol, per training step `t` (batch `B` from a per-epoch shuffle;
 //! sample `s` of epoch `e` has Philox address `(seed, e, s)`):
@@ -23,7 +23,9 @@ use std::rc::Rc;
 use super::augment::{augment_forward, params_row, AugmentShape, SampleKey, NUM_PARAMS};
 use super::bilevel::{Adam, Inner, TrainBatch, ValBatch};
 use super::maml;
-use super::mlp::{Activation, Mlp};
+use super::mlp::Activation;
+use super::model::cnn::CnnShape;
+use super::model::{Arch, Model};
 use super::relaxed::{draws, NUM_PHI};
 use super::reptile;
 use super::rng::SplitMix;
@@ -137,9 +139,41 @@ impl Default for MetaConfig {
     }
 }
 
+/// The task model trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ModelKind {
+    /// Conv 3×3 (16) → ReLU → pool, conv 3×3 (32) → ReLU → pool, linear
+    /// ([`CnnShape::fashion_mnist`]'s widths, for the images' size): the
+    /// experiment's model.
+    Cnn,
+    /// One hidden ReLU layer of [`TrainConfig::hidden`] units: the
+    /// default of a bare [`TrainConfig`] (and of `learn-policy`), the
+    /// cheaper model.
+    #[default]
+    Mlp,
+}
+
+impl ModelKind {
+    /// The architecture for images `(C, H, W)` and `classes` classes.
+    pub fn arch(self, (c, h, w): (usize, usize, usize), classes: usize) -> Arch {
+        match self {
+            ModelKind::Mlp => Arch::Mlp(Activation::Relu),
+            ModelKind::Cnn => Arch::Cnn(CnnShape {
+                height: h,
+                width: w,
+                channels: c,
+                classes,
+                ..CnnShape::fashion_mnist()
+            }),
+        }
+    }
+}
+
 /// Settings of one training run.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// The task model.
+    pub model: ModelKind,
     /// SGD steps.
     pub steps: usize,
     /// Batch size.
@@ -155,6 +189,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            model: ModelKind::default(),
             steps: 400,
             batch: 128,
             lr: 0.1,
@@ -168,7 +203,7 @@ impl Default for TrainConfig {
 #[derive(Clone, Debug)]
 pub struct Trained {
     /// The trained model.
-    pub model: Mlp<f32>,
+    pub model: Model<f32>,
     /// φ at the end (the fixed policy when nothing was learned).
     pub phi: [f64; NUM_PHI],
     /// φ after every meta step (empty without meta-learning).
@@ -351,7 +386,52 @@ pub fn train(
     meta: Option<&MetaConfig>,
     progress: &mut dyn FnMut(usize, &[f64; NUM_PHI]),
 ) -> Trained {
-    run(train, val, cfg, phi, meta, None, progress)
+    run(train, val, cfg, Fixed::Policy(phi), meta, None, progress)
+}
+
+/// Trains with a TrivialAugment-style baseline instead of a policy: each
+/// sample of each step gets one of {identity, crop, rotate, flip, noise},
+/// chosen uniformly, at a uniformly random magnitude (no search). See
+/// [`trivial_augment_phis`] for the ranges.
+pub fn train_trivial_augment(train: &ImageSet, cfg: &TrainConfig) -> Trained {
+    run(train, train, cfg, Fixed::Trivial, None, None, &mut |_, _| {})
+}
+
+/// TrivialAugment's five choices as one-op policies (op probability 1,
+/// the others 0); hard mode then draws the magnitude uniformly: crop area
+/// in `[0.35, 1]` (the `default` policy's strongest), rotation in ±30°,
+/// flip, noise σ in `[0, 0.1]`. The first is the identity.
+pub fn trivial_augment_phis() -> [[f64; NUM_PHI]; 5] {
+    let off = f64::NEG_INFINITY;
+    let on = f64::INFINITY;
+    // magnitudes: min area 0.35, 30°, σ ≤ 0.1
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let base = [off, logit(0.35), off, logit(30.0 / 180.0), off, off, 0.1f64.exp_m1().ln()];
+    std::array::from_fn(|op| {
+        let mut phi = base;
+        if let Some(&gate) = [0usize, 2, 4, 5].get(op.wrapping_sub(1)) {
+            phi[gate] = on;
+        }
+        phi
+    })
+}
+
+/// Which of [`trivial_augment_phis`] sample `k` gets: uniform over the
+/// five, from a hash of its Philox address (independent of its draws).
+fn trivial_choice(k: &SampleKey) -> usize {
+    let mut h = SplitMix::new(
+        k.seed ^ k.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.sample.rotate_left(29) ^ 0x7A,
+    );
+    h.below(5)
+}
+
+/// The fixed augmentation of a run without meta-learning.
+#[derive(Clone, Copy, Debug)]
+enum Fixed {
+    /// One policy for every sample.
+    Policy([f64; NUM_PHI]),
+    /// TrivialAugment-style: one op per sample.
+    Trivial,
 }
 
 /// The step of the first meta step (φ is held at its start before it).
@@ -374,18 +454,51 @@ pub fn train_switch(
         train,
         train,
         cfg,
-        first,
+        Fixed::Policy(first),
         None,
         Some((at, then)),
         &mut |_, _| {},
     )
 }
 
+/// The TrivialAugment-style batch: rows grouped by their op, each group
+/// augmented in hard mode with its one-op policy, put back in order.
+fn trivial_augment_batch(
+    train: &ImageSet,
+    bytes: Option<&[u8]>,
+    idx: &[usize],
+    ks: &[SampleKey],
+    shape: &AugmentShape,
+) -> Tensor<f32> {
+    let phis = trivial_augment_phis();
+    let n = idx.len();
+    let mut out: Option<Vec<f32>> = None;
+    let mut d_out = 0;
+    for (op, phi) in phis.iter().enumerate() {
+        let members: Vec<usize> = (0..n).filter(|&b| trivial_choice(&ks[b]) == op).collect();
+        if members.is_empty() {
+            continue;
+        }
+        let rows: Vec<usize> = members.iter().map(|&b| idx[b]).collect();
+        let keys: Vec<SampleKey> = members.iter().map(|&b| ks[b]).collect();
+        let x = match bytes {
+            Some(b) if !never_applies(phi) => augment_hard_bytes(b, &rows, &keys, phi, shape),
+            _ => augment_hard(&train.gather(&rows).0, &keys, phi, shape),
+        };
+        d_out = x.len() / members.len();
+        let buf = out.get_or_insert_with(|| vec![0.0; n * d_out]);
+        for (r, &b) in members.iter().enumerate() {
+            buf[b * d_out..(b + 1) * d_out].copy_from_slice(&x.data()[r * d_out..(r + 1) * d_out]);
+        }
+    }
+    Tensor::new(&[n, d_out], out.unwrap_or_default())
+}
+
 fn run(
     train: &ImageSet,
     val: &ImageSet,
     cfg: &TrainConfig,
-    phi: [f64; NUM_PHI],
+    fixed: Fixed,
     meta: Option<&MetaConfig>,
     switch: Option<(usize, [f64; NUM_PHI])>,
     progress: &mut dyn FnMut(usize, &[f64; NUM_PHI]),
@@ -396,12 +509,19 @@ fn run(
         src: crate::ops::Size::new(h as u32, w as u32),
         out: crate::ops::Size::new(h as u32, w as u32),
     };
-    let mut model = Mlp::<f32>::new(
-        &[train.dim(), cfg.hidden, train.classes],
-        Activation::Relu,
-        cfg.seed,
-    );
-    let mut phi = meta.map_or(phi, |m| m.phi_init);
+    let arch = cfg.model.arch(train.chw(), train.classes);
+    let mut model = match arch {
+        Arch::Mlp(act) => Model::mlp(&[train.dim(), cfg.hidden, train.classes], act, cfg.seed),
+        Arch::Cnn(shape) => Model::cnn(shape, cfg.seed),
+    };
+    let mut phi = match (meta, fixed) {
+        (Some(m), _) => m.phi_init,
+        (None, Fixed::Policy(phi)) => phi,
+        (None, Fixed::Trivial) => {
+            let off = f64::NEG_INFINITY;
+            [off, 0.0, off, 0.0, off, off, 0.0]
+        }
+    };
     let mut adam = Adam::new(meta.map_or(0.0, |m| m.meta_lr));
     let mut history = Vec::new();
     let mut batches = Batches::new(train.len(), cfg.seed);
@@ -426,7 +546,7 @@ fn run(
                 alpha: cfg.lr,
                 tau: m.tau,
                 shape,
-                activation: Activation::Relu,
+                model: arch,
             };
             let mut inner_batches = vec![relaxed_batch(images.clone(), labels.clone(), ks.clone())];
             for j in 1..m.inner_steps.max(1) {
@@ -456,7 +576,7 @@ fn run(
                 }
                 Method::Reptile => {
                     reptile::reptile_step(
-                        &mut model,
+                        &mut model.params,
                         &mut phi,
                         &mut adam,
                         &inner_batches,
@@ -473,8 +593,11 @@ fn run(
                 continue; // the Reptile step trained the weights
             }
         }
-        let x = match &bytes {
-            Some(b) if !never_applies(&phi) => augment_hard_bytes(b, &idx, &ks, &phi, &shape),
+        let x = match (&bytes, fixed) {
+            (_, Fixed::Trivial) if meta.is_none() => {
+                trivial_augment_batch(train, bytes.as_deref(), &idx, &ks, &shape)
+            }
+            (Some(b), _) if !never_applies(&phi) => augment_hard_bytes(b, &idx, &ks, &phi, &shape),
             _ => augment_hard(&images, &ks, &phi, &shape),
         };
         model.sgd_step(&x, &labels, lr);

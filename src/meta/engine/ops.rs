@@ -529,6 +529,29 @@ impl IndexMap {
         self.in_shape.iter().product()
     }
 
+    /// The permutation of `n` images from planes (`[n, c·h·w]`, channel
+    /// major) to channels-last (`[n, h·w·c]`).
+    pub fn chw_to_hwc(n: usize, c: usize, h: usize, w: usize) -> IndexMap {
+        assert!(
+            n * c * h * w < IndexMap::ZERO as usize,
+            "input too large to index"
+        );
+        let plane = h * w;
+        let mut index = Vec::with_capacity(n * c * plane);
+        for b in 0..n {
+            for p in 0..plane {
+                for ch in 0..c {
+                    index.push(((b * c + ch) * plane + p) as u32);
+                }
+            }
+        }
+        IndexMap {
+            index,
+            out_shape: vec![n, plane * c],
+            in_shape: vec![n, c * plane],
+        }
+    }
+
     /// The `k × k` patches, at `stride`, with `pad` zeros around, of `n`
     /// images `h × w` with `c` channels stored channels-last as a
     /// `[n·h·w, c]` matrix: an `[n·oh·ow, k·k·c]` matrix whose row is an

@@ -12,6 +12,7 @@
 //! in row-major order with their `c` channels together (for one channel,
 //! the same as the MLP's input).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::meta::engine::float::Float;
@@ -127,13 +128,54 @@ impl<F: Float> Cnn<F> {
     /// Logits `[n, classes]` of `x: [n, h·w·c]` (channels-last) with
     /// parameters `params` (vars on `tape`, in [`Cnn::params`] order).
     pub fn forward(shape: &CnnShape, tape: &mut Tape<F>, params: &[Var], x: Var) -> Var {
+        Self::forward_with(shape, tape, params, x, &mut |t, _, z| t.relu(z))
+    }
+
+    /// [`Cnn::forward`] with the two ReLUs' activation patterns recorded
+    /// (`frozen = None`: the `1[z > 0]` masks are returned) or frozen to
+    /// given masks (`relu(z)` becomes `z ⊙ mask`), so that the output is
+    /// polynomial in the weights, as [`super::Arch::forward_frozen`] says.
+    pub fn forward_frozen(
+        shape: &CnnShape,
+        tape: &mut Tape<F>,
+        params: &[Var],
+        x: Var,
+        frozen: Option<&[Tensor<F>]>,
+    ) -> (Var, Vec<Tensor<F>>) {
+        let mut masks = Vec::new();
+        let y = Self::forward_with(shape, tape, params, x, &mut |t, layer, z| {
+            match frozen.and_then(|f| f.get(layer)) {
+                Some(mask) => {
+                    let m = t.constant(mask.clone());
+                    t.mul(z, m)
+                }
+                None => {
+                    masks.push(t.value(z).map(|v| if v > F::ZERO { F::ONE } else { F::ZERO }));
+                    t.relu(z)
+                }
+            }
+        });
+        (y, masks)
+    }
+
+    /// The forward pass with `relu(tape, layer, z)` as each convolution's
+    /// nonlinearity.
+    fn forward_with(
+        shape: &CnnShape,
+        tape: &mut Tape<F>,
+        params: &[Var],
+        x: Var,
+        relu: &mut dyn FnMut(&mut Tape<F>, usize, Var) -> Var,
+    ) -> Var {
         let (h, w) = (shape.height, shape.width);
         let n = tape.value(x).shape()[0];
         let a = tape.reshape(x, &[n * h * w, shape.channels]);
-        let a = conv_relu(tape, a, n, (h, w, shape.channels), params[0], params[1]);
+        let z = conv(tape, a, n, (h, w, shape.channels), params[0], params[1]);
+        let a = relu(tape, 0, z);
         let a = pool(tape, a, n, (h, w, shape.conv1));
         let (h, w) = (h / 2, w / 2);
-        let a = conv_relu(tape, a, n, (h, w, shape.conv1), params[2], params[3]);
+        let z = conv(tape, a, n, (h, w, shape.conv1), params[2], params[3]);
+        let a = relu(tape, 1, z);
         let a = pool(tape, a, n, (h, w, shape.conv2));
         let (ph, pw) = shape.pooled();
         let flat = tape.reshape(a, &[n, ph * pw * shape.conv2]);
@@ -184,9 +226,41 @@ impl<F: Float> Cnn<F> {
     }
 }
 
-/// `relu(conv3×3(a) + b)` with zero padding 1: `a` is `[n·h·w, c]`, the
-/// result `[n·h·w, c_out]`.
-fn conv_relu<F: Float>(
+/// How many patch maps [`patches`] keeps per thread (a map of the second
+/// convolution for 256 images is 29 MB).
+const CACHED_MAPS: usize = 12;
+
+type PatchKey = (usize, usize, usize, usize, usize, usize, usize);
+
+thread_local! {
+    /// The most recently used patch maps, newest last.
+    static PATCH_MAPS: RefCell<Vec<(PatchKey, Rc<IndexMap>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`IndexMap::patches`], built once per geometry and thread (every
+/// training step asks for the same few).
+fn patches(n: usize, h: usize, w: usize, c: usize, k: usize, stride: usize, pad: usize) -> Rc<IndexMap> {
+    let key = (n, h, w, c, k, stride, pad);
+    PATCH_MAPS.with(|maps| {
+        let mut maps = maps.borrow_mut();
+        if let Some(i) = maps.iter().position(|(kk, _)| *kk == key) {
+            let entry = maps.remove(i);
+            let map = entry.1.clone();
+            maps.push(entry);
+            return map;
+        }
+        let map = Rc::new(IndexMap::patches(n, h, w, c, k, stride, pad));
+        if maps.len() >= CACHED_MAPS {
+            maps.remove(0);
+        }
+        maps.push((key, map.clone()));
+        map
+    })
+}
+
+/// `conv3×3(a) + b` with zero padding 1: `a` is `[n·h·w, c]`, the result
+/// `[n·h·w, c_out]`.
+fn conv<F: Float>(
     tape: &mut Tape<F>,
     a: Var,
     n: usize,
@@ -194,16 +268,15 @@ fn conv_relu<F: Float>(
     weight: Var,
     bias: Var,
 ) -> Var {
-    let map = Rc::new(IndexMap::patches(n, h, w, c, 3, 1, 1));
+    let map = patches(n, h, w, c, 3, 1, 1);
     let cols = tape.gather(a, &map);
     let z = tape.matmul(cols, weight);
-    let z = tape.add_bias(z, bias);
-    tape.relu(z)
+    tape.add_bias(z, bias)
 }
 
 /// 2×2 average pooling at stride 2: `[n·h·w, c]` to `[n·(h/2)·(w/2), c]`.
 fn pool<F: Float>(tape: &mut Tape<F>, a: Var, n: usize, (h, w, c): (usize, usize, usize)) -> Var {
-    let map = Rc::new(IndexMap::patches(n, h, w, c, 2, 2, 0));
+    let map = patches(n, h, w, c, 2, 2, 0);
     let windows = tape.gather(a, &map);
     let avg = tape.constant(average_matrix(c));
     tape.matmul(windows, avg)
@@ -278,7 +351,8 @@ mod tests {
         let xv = tape.constant(Tensor::new(&[n * 30, 2], x.clone()));
         let wv = tape.constant(model.params[0].clone());
         let bv = tape.constant(Tensor::new(&[3], b1.clone()));
-        let a = conv_relu(&mut tape, xv, n, (6, 5, 2), wv, bv);
+        let z = conv(&mut tape, xv, n, (6, 5, 2), wv, bv);
+        let a = tape.relu(z);
         let p = pool(&mut tape, a, n, (6, 5, 3));
         let want = naive(&shape, &x, n, model.params[0].data(), &b1);
         let got = tape.value(p).data();
