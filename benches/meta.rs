@@ -155,7 +155,7 @@ fn bench(c: &mut Criterion, name: &str, model: &Model<f32>) {
         )
     });
     g.bench_function("maml_meta_step", |bch| {
-        bch.iter(|| maml_step(&model, &batch, &val, &inner))
+        bch.iter(|| maml_step(model, &batch, &val, &inner))
     });
     g.bench_function("reptile_meta_step", |bch| {
         bch.iter_batched(
@@ -188,7 +188,7 @@ fn acceptance(name: &str, model: &Model<f32>, iterations: usize) {
             plain += timed(&mut || {
                 black_box(m.sgd_step(&flat, &batch.labels, 0.1));
             });
-            maml += timed(&mut || maml_step(&model, &batch, &val, &inner));
+            maml += timed(&mut || maml_step(model, &batch, &val, &inner));
             let mut m = model.clone();
             reptile += timed(&mut || reptile_meta_step(&mut m, &batch, &val, &inner));
         }

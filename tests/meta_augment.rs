@@ -330,7 +330,9 @@ fn learn_policy_rejects_bad_input_and_learns_on_a_tiny_set() {
 #[test]
 fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_fixed_schedule() {
     use metaug::meta::experiment::phi_none;
-    use metaug::meta::train::{train, train_switch, ImageSet, MetaConfig, Method, TrainConfig};
+    use metaug::meta::train::{
+        train, train_switch, ImageSet, MetaConfig, Method, ModelKind, TrainConfig,
+    };
     let mut rng = SplitMix::new(2);
     let n = 48;
     let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
@@ -342,13 +344,22 @@ fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_f
         labels,
         classes: 2,
     };
-    let cfg = TrainConfig {
+    let mlp = TrainConfig {
         steps: 12,
         batch: 16,
         hidden: 8,
         ..TrainConfig::default()
     };
-    for method in [Method::Maml, Method::Reptile] {
+    let cnn = TrainConfig {
+        model: ModelKind::Cnn,
+        ..mlp.clone()
+    };
+    for (cfg, method) in [
+        (&mlp, Method::Maml),
+        (&mlp, Method::Reptile),
+        (&cnn, Method::Maml),
+        (&cnn, Method::Reptile),
+    ] {
         let meta = MetaConfig {
             method,
             every: 2,
@@ -358,13 +369,32 @@ fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_f
             ..MetaConfig::default()
         };
         let mut steps = Vec::new();
-        let out = train(&set, &set, &cfg, phi_none(), Some(&meta), &mut |s, _| {
+        let out = train(&set, &set, cfg, phi_none(), Some(&meta), &mut |s, _| {
             steps.push(s)
         });
-        assert_eq!(steps, [6, 8, 10], "{method:?}");
+        assert_eq!(steps, [6, 8, 10], "{:?} {method:?}", cfg.model);
         assert_eq!(out.history.len(), 3);
-        assert_ne!(out.phi, phi_default(), "{method:?} learned nothing");
+        assert_ne!(
+            out.phi,
+            phi_default(),
+            "{:?} {method:?} learned nothing",
+            cfg.model
+        );
+        assert!(out.phi.iter().all(|v| v.is_finite()));
+        let shapes: Vec<_> = out
+            .model
+            .params
+            .iter()
+            .map(|p| p.shape().to_vec())
+            .collect();
+        let want_weights = if cfg.model == ModelKind::Cnn {
+            16 * 9
+        } else {
+            64 * 8
+        };
+        assert_eq!(shapes[0].iter().product::<usize>(), want_weights);
     }
+    let cfg = mlp;
     // the schedule's two ends are the fixed policies
     let fixed = |phi| {
         train(&set, &set, &cfg, phi, None, &mut |_, _| {})

@@ -1,5 +1,6 @@
-//! `metaug experiment fashion-mnist`: no augmentation vs the default policy
-//! vs the best of a 16-policy grid vs policies learned by MAML and Reptile.
+//! `metaug experiment fashion-mnist`: no augmentation, the default policy,
+//! a TrivialAugment-style baseline, the best of a 16-policy grid and the
+//! schedule control against policies learned by MAML and Reptile.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use crate::cli::args::{count_in, parse_positive, MAX_INNER_STEPS, MAX_STEPS};
 use metaug::meta::experiment::{
     load_fashion_mnist, markdown_table, run_experiment, write_section, ExperimentConfig,
 };
+use metaug::meta::train::ModelKind;
 
 /// Most seeds one run takes (each is a full set of training runs).
 const MAX_SEEDS: usize = 100;
@@ -17,7 +19,12 @@ const MAX_SEEDS: usize = 100;
 pub struct ExperimentArgs {
     /// The experiment to run (only `fashion-mnist`).
     pub name: String,
-    /// Directory of the Fashion-MNIST IDX `.gz` files.
+    /// The task model: `cnn` (conv 16, conv 32, linear) or `mlp` (one
+    /// hidden layer of 256).
+    #[arg(long, default_value = "cnn")]
+    pub model: String,
+    /// Directory of the IDX `.gz` files (Fashion-MNIST's four names:
+    /// `train-images-idx3-ubyte.gz`, …; any 10-class IDX set so named).
     #[arg(long, default_value = "../shared/data/fashion-mnist")]
     pub data: PathBuf,
     /// SGD steps per training run (the budget; 6,000 is 768 epochs of the
@@ -85,8 +92,19 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
             ))
         }
     };
+    let model = match args.model.as_str() {
+        "cnn" => ModelKind::Cnn,
+        "mlp" => ModelKind::Mlp,
+        other => {
+            return Err(metaug::Error::invalid(
+                "model",
+                format!("unknown `{other}` (known: cnn, mlp)"),
+            ))
+        }
+    };
     let data = load_fashion_mnist(&args.data)?;
     let mut cfg = ExperimentConfig::default();
+    cfg.train.model = model;
     cfg.train.steps = args.steps;
     cfg.train.lr = args.lr;
     cfg.seeds = (0..args.seeds as u64).collect();
@@ -102,10 +120,11 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     let table = markdown_table(&results);
     println!("{table}");
     let body = format!(
-        "`metaug experiment fashion-mnist --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
-         --tau {} --lr {} --phi-init {} --val-batch {} --meta-start {}`{} (MLP 784-{}-10, SGD lr {}, batch {}, {} train / {} val \
+        "`metaug experiment fashion-mnist --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
+         --tau {} --lr {} --phi-init {} --val-batch {} --meta-start {}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
          images per class, full test set; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
+        args.model,
         cfg.train.steps,
         args.seeds,
         cfg.meta.every,
@@ -117,7 +136,10 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.meta.val_batch,
         cfg.meta.meta_start,
         if cfg.skip_grid { " --skip-grid" } else { "" },
-        cfg.train.hidden,
+        match model {
+            ModelKind::Cnn => "CNN conv 3×3 16 → pool → conv 3×3 32 → pool → linear, 20,490 weights".to_string(),
+            ModelKind::Mlp => format!("MLP 784-{}-10", cfg.train.hidden),
+        },
         cfg.train.lr,
         cfg.train.batch,
         cfg.per_class,

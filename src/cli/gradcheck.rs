@@ -9,6 +9,11 @@ pub struct GradcheckArgs {
     /// Seed of the random problems.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also write one small MAML problem (the CNN, k = 2) and metaug's
+    /// hypergradient as a safetensors file here, for checking in another
+    /// framework (conventions in the file's metadata and the README).
+    #[arg(long)]
+    pub export: Option<std::path::PathBuf>,
 }
 
 /// Runs the command.
@@ -34,6 +39,14 @@ pub fn run(args: GradcheckArgs) -> metaug::Result<()> {
             _ => format!("{:.6}", c.value),
         };
         println!("{:<64} {:>12}  {:<14} {result}", c.name, value, tol);
+    }
+    if let Some(path) = &args.export {
+        let g = metaug::meta::export::export_problem(path, args.seed)?;
+        println!(
+            "wrote {}: dL_val/dφ = [{}]",
+            path.display(),
+            g.map(|v| format!("{v:.6e}")).join(", ")
+        );
     }
     let failed = checks.iter().filter(|c| !c.passed()).count();
     println!("{} passed, {} failed", checks.len() - failed, failed);

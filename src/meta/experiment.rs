@@ -1,6 +1,8 @@
-//! The Fashion-MNIST experiment: a small MLP trained for the same budget with
-//! no augmentation, the `default` policy, the best of a 16-policy grid
-//! (chosen on validation), and policies learned online by MAML and Reptile.
+//! The Fashion-MNIST experiment: a task model (the CNN by default, or the
+//! MLP) trained for the same budget with every cheap alternative — no
+//! augmentation, the `default` policy, a TrivialAugment-style baseline,
+//! the best of a 16-policy grid (chosen on validation), the schedule
+//! control — and with policies learned online by MAML and Reptile.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,7 +11,8 @@ use super::relaxed::NUM_PHI;
 use super::rng::SplitMix;
 use super::tensor::Tensor;
 use super::train::{
-    meta_start_step, train, train_switch, ImageSet, MetaConfig, Method, TrainConfig,
+    meta_start_step, train, train_switch, train_trivial_augment, ImageSet, MetaConfig, Method,
+    ModelKind, TrainConfig,
 };
 use crate::pack::idx::IdxFile;
 use crate::{Error, Result};
@@ -206,7 +209,10 @@ pub struct ExperimentConfig {
 impl Default for ExperimentConfig {
     fn default() -> Self {
         ExperimentConfig {
-            train: TrainConfig::default(),
+            train: TrainConfig {
+                model: ModelKind::Cnn,
+                ..TrainConfig::default()
+            },
             seeds: vec![0, 1, 2],
             per_class: 100,
             per_class_val: 100,
@@ -272,6 +278,22 @@ pub fn describe(phi: &[f64; NUM_PHI]) -> String {
     )
 }
 
+/// The rows of the experiment's table, in order.
+const ROWS: [&str; 7] = [
+    "no augmentation",
+    "default policy",
+    "TrivialAugment-style (one op, uniform magnitude)",
+    "grid best (16, on val)",
+    "schedule control: φ start, then none",
+    "MAML (learned)",
+    "Reptile (learned)",
+];
+
+/// Switch points the schedule control tries (fractions of the steps) when
+/// the learners start at once and so impose none; the best on validation
+/// is kept.
+const CONTROL_SWITCHES: [f64; 3] = [0.25, 0.5, 0.75];
+
 /// Runs every method on every seed; `log` receives progress lines.
 pub fn run_experiment(
     data: &FashionMnist,
@@ -281,26 +303,43 @@ pub fn run_experiment(
     let (tr, va) = balanced_split(&data.train, cfg.per_class, cfg.per_class_val)?;
     let test_x = data.test.flat();
     let va_x = va.flat();
-    let mut results: Vec<MethodResult> = [
-        "no augmentation",
-        "default policy",
-        "grid best (16, on val)",
-        "MAML (learned)",
-        "Reptile (learned)",
-        "control: φ start, none from meta start",
-    ]
-    .iter()
-    .map(|n| MethodResult {
-        name: n.to_string(),
-        test_acc: Vec::new(),
-        seconds: Vec::new(),
-        policy: String::new(),
-    })
-    .collect();
+    let mut results: Vec<MethodResult> = ROWS
+        .iter()
+        .map(|n| MethodResult {
+            name: n.to_string(),
+            test_acc: Vec::new(),
+            seconds: Vec::new(),
+            policy: String::new(),
+        })
+        .collect();
     for &seed in &cfg.seeds {
         let tc = TrainConfig {
             seed,
             ..cfg.train.clone()
+        };
+        // test and validation accuracy of a trained model
+        let score = |m: &super::model::Model<f32>| {
+            (
+                m.accuracy(&test_x, &data.test.labels),
+                m.accuracy(&va_x, &va.labels),
+            )
+        };
+        let mut record = |slot: usize,
+                          acc: f64,
+                          v: f64,
+                          secs: f64,
+                          policy: String,
+                          log: &mut dyn FnMut(&str)| {
+            let r: &mut MethodResult = &mut results[slot];
+            r.test_acc.push(acc);
+            r.seconds.push(secs);
+            log(&format!(
+                "seed {seed} {}: val {:.2}%, test {:.2}% in {secs:.1}s; {policy}",
+                r.name,
+                100.0 * v,
+                100.0 * acc
+            ));
+            r.policy = policy;
         };
         let fixed = |phi: [f64; NUM_PHI]| {
             let t0 = Instant::now();
@@ -309,17 +348,16 @@ pub fn run_experiment(
         };
         for (slot, phi) in [(0, phi_none()), (1, phi_default())] {
             let (out, secs) = fixed(phi);
-            let acc = out.model.accuracy(&test_x, &data.test.labels);
-            let v = out.model.accuracy(&va_x, &va.labels);
-            results[slot].test_acc.push(acc);
-            results[slot].seconds.push(secs);
-            results[slot].policy = describe(&phi);
-            log(&format!(
-                "seed {seed} {}: val {:.2}%, test {:.2}% in {secs:.1}s",
-                results[slot].name,
-                100.0 * v,
-                100.0 * acc
-            ));
+            let (acc, v) = score(&out.model);
+            record(slot, acc, v, secs, describe(&phi), log);
+        }
+        {
+            let t0 = Instant::now();
+            let out = train_trivial_augment(&tr, &tc);
+            let secs = t0.elapsed().as_secs_f64();
+            let (acc, v) = score(&out.model);
+            let policy = "per sample one of identity, crop (area 0.35–1), rotate (±30°), flip, noise (σ ≤ 0.1), uniformly".to_string();
+            record(2, acc, v, secs, policy, log);
         }
         if !cfg.skip_grid {
             let mut best: Option<(f64, f64, String, [f64; NUM_PHI])> = None;
@@ -327,45 +365,44 @@ pub fn run_experiment(
             for (name, phi) in policy_grid() {
                 let (out, s) = fixed(phi);
                 secs += s;
-                let v = out.model.accuracy(&va_x, &va.labels);
+                let (acc, v) = score(&out.model);
                 if best.as_ref().is_none_or(|b| v > b.0) {
-                    let acc = out.model.accuracy(&test_x, &data.test.labels);
                     best = Some((v, acc, name, phi));
                 }
             }
             if let Some((v, acc, name, phi)) = best {
-                results[2].test_acc.push(acc);
-                results[2].seconds.push(secs);
-                results[2].policy = format!("{name}: {}", describe(&phi));
-                log(&format!(
-                    "seed {seed} grid best {name} (val {:.2}%): test {:.2}% in {secs:.1}s",
-                    100.0 * v,
-                    100.0 * acc
-                ));
+                record(3, acc, v, secs, format!("{name}: {}", describe(&phi)), log);
             }
         }
-        let start = meta_start_step(&cfg.meta, tc.steps);
-        if start > 0 {
-            // delayed meta-learning's control: the same first phase, then
-            // no augmentation at once instead of learning
+        {
+            // the schedule control: the learners' start policy, then no
+            // augmentation at once instead of learning — at the learners'
+            // switch point, or the best of CONTROL_SWITCHES on validation
+            let start = meta_start_step(&cfg.meta, tc.steps);
+            let candidates: Vec<usize> = if start > 0 {
+                vec![start]
+            } else {
+                CONTROL_SWITCHES
+                    .iter()
+                    .map(|f| (f * tc.steps as f64) as usize)
+                    .collect()
+            };
             let t0 = Instant::now();
-            let out = train_switch(&tr, &tc, cfg.meta.phi_init, start, phi_none());
+            let mut best: Option<(f64, f64, usize)> = None;
+            for at in candidates {
+                let out = train_switch(&tr, &tc, cfg.meta.phi_init, at, phi_none());
+                let (acc, v) = score(&out.model);
+                if best.is_none_or(|b| v > b.0) {
+                    best = Some((v, acc, at));
+                }
+            }
             let secs = t0.elapsed().as_secs_f64();
-            let acc = out.model.accuracy(&test_x, &data.test.labels);
-            let v = out.model.accuracy(&va_x, &va.labels);
-            results[5].test_acc.push(acc);
-            results[5].seconds.push(secs);
-            results[5].policy = format!(
-                "{} for {start} steps, then none",
-                describe(&cfg.meta.phi_init)
-            );
-            log(&format!(
-                "seed {seed} control (φ start, none from step {start}): val {:.2}%, test {:.2}% in {secs:.1}s",
-                100.0 * v,
-                100.0 * acc
-            ));
+            if let Some((v, acc, at)) = best {
+                let policy = format!("{} for {at} steps, then none", describe(&cfg.meta.phi_init));
+                record(4, acc, v, secs, policy, log);
+            }
         }
-        for (slot, method) in [(3, Method::Maml), (4, Method::Reptile)] {
+        for (slot, method) in [(5, Method::Maml), (6, Method::Reptile)] {
             let mc = MetaConfig {
                 method,
                 ..cfg.meta.clone()
@@ -373,17 +410,8 @@ pub fn run_experiment(
             let t0 = Instant::now();
             let out = train(&tr, &va, &tc, phi_none(), Some(&mc), &mut |_, _| {});
             let secs = t0.elapsed().as_secs_f64();
-            let acc = out.model.accuracy(&test_x, &data.test.labels);
-            let v = out.model.accuracy(&va_x, &va.labels);
-            results[slot].test_acc.push(acc);
-            results[slot].seconds.push(secs);
-            results[slot].policy = describe(&out.phi);
-            log(&format!(
-                "seed {seed} {method:?}: val {:.2}%, test {:.2}% in {secs:.1}s; φ → {}",
-                100.0 * v,
-                100.0 * acc,
-                describe(&out.phi)
-            ));
+            let (acc, v) = score(&out.model);
+            record(slot, acc, v, secs, describe(&out.phi), log);
         }
     }
     Ok(results)

@@ -427,7 +427,12 @@ mod tests {
                 assert!(scale > 1e-6, "cnn {cnn} k {k}: a zero hypergradient");
                 for q in 0..NUM_PHI {
                     let err = (g1[q] - g2[q]).abs() / scale;
-                    assert!(err < 1e-10, "cnn {cnn} k {k}: φ[{q}] {} against {}", g1[q], g2[q]);
+                    assert!(
+                        err < 1e-10,
+                        "cnn {cnn} k {k}: φ[{q}] {} against {}",
+                        g1[q],
+                        g2[q]
+                    );
                 }
             }
         }

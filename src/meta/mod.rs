@@ -17,7 +17,9 @@
 //! - [`train`]: online training with a fixed or a learning policy;
 //! - [`learn`], [`plot`]: [`learn_policy`] and the PNG of φ over the steps;
 //! - [`experiment`]: Fashion-MNIST, no-aug vs default vs grid vs learned;
-//! - [`gradcheck`]: finite-difference checks of all of the above.
+//! - [`gradcheck`]: finite-difference checks of all of the above;
+//! - [`export`]: one MAML problem and its hypergradient as a file, for
+//!   checking elsewhere.
 //!
 //! ```
 //! use metaug::meta::{Tape, Tensor};
@@ -35,6 +37,7 @@ pub mod bilevel;
 pub mod data;
 pub mod engine;
 pub mod experiment;
+pub mod export;
 mod gather;
 pub mod gradcheck;
 mod lead;

@@ -746,11 +746,9 @@ impl<F: Float> Augmented<F> {
     }
 }
 
-
 fn norm<F: Float>(v: &[Tensor<F>]) -> f64 {
     v.iter().map(Tensor::norm_sq).sum::<f64>().sqrt()
 }
-
 
 /// Gradients of the task loss on ready inputs `x`: in `w` (if `want_w`) and
 /// in `x` (if `want_x`).
@@ -774,7 +772,6 @@ fn model_grads<F: Float>(
     let (gw, gx) = leaf_grads(&mut tape, loss, &ws, want_w, want_x.then_some(xv));
     (gw, gx, masks)
 }
-
 
 /// [`first_order_hypergradient`] for any architecture, with the tape: runs
 /// the `k = batches.len()` inner SGD steps from `w0` (first order) and
@@ -882,7 +879,6 @@ fn first_order_tape<F: Float>(
     }
 }
 
-
 /// One online Reptile meta step: k first-order inner steps from the
 /// model's weights, the hypergradient estimate, `φ_k = φ + Adam(ĝ)`, then
 /// `θ ← θ + β(θ_k − θ)` for both the weights and φ. Returns the estimate.
@@ -897,15 +893,8 @@ pub fn reptile_step<F: Float>(
     beta: f64,
     radius: f64,
 ) -> FirstOrder<F> {
-    let out = first_order_hypergradient(
-        params,
-        phi,
-        batches,
-        val,
-        inner,
-        Estimator::Adjoint,
-        radius,
-    );
+    let out =
+        first_order_hypergradient(params, phi, batches, val, inner, Estimator::Adjoint, radius);
     let d = adam.delta(&out.grad);
     for k in 0..NUM_PHI {
         phi[k] += beta * d[k];

@@ -394,7 +394,15 @@ pub fn train(
 /// chosen uniformly, at a uniformly random magnitude (no search). See
 /// [`trivial_augment_phis`] for the ranges.
 pub fn train_trivial_augment(train: &ImageSet, cfg: &TrainConfig) -> Trained {
-    run(train, train, cfg, Fixed::Trivial, None, None, &mut |_, _| {})
+    run(
+        train,
+        train,
+        cfg,
+        Fixed::Trivial,
+        None,
+        None,
+        &mut |_, _| {},
+    )
 }
 
 /// TrivialAugment's five choices as one-op policies (op probability 1,
@@ -406,7 +414,15 @@ pub fn trivial_augment_phis() -> [[f64; NUM_PHI]; 5] {
     let on = f64::INFINITY;
     // magnitudes: min area 0.35, 30°, σ ≤ 0.1
     let logit = |p: f64| (p / (1.0 - p)).ln();
-    let base = [off, logit(0.35), off, logit(30.0 / 180.0), off, off, 0.1f64.exp_m1().ln()];
+    let base = [
+        off,
+        logit(0.35),
+        off,
+        logit(30.0 / 180.0),
+        off,
+        off,
+        0.1f64.exp_m1().ln(),
+    ];
     std::array::from_fn(|op| {
         let mut phi = base;
         if let Some(&gate) = [0usize, 2, 4, 5].get(op.wrapping_sub(1)) {
@@ -619,5 +635,54 @@ fn relaxed_batch(images: Tensor<f32>, labels: Vec<usize>, ks: Vec<SampleKey>) ->
         labels,
         keys: Rc::from(ks),
         draws: Rc::from(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample of a TrivialAugment-style batch is its one-op policy's
+    /// hard augmentation, and every op is chosen.
+    #[test]
+    fn trivial_augment_gives_each_sample_one_op() {
+        let mut rng = SplitMix::new(5);
+        let n = 200;
+        let set = ImageSet {
+            images: Tensor::new(
+                &[n, 1, 8, 8],
+                (0..n * 64).map(|_| rng.below(256) as f32 / 255.0).collect(),
+            ),
+            labels: vec![0; n],
+            classes: 1,
+        };
+        let shape = AugmentShape {
+            channels: 1,
+            src: crate::ops::Size::new(8, 8),
+            out: crate::ops::Size::new(8, 8),
+        };
+        let idx: Vec<usize> = (0..n).collect();
+        let ks = keys(9, 3, &idx);
+        let bytes = image_bytes(&set.images).unwrap();
+        let out = trivial_augment_batch(&set, Some(&bytes), &idx, &ks, &shape);
+        let phis = trivial_augment_phis();
+        let mut counts = [0usize; 5];
+        for b in 0..n {
+            let op = trivial_choice(&ks[b]);
+            counts[op] += 1;
+            let want = augment_hard_bytes(&bytes, &[b], &ks[b..=b], &phis[op], &shape);
+            assert_eq!(
+                &out.data()[b * 64..(b + 1) * 64],
+                want.data(),
+                "sample {b}, op {op}"
+            );
+        }
+        // 200 uniform draws over 5: each near 40
+        assert!(counts.iter().all(|&c| (20..=60).contains(&c)), "{counts:?}");
+        // the identity choice leaves the image as it is (normalised as the
+        // loader does: not the raw pixels, but the same for every op-free row)
+        let none = augment_hard_bytes(&bytes, &[0], &ks[..1], &phis[0], &shape);
+        let plain = augment_hard(&set.gather(&[0]).0, &ks[..1], &phis[0], &shape);
+        assert_eq!(none.data(), plain.data());
     }
 }

@@ -143,16 +143,19 @@ impl<F: Float> Cnn<F> {
         frozen: Option<&[Tensor<F>]>,
     ) -> (Var, Vec<Tensor<F>>) {
         let mut masks = Vec::new();
-        let y = Self::forward_with(shape, tape, params, x, &mut |t, layer, z| {
-            match frozen.and_then(|f| f.get(layer)) {
-                Some(mask) => {
-                    let m = t.constant(mask.clone());
-                    t.mul(z, m)
-                }
-                None => {
-                    masks.push(t.value(z).map(|v| if v > F::ZERO { F::ONE } else { F::ZERO }));
-                    t.relu(z)
-                }
+        let y = Self::forward_with(shape, tape, params, x, &mut |t, layer, z| match frozen
+            .and_then(|f| f.get(layer))
+        {
+            Some(mask) => {
+                let m = t.constant(mask.clone());
+                t.mul(z, m)
+            }
+            None => {
+                masks.push(
+                    t.value(z)
+                        .map(|v| if v > F::ZERO { F::ONE } else { F::ZERO }),
+                );
+                t.relu(z)
             }
         });
         (y, masks)
@@ -239,7 +242,15 @@ thread_local! {
 
 /// [`IndexMap::patches`], built once per geometry and thread (every
 /// training step asks for the same few).
-fn patches(n: usize, h: usize, w: usize, c: usize, k: usize, stride: usize, pad: usize) -> Rc<IndexMap> {
+fn patches(
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Rc<IndexMap> {
     let key = (n, h, w, c, k, stride, pad);
     PATCH_MAPS.with(|maps| {
         let mut maps = maps.borrow_mut();
