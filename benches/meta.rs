@@ -82,6 +82,7 @@ fn problem(arch: Arch) -> (TrainBatch<f32>, ValBatch<f32>, Inner) {
             out: Size::new(28, 28),
         },
         model: arch,
+        neumann: 1,
     };
     (
         TrainBatch {

@@ -127,6 +127,7 @@ fn the_exported_problem_recomputes_its_hypergradient_and_follows_its_conventions
             out: Size::new(ho as u32, wo as u32),
         },
         model: Arch::Cnn(shape),
+        neumann: 1,
     };
     let batches: Vec<TrainBatch<f64>> = (0..k)
         .map(|j| {

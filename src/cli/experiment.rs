@@ -62,6 +62,14 @@ pub struct ExperimentArgs {
     /// here are the settings chosen on validation (see BENCHMARKS.md).
     #[arg(long, default_value_t = 0.5)]
     pub meta_start: f64,
+    /// Neumann terms K for the inverse Hessian at the current weights (a
+    /// longer look-ahead than the k unrolled steps; 1: none).
+    #[arg(long, default_value_t = 1, value_parser = count_in(1, MAX_INNER_STEPS))]
+    pub neumann: usize,
+    /// Run only these rows, comma-separated (none, default, trivial, grid,
+    /// control, maml, reptile); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Skip the 16-policy grid.
     #[arg(long)]
     pub skip_grid: bool,
@@ -115,13 +123,28 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     cfg.skip_grid = args.skip_grid;
     cfg.meta.val_batch = args.val_batch;
     cfg.meta.meta_start = args.meta_start;
+    cfg.meta.neumann = args.neumann;
+    if let Some(bad) = args
+        .only
+        .iter()
+        .find(|k| !metaug::meta::experiment::ROW_KEYS.contains(&k.as_str()))
+    {
+        return Err(metaug::Error::invalid(
+            "only",
+            format!(
+                "unknown row `{bad}` (known: {})",
+                metaug::meta::experiment::ROW_KEYS.join(", ")
+            ),
+        ));
+    }
+    cfg.only = args.only.clone();
     cfg.meta.phi_init = phi_init;
     let results = run_experiment(&data, &cfg, &mut |line| eprintln!("{line}"))?;
     let table = markdown_table(&results);
     println!("{table}");
     let body = format!(
         "`metaug experiment fashion-mnist --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
-         --tau {} --lr {} --phi-init {} --val-batch {} --meta-start {}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
+         --tau {} --lr {} --phi-init {} --val-batch {} --meta-start {} --neumann {}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
          images per class, full test set; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
         args.model,
@@ -135,6 +158,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         args.phi_init,
         cfg.meta.val_batch,
         cfg.meta.meta_start,
+        cfg.meta.neumann,
         if cfg.skip_grid { " --skip-grid" } else { "" },
         match model {
             ModelKind::Cnn => "CNN conv 3×3 16 → pool → conv 3×3 32 → pool → linear, 20,490 weights".to_string(),

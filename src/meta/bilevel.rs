@@ -45,6 +45,14 @@ pub struct Inner {
     pub shape: AugmentShape,
     /// The task model.
     pub model: Arch,
+    /// Terms of the Neumann series `Σ_{i<K} (I − αH₀)^i` that stands in
+    /// for the inverse Hessian at the first inner step (the current
+    /// weights): the validation gradient is carried back through `K`
+    /// further steps of the linearised inner dynamics (`w₀`'s Hessian on
+    /// the first batch, weights held), a longer horizon than the `k`
+    /// unrolled steps at the cost of `K − 1` Hessian-vector products. 1 is
+    /// the plain `k`-step hypergradient.
+    pub neumann: usize,
 }
 
 /// Records the relaxed augmentation `A(x; φ, u)` of `batch`'s images on

@@ -204,6 +204,8 @@ pub struct ExperimentConfig {
     pub meta: MetaConfig,
     /// Skip the 16-policy grid (it costs 16 runs per seed).
     pub skip_grid: bool,
+    /// Run only these rows (keys of [`ROW_KEYS`]); all when empty.
+    pub only: Vec<String>,
 }
 
 impl Default for ExperimentConfig {
@@ -221,6 +223,7 @@ impl Default for ExperimentConfig {
                 ..MetaConfig::default()
             },
             skip_grid: false,
+            only: Vec::new(),
         }
     }
 }
@@ -289,6 +292,11 @@ const ROWS: [&str; 7] = [
     "Reptile (learned)",
 ];
 
+/// Short names of [`ROWS`], for choosing rows to run.
+pub const ROW_KEYS: [&str; 7] = [
+    "none", "default", "trivial", "grid", "control", "maml", "reptile",
+];
+
 /// Switch points the schedule control tries (fractions of the steps) when
 /// the learners start at once and so impose none; the best on validation
 /// is kept.
@@ -312,6 +320,7 @@ pub fn run_experiment(
             policy: String::new(),
         })
         .collect();
+    let want = |slot: usize| cfg.only.is_empty() || cfg.only.iter().any(|k| k == ROW_KEYS[slot]);
     for &seed in &cfg.seeds {
         let tc = TrainConfig {
             seed,
@@ -347,11 +356,14 @@ pub fn run_experiment(
             (out, t0.elapsed().as_secs_f64())
         };
         for (slot, phi) in [(0, phi_none()), (1, phi_default())] {
+            if !want(slot) {
+                continue;
+            }
             let (out, secs) = fixed(phi);
             let (acc, v) = score(&out.model);
             record(slot, acc, v, secs, describe(&phi), log);
         }
-        {
+        if want(2) {
             let t0 = Instant::now();
             let out = train_trivial_augment(&tr, &tc);
             let secs = t0.elapsed().as_secs_f64();
@@ -359,7 +371,7 @@ pub fn run_experiment(
             let policy = "per sample one of identity, crop (area 0.35–1), rotate (±30°), flip, noise (σ ≤ 0.1), uniformly".to_string();
             record(2, acc, v, secs, policy, log);
         }
-        if !cfg.skip_grid {
+        if !cfg.skip_grid && want(3) {
             let mut best: Option<(f64, f64, String, [f64; NUM_PHI])> = None;
             let mut secs = 0.0;
             for (name, phi) in policy_grid() {
@@ -374,7 +386,7 @@ pub fn run_experiment(
                 record(3, acc, v, secs, format!("{name}: {}", describe(&phi)), log);
             }
         }
-        {
+        if want(4) {
             // the schedule control: the learners' start policy, then no
             // augmentation at once instead of learning — at the learners'
             // switch point, or the best of CONTROL_SWITCHES on validation
@@ -403,6 +415,9 @@ pub fn run_experiment(
             }
         }
         for (slot, method) in [(5, Method::Maml), (6, Method::Reptile)] {
+            if !want(slot) {
+                continue;
+            }
             let mc = MetaConfig {
                 method,
                 ..cfg.meta.clone()

@@ -735,6 +735,7 @@ impl MetaProblem {
                 tau: 0.5,
                 shape,
                 model,
+                neumann: 1,
             },
         }
     }
@@ -813,8 +814,9 @@ pub fn check_reptile(seed: u64) -> Vec<Check> {
             });
         }
     }
-    for k in 1..=2 {
-        let p = MetaProblem::random_cnn(seed + k as u64, k);
+    for (k, neumann) in [(1, 1), (2, 1), (1, 4)] {
+        let mut p = MetaProblem::random_cnn(seed + k as u64, k);
+        p.inner.neumann = neumann;
         let g = first_order_hypergradient(
             &p.w0,
             &p.phi,
@@ -826,7 +828,13 @@ pub fn check_reptile(seed: u64) -> Vec<Check> {
         )
         .grad;
         out.push(Check {
-            name: format!("Reptile estimate through the CNN: cosine with exact (k = {k})"),
+            name: if neumann > 1 {
+                format!(
+                    "Reptile through the CNN, Neumann K = {neumann}: cosine with exact (k = {k})"
+                )
+            } else {
+                format!("Reptile estimate through the CNN: cosine with exact (k = {k})")
+            },
             value: cosine(&g, &p.exact()),
             criterion: Criterion::AtLeast(COS_TOL),
         });
@@ -874,6 +882,7 @@ pub fn check_reptile_f32(seed: u64) -> Check {
             out: Size::new(28, 28),
         },
         model: Arch::Mlp(Activation::Relu),
+        neumann: 1,
     };
     let phi = std::array::from_fn(|_| rng.range(-1.0, 1.0));
     let batches = [batch.clone(), batch];

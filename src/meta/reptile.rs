@@ -607,8 +607,8 @@ pub fn first_order_hypergradient<F: Float>(
     radius: f64,
 ) -> FirstOrder<F> {
     let act = match inner.model {
-        Arch::Mlp(act) => act,
-        Arch::Cnn(_) => {
+        Arch::Mlp(act) if inner.neumann <= 1 => act,
+        _ => {
             let exact = |v: &[Tensor<F>]| norm(v);
             return first_order_tape(w0, phi, batches, val, inner, estimator, radius, &exact);
         }
@@ -826,16 +826,49 @@ fn first_order_tape<F: Float>(
         if estimator == Estimator::Greedy && j + 1 < k {
             v = val_grads(&ws[j + 1], val, inner).1;
         }
+        let aug = &mut augmented[j];
+        let labels = &batches[j].labels;
+        let x = aug.matrix(labels.len());
+        let frozen = Some(&masks[j][..]);
+        if j == 0 && inner.neumann > 1 {
+            // v ← Σ_{i<K} (I − αH₀)^i v, each H₀v by a central difference
+            let mut term = v.clone();
+            for _ in 1..inner.neumann {
+                let nt = norm_of(&term);
+                if nt == 0.0 || !nt.is_finite() {
+                    break;
+                }
+                let e = radius / nt;
+                let at = |s: f64| {
+                    model_grads(
+                        &offset(&ws[0], &term, s),
+                        &x,
+                        labels,
+                        inner,
+                        true,
+                        false,
+                        frozen,
+                    )
+                    .0
+                };
+                if let (Some(gp), Some(gm)) = (at(e), at(-e)) {
+                    let c = F::from_f64(-inner.alpha / (2.0 * e));
+                    for ((ti, a), b) in term.iter_mut().zip(&gp).zip(&gm) {
+                        ti.axpy(c, a);
+                        ti.axpy(-c, b);
+                    }
+                }
+                for (vi, ti) in v.iter_mut().zip(&term) {
+                    vi.axpy(F::ONE, ti);
+                }
+            }
+        }
         let nv = norm_of(&v);
         if nv == 0.0 || !nv.is_finite() {
             continue;
         }
         let e = radius / nv;
         let propagate = estimator == Estimator::Adjoint && j > 0;
-        let aug = &mut augmented[j];
-        let labels = &batches[j].labels;
-        let x = aug.matrix(labels.len());
-        let frozen = Some(&masks[j][..]);
         let (gp, xp, _) = model_grads(
             &offset(&ws[j], &v, e),
             &x,
@@ -963,6 +996,7 @@ mod tests {
                     out: crate::ops::Size::new(3, 3),
                 },
                 model: Arch::Mlp(act),
+                neumann: 1,
             };
             // unfrozen: weight gradients and loss
             let (pass, g) = weight_grads(act, &w, x.data(), &labels);

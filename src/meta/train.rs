@@ -120,6 +120,9 @@ pub struct MetaConfig {
     /// Fraction of the training steps taken before the first meta step
     /// (φ is held at `phi_init` until then, hard mode); 0 starts at once.
     pub meta_start: f64,
+    /// Neumann terms for the inverse Hessian at the current weights
+    /// ([`Inner::neumann`]); 1: the plain `k`-step hypergradient.
+    pub neumann: usize,
 }
 
 impl Default for MetaConfig {
@@ -135,6 +138,7 @@ impl Default for MetaConfig {
             radius: 1e-2,
             phi_init: [0.0; NUM_PHI],
             meta_start: 0.0,
+            neumann: 1,
         }
     }
 }
@@ -563,6 +567,7 @@ fn run(
                 tau: m.tau,
                 shape,
                 model: arch,
+                neumann: m.neumann,
             };
             let mut inner_batches = vec![relaxed_batch(images.clone(), labels.clone(), ks.clone())];
             for j in 1..m.inner_steps.max(1) {
