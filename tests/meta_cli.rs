@@ -41,6 +41,39 @@ fn bad_meta_settings_are_clear_errors() {
         ),
         (vec!["experiment", "cifar"], "unknown experiment"),
         (
+            vec![
+                "experiment",
+                "fashion-mnist",
+                "--data",
+                dir,
+                "--model",
+                "vit",
+            ],
+            "unknown `vit` (known: cnn, mlp)",
+        ),
+        (
+            vec![
+                "experiment",
+                "fashion-mnist",
+                "--data",
+                dir,
+                "--only",
+                "maml,dali",
+            ],
+            "unknown row `dali`",
+        ),
+        (
+            vec![
+                "experiment",
+                "fashion-mnist",
+                "--data",
+                dir,
+                "--neumann",
+                "0",
+            ],
+            "--neumann",
+        ),
+        (
             vec!["experiment", "fashion-mnist", "--data", dir, "--lr=-1"],
             "--lr",
         ),
