@@ -3,8 +3,9 @@
 
 mod common;
 
-use metaug::meta::cnn::{Cnn, CnnShape};
+use metaug::meta::cnn::CnnShape;
 use metaug::meta::image_set;
+use metaug::meta::model::Model;
 use metaug::meta::rng::SplitMix;
 use metaug::meta::tensor::Tensor;
 
@@ -26,7 +27,7 @@ fn the_cnn_learns_fashion_mnist_with_sgd() {
     let (train, test): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % 4 != 3);
     let test_x = rows(&test);
     let test_y: Vec<usize> = test.iter().map(|&i| set.labels[i]).collect();
-    let mut model = Cnn::<f32>::new(CnnShape::fashion_mnist(), 1);
+    let mut model = Model::<f32>::cnn(CnnShape::fashion_mnist(), 1);
     let before = model.accuracy(&test_x, &test_y);
     let mut rng = SplitMix::new(2);
     let (mut first, mut last) = (0.0, 0.0);

@@ -160,16 +160,12 @@ pub fn hypergradient_stepwise<F: Float>(
     let mut grad = [0.0; NUM_PHI];
     while let Some((mut t, p, wv, g)) = steps.pop() {
         let want_hv = !steps.is_empty();
-        let mut s = None;
-        for (gi, vi) in g.iter().zip(&v) {
-            let c = t.constant(vi.clone());
-            let d = t.dot(*gi, c);
-            s = Some(s.map_or(d, |s| t.add(s, d)));
-        }
-        let Some(mut s) = s else { break };
-        if !want_hv && inner.neumann > 1 {
-            s = neumann_product(&mut t, &g, &wv, &mut v, inner);
-        }
+        let s = if !want_hv && inner.neumann > 1 {
+            neumann_product(&mut t, &g, &wv, &mut v, inner)
+        } else {
+            inner_product(&mut t, &g, &v)
+        };
+        let Some(s) = s else { break };
         let mut wanted = vec![p];
         if want_hv {
             wanted.extend(&wv);
@@ -188,6 +184,18 @@ pub fn hypergradient_stepwise<F: Float>(
     (val_loss, grad)
 }
 
+/// `Σ_i ⟨g_i, v_i⟩` on tape `t`, the `v_i` held constant; `None` for no
+/// terms.
+pub(crate) fn inner_product<F: Float>(t: &mut Tape<F>, g: &[Var], v: &[Tensor<F>]) -> Option<Var> {
+    let mut s = None;
+    for (gi, vi) in g.iter().zip(v) {
+        let c = t.constant(vi.clone());
+        let d = t.dot(*gi, c);
+        s = Some(s.map_or(d, |s| t.add(s, d)));
+    }
+    s
+}
+
 /// `⟨g, Σ_{i<K} (I − αH)^i v⟩` on tape `t`, where `g` is the step's
 /// gradient (recorded with `create_graph` in the leaves `w`) and `H v` is
 /// `∂⟨g, v⟩/∂w`; `v` is left as the series' last term.
@@ -197,30 +205,18 @@ fn neumann_product<F: Float>(
     w: &[Var],
     v: &mut [Tensor<F>],
     inner: &Inner,
-) -> Var {
+) -> Option<Var> {
     let a = F::from_f64(-inner.alpha);
     let mut sum: Vec<Tensor<F>> = v.to_vec();
     for _ in 1..inner.neumann {
-        let mut s = None;
-        for (gi, vi) in g.iter().zip(v.iter()) {
-            let c = t.constant(vi.clone());
-            let d = t.dot(*gi, c);
-            s = Some(s.map_or(d, |s| t.add(s, d)));
-        }
-        let Some(s) = s else { break };
+        let s = inner_product(t, g, v)?;
         let hv = t.grad(s, w, false);
         for ((vi, h), si) in v.iter_mut().zip(&hv).zip(sum.iter_mut()) {
             vi.axpy(a, t.value(*h));
             si.axpy(F::ONE, vi);
         }
     }
-    let mut s = None;
-    for (gi, si) in g.iter().zip(sum) {
-        let c = t.constant(si);
-        let d = t.dot(*gi, c);
-        s = Some(s.map_or(d, |s| t.add(s, d)));
-    }
-    s.unwrap_or_else(|| t.constant(Tensor::scalar(F::ZERO)))
+    inner_product(t, g, &sum)
 }
 
 /// [`hypergradient`] for the MLP, its first layer kept as a product.
@@ -533,13 +529,8 @@ mod tests {
             for c in 0..n {
                 let mut e = vec![0.0; n];
                 e[c] = 1.0;
-                let mut s = None;
-                for (gi, ei) in g.iter().zip(unflat(&e)) {
-                    let ec = t.constant(ei);
-                    let d = t.dot(*gi, ec);
-                    s = Some(s.map_or(d, |s| t.add(s, d)));
-                }
-                let col = t.grad(s.unwrap(), &wv, false);
+                let s = inner_product(&mut t, &g, &unflat(&e)).unwrap();
+                let col = t.grad(s, &wv, false);
                 let col = flat(&col.iter().map(|v| t.value(*v).clone()).collect::<Vec<_>>());
                 for r in 0..n {
                     h[r * n + c] = col[r];
@@ -556,13 +547,8 @@ mod tests {
                     sum[i] += term[i];
                 }
             }
-            let mut s = None;
-            for (gi, si) in g.iter().zip(unflat(&sum)) {
-                let c = t.constant(si);
-                let d = t.dot(*gi, c);
-                s = Some(s.map_or(d, |s| t.add(s, d)));
-            }
-            let gp = t.grad(s.unwrap(), &[phi], false);
+            let s = inner_product(&mut t, &g, &unflat(&sum)).unwrap();
+            let gp = t.grad(s, &[phi], false);
             let want: Vec<f64> = t
                 .value(gp[0])
                 .data()

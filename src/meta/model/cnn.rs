@@ -197,36 +197,6 @@ impl<F: Float> Cnn<F> {
         let logits = Self::forward(shape, tape, params, x);
         tape.cross_entropy(logits, labels)
     }
-
-    /// The loss on `(x, labels)` and its gradient in every parameter.
-    pub fn loss_and_grads(&self, x: &Tensor<F>, labels: &[usize]) -> (F, Vec<Tensor<F>>) {
-        let shape = self.shape;
-        super::loss_and_grads(&self.params, x, labels, &|t, p, x| {
-            Self::forward(&shape, t, p, x)
-        })
-    }
-
-    /// One SGD step `w ← w − lr·∇L` on `(x, labels)`; returns the loss.
-    pub fn sgd_step(&mut self, x: &Tensor<F>, labels: &[usize], lr: F) -> F {
-        let (loss, grads) = self.loss_and_grads(x, labels);
-        for (p, g) in self.params.iter_mut().zip(&grads) {
-            p.axpy(-lr, g);
-        }
-        loss
-    }
-
-    /// Logits of `x`, computed in chunks of 256 rows.
-    pub fn logits(&self, x: &Tensor<F>) -> Tensor<F> {
-        let shape = self.shape;
-        super::logits_in_chunks(&self.params, x, shape.classes, 256, &|t, p, x| {
-            Self::forward(&shape, t, p, x)
-        })
-    }
-
-    /// Fraction of rows of `x` whose arg-max logit is the label.
-    pub fn accuracy(&self, x: &Tensor<F>, labels: &[usize]) -> f64 {
-        super::accuracy_of(&self.logits(x), labels)
-    }
 }
 
 /// How many patch maps [`patches`] keeps per thread (a map of the second
@@ -375,7 +345,7 @@ mod tests {
 
     #[test]
     fn the_fashion_mnist_shape_has_tens_of_thousands_of_parameters() {
-        let model = Cnn::<f32>::new(CnnShape::fashion_mnist(), 1);
+        let model = super::super::Model::<f32>::cnn(CnnShape::fashion_mnist(), 1);
         assert_eq!(model.num_params(), 160 + 4640 + 15690);
         let x = Tensor::zeros(&[3, 784]);
         assert_eq!(model.logits(&x).shape(), &[3, 10]);
