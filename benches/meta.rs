@@ -21,9 +21,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
+use metaug::harness::experiment::phi_init;
 use metaug::meta::augment::{AugmentShape, SampleKey};
 use metaug::meta::bilevel::{Adam, Inner, TrainBatch, ValBatch};
-use metaug::meta::experiment::phi_init;
 use metaug::meta::mlp::Activation;
 use metaug::meta::model::cnn::CnnShape;
 use metaug::meta::model::{Arch, Model};
@@ -143,7 +143,7 @@ fn bench(c: &mut Criterion, name: &str, model: &Model<f32>) {
         // what the training loop does on a step without a meta step: the
         // loader's augmentation of the batch (sources converted to bytes
         // once per run, as `train` does), then the SGD step
-        let phi = metaug::meta::experiment::phi_default();
+        let phi = metaug::harness::experiment::phi_default();
         let bytes = image_bytes(&batch.images).expect("images of bytes / 255");
         let rows: Vec<usize> = (0..batch.labels.len()).collect();
         bch.iter_batched(

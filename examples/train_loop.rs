@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use metaug::loader::Loader;
-use metaug::meta::mlp::{Activation, Mlp};
+use metaug::meta::mlp::Activation;
+use metaug::meta::model::Model;
 use metaug::meta::tensor::Tensor;
 use metaug::pack::{fashion_mnist_class_names, pack_idx, IdxOptions};
 use metaug::policy::Policy;
@@ -59,7 +60,7 @@ fn main() -> metaug::Result<()> {
         .expect("one batch")?;
     let (x_test, y_test) = as_tensor(&test_batch);
 
-    let mut model = Mlp::<f32>::new(&[784, 256, 10], Activation::Relu, 0);
+    let mut model = Model::<f32>::mlp(&[784, 256, 10], Activation::Relu, 0);
     let loader = Loader::builder(train.clone())
         .batch_size(64)
         .policy(Policy::default_policy())
@@ -76,7 +77,7 @@ fn main() -> metaug::Result<()> {
     let mut epoch = None;
     let (mut loss_sum, mut steps) = (0.0f64, 0u32);
     let mut t = Instant::now();
-    let report = |e: u64, loss: f64, secs: f64, model: &Mlp<f32>| {
+    let report = |e: u64, loss: f64, secs: f64, model: &Model<f32>| {
         println!(
             "epoch {e}: train loss {loss:.4}, test accuracy {:.2}% ({secs:.2} s)",
             100.0 * model.accuracy(&x_test, &y_test)

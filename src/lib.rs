@@ -29,6 +29,7 @@ pub mod bench;
 pub mod cuda;
 pub mod decode;
 pub mod error;
+pub mod harness;
 pub mod loader;
 pub mod meta;
 pub mod ops;

@@ -2,10 +2,10 @@
 //! relaxed mode, and the library entry points on small inputs.
 
 use metaug::decode::ImageView;
+use metaug::harness::experiment::{load_fashion_mnist, phi_default};
 use metaug::meta::augment::{
     affine_with_jacobian, augment_forward, params_row, AugmentShape, SampleKey,
 };
-use metaug::meta::experiment::{load_fashion_mnist, phi_default};
 use metaug::meta::relaxed::{draws, hard_params, physical, relaxed_gates, sigmoid};
 use metaug::meta::rng::SplitMix;
 use metaug::meta::{learn_policy, LearnConfig, Tensor};
@@ -329,7 +329,7 @@ fn learn_policy_rejects_bad_input_and_learns_on_a_tiny_set() {
 
 #[test]
 fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_fixed_schedule() {
-    use metaug::meta::experiment::phi_none;
+    use metaug::harness::experiment::phi_none;
     use metaug::meta::train::{
         train, train_switch, ImageSet, MetaConfig, Method, ModelKind, TrainConfig,
     };

@@ -6,9 +6,9 @@
 
 use std::rc::Rc;
 
+use metaug::harness::export::{problem_bytes, read_tensor, FORMAT};
 use metaug::meta::augment::{AugmentShape, SampleKey};
 use metaug::meta::bilevel::{augmented_images, phi_tensor, Inner, TrainBatch, ValBatch};
-use metaug::meta::export::{problem_bytes, read_tensor, FORMAT};
 use metaug::meta::model::cnn::CnnShape;
 use metaug::meta::model::Arch;
 use metaug::meta::relaxed::NUM_PHI;

@@ -1,6 +1,6 @@
 //! The gradient checks of `metaug gradcheck`, as tests.
 
-use metaug::meta::gradcheck::{self, Check};
+use metaug::harness::gradcheck::{self, Check};
 
 fn assert_all(checks: &[Check]) {
     for c in checks {

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use crate::cli::args::{count_in, parse_positive, MAX_INNER_STEPS, MAX_STEPS};
 
-use metaug::meta::experiment::{
+use metaug::harness::experiment::{
     load_fashion_mnist, markdown_table, run_experiment, write_section, ExperimentConfig,
 };
-use metaug::meta::train::ModelKind;
+use metaug::meta::train::{LrSchedule, ModelKind};
 
 /// Most seeds one run takes (each is a full set of training runs).
 const MAX_SEEDS: usize = 100;
@@ -49,6 +49,9 @@ pub struct ExperimentArgs {
     /// SGD step size.
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive)]
     pub lr: f64,
+    /// The step size over a run: `constant` or `cosine` (from `--lr` to 0).
+    #[arg(long, default_value = "constant")]
+    pub lr_schedule: String,
     /// Where learned policies start: `mid` (every op at p = ½, medium
     /// magnitudes), `little` (every op at p = 0.1, the default's
     /// magnitudes) or `default` (the default policy).
@@ -90,9 +93,9 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         return Err(metaug::Error::invalid("meta-start", "must be in [0, 1)"));
     }
     let phi_init = match args.phi_init.as_str() {
-        "mid" => metaug::meta::experiment::phi_init(),
-        "little" => metaug::meta::experiment::phi_little(),
-        "default" => metaug::meta::experiment::phi_default(),
+        "mid" => metaug::harness::experiment::phi_init(),
+        "little" => metaug::harness::experiment::phi_little(),
+        "default" => metaug::harness::experiment::phi_default(),
         other => {
             return Err(metaug::Error::invalid(
                 "phi-init",
@@ -110,16 +113,26 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
             ))
         }
     };
+    let lr_schedule = match args.lr_schedule.as_str() {
+        "constant" => LrSchedule::Constant,
+        "cosine" => LrSchedule::Cosine,
+        other => {
+            return Err(metaug::Error::invalid(
+                "lr-schedule",
+                format!("unknown `{other}` (known: constant, cosine)"),
+            ))
+        }
+    };
     if let Some(bad) = args
         .only
         .iter()
-        .find(|k| !metaug::meta::experiment::ROW_KEYS.contains(&k.as_str()))
+        .find(|k| !metaug::harness::experiment::ROW_KEYS.contains(&k.as_str()))
     {
         return Err(metaug::Error::invalid(
             "only",
             format!(
                 "unknown row `{bad}` (known: {})",
-                metaug::meta::experiment::ROW_KEYS.join(", ")
+                metaug::harness::experiment::ROW_KEYS.join(", ")
             ),
         ));
     }
@@ -128,6 +141,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     cfg.train.model = model;
     cfg.train.steps = args.steps;
     cfg.train.lr = args.lr;
+    cfg.train.lr_schedule = lr_schedule;
     cfg.seeds = (0..args.seeds as u64).collect();
     cfg.meta.every = args.meta_every;
     cfg.meta.inner_steps = args.inner_steps;
@@ -144,8 +158,8 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     println!("{table}");
     let body = format!(
         "`metaug experiment fashion-mnist --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
-         --tau {} --lr {} --phi-init {} --val-batch {} --meta-start {} --neumann {}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
-         images per class, full test set; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
+         --tau {} --lr {} --lr-schedule {} --phi-init {} --val-batch {} --meta-start {} --neumann {}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
+         images per class, full test set; {} step size; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
         args.model,
         cfg.train.steps,
@@ -155,6 +169,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.meta.meta_lr,
         cfg.meta.tau,
         cfg.train.lr,
+        args.lr_schedule,
         args.phi_init,
         cfg.meta.val_batch,
         cfg.meta.meta_start,
@@ -168,6 +183,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.train.batch,
         cfg.per_class,
         cfg.per_class_val,
+        args.lr_schedule,
         cfg.meta.every,
         cfg.meta.inner_steps,
         cfg.meta.tau,

@@ -1,7 +1,7 @@
 //! `metaug gradcheck`: every gradient of the meta engine against finite
 //! differences, on random problems; fails when a tolerance is missed.
 
-use metaug::meta::gradcheck::{self, Criterion};
+use metaug::harness::gradcheck::{self, Criterion};
 
 /// Arguments of `metaug gradcheck`.
 #[derive(clap::Args)]
@@ -41,7 +41,7 @@ pub fn run(args: GradcheckArgs) -> metaug::Result<()> {
         println!("{:<64} {:>12}  {:<14} {result}", c.name, value, tol);
     }
     if let Some(path) = &args.export {
-        let g = metaug::meta::export::export_problem(path, args.seed)?;
+        let g = metaug::harness::export::export_problem(path, args.seed)?;
         println!(
             "wrote {}: dL_val/dφ = [{}]",
             path.display(),

@@ -23,7 +23,7 @@ impl Default for LearnConfig {
         LearnConfig {
             train: TrainConfig::default(),
             meta: MetaConfig {
-                phi_init: super::experiment::phi_init(),
+                phi_init: super::presets::phi_init(),
                 ..MetaConfig::default()
             },
             val_fraction: 0.2,

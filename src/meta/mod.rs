@@ -10,16 +10,16 @@
 //!   parameters (through the 6 affine coefficients);
 //! - [`relaxed`]: φ and the Philox draws to per-sample parameters, hard and
 //!   relaxed mode, with the relaxed map's Jacobian;
-//! - [`model`]: the task models, [`mlp`] and [`cnn`]; [`bilevel`]: the
-//!   bilevel problem and Adam;
-//! - [`maml`]: the exact second-order hypergradient through k inner steps;
-//! - [`reptile`]: the first-order estimate (finite-difference mixed term);
+//! - [`model`]: the task models, [`mlp`] and [`cnn`];
+//! - [`bilevel`]: the bilevel problem, Adam, and its two solvers:
+//!   [`maml`] (the exact second-order hypergradient through k inner steps)
+//!   and [`reptile`] (the first-order estimate);
+//! - [`presets`]: `none`, `default` and the learners' starts as φ;
 //! - [`train`]: online training with a fixed or a learning policy;
-//! - [`learn`], [`plot`]: [`learn_policy`] and the PNG of φ over the steps;
-//! - [`experiment`]: Fashion-MNIST, no-aug vs default vs grid vs learned;
-//! - [`gradcheck`]: finite-difference checks of all of the above;
-//! - [`export`]: one MAML problem and its hypergradient as a file, for
-//!   checking elsewhere.
+//! - [`learn`], [`plot`]: [`learn_policy`] and the PNG of φ over the steps.
+//!
+//! The experiment, the finite-difference checks and the export that use all
+//! of this live outside the core, in [`crate::harness`].
 //!
 //! ```
 //! use metaug::meta::{Tape, Tensor};
@@ -36,21 +36,17 @@ pub mod augment;
 pub mod bilevel;
 pub mod data;
 pub mod engine;
-pub mod experiment;
-pub mod export;
 mod gather;
-pub mod gradcheck;
-mod lead;
 pub mod learn;
-pub mod maml;
 pub mod model;
 pub mod plot;
+pub mod presets;
 pub mod relaxed;
-pub mod reptile;
 pub mod rng;
 pub mod train;
 
-// The engine's and the models' modules at their former paths.
+// The engine's, the models' and the solvers' modules at their former paths.
+pub use bilevel::{maml, reptile};
 pub use engine::{allocator, float, tape, tensor};
 pub use model::{cnn, mlp};
 

@@ -182,8 +182,11 @@ pub struct TrainConfig {
     pub steps: usize,
     /// Batch size.
     pub batch: usize,
-    /// SGD step size (also the inner step size α of the meta step).
+    /// SGD step size (also the inner step size α of the meta step); the
+    /// peak of the schedule.
     pub lr: f64,
+    /// How the step size moves over the run.
+    pub lr_schedule: LrSchedule,
     /// Hidden width of the MLP.
     pub hidden: usize,
     /// Seed of the initialisation, the batch order and the Philox draws.
@@ -197,8 +200,34 @@ impl Default for TrainConfig {
             steps: 400,
             batch: 128,
             lr: 0.1,
+            lr_schedule: LrSchedule::Constant,
             hidden: 256,
             seed: 0,
+        }
+    }
+}
+
+/// The SGD step size over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LrSchedule {
+    /// `lr` at every step.
+    #[default]
+    Constant,
+    /// `lr · ½(1 + cos(π t / T))`: from `lr` at the first step towards 0 at
+    /// the last, so that the final weights are an average over the run's
+    /// last stretch rather than one noisy iterate.
+    Cosine,
+}
+
+impl TrainConfig {
+    /// The step size at `step` (0-based) of `self.steps`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let t = step as f64 / self.steps.max(1) as f64;
+                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
         }
     }
 }
@@ -547,7 +576,6 @@ fn run(
     let mut batches = Batches::new(train.len(), cfg.seed);
     let mut rng = SplitMix::new(cfg.seed ^ 0xA11CE);
     let val_flat = val.flat();
-    let lr = cfg.lr as f32;
     // the loader's sources for hard mode, converted once
     let bytes = image_bytes(&train.images);
     // the first meta step (φ stays at its start until then)
@@ -556,6 +584,7 @@ fn run(
         if let Some((_, then)) = switch.filter(|s| s.0 == step) {
             phi = then;
         }
+        let lr = cfg.lr_at(step);
         let (idx, epoch) = batches.next(cfg.batch);
         let (images, labels) = train.gather(&idx);
         let ks = keys(cfg.seed, epoch, &idx);
@@ -563,7 +592,7 @@ fn run(
             meta.filter(|m| m.every > 0 && step >= start && (step - start).is_multiple_of(m.every))
         {
             let inner = Inner {
-                alpha: cfg.lr,
+                alpha: lr,
                 tau: m.tau,
                 shape,
                 model: arch,
@@ -621,7 +650,7 @@ fn run(
             (Some(b), _) if !never_applies(&phi) => augment_hard_bytes(b, &idx, &ks, &phi, &shape),
             _ => augment_hard(&images, &ks, &phi, &shape),
         };
-        model.sgd_step(&x, &labels, lr);
+        model.sgd_step(&x, &labels, lr as f32);
     }
     Trained {
         model,
@@ -646,6 +675,27 @@ fn relaxed_batch(images: Tensor<f32>, labels: Vec<usize>, ks: Vec<SampleKey>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cosine schedule starts at `lr`, is half-way at the middle, ends
+    /// near 0 and never rises; the constant one is `lr` throughout.
+    #[test]
+    fn cosine_step_size_falls_from_lr_to_zero() {
+        let cfg = TrainConfig {
+            steps: 100,
+            lr: 0.2,
+            lr_schedule: LrSchedule::Cosine,
+            ..TrainConfig::default()
+        };
+        assert_eq!(cfg.lr_at(0), 0.2);
+        assert!((cfg.lr_at(50) - 0.1).abs() < 1e-12);
+        assert!(cfg.lr_at(99) > 0.0 && cfg.lr_at(99) < 0.2 * 1e-3);
+        assert!((1..100).all(|t| cfg.lr_at(t) < cfg.lr_at(t - 1)));
+        let flat = TrainConfig {
+            lr_schedule: LrSchedule::Constant,
+            ..cfg
+        };
+        assert!((0..100).all(|t| flat.lr_at(t) == 0.2));
+    }
 
     /// Every sample of a TrivialAugment-style batch is its one-op policy's
     /// hard augmentation, and every op is chosen.

@@ -185,18 +185,6 @@ impl<F: Float> Cnn<F> {
         let z = tape.matmul(flat, params[4]);
         tape.add_bias(z, params[5])
     }
-
-    /// Mean cross-entropy of the model with parameters `params` on `(x, labels)`.
-    pub fn loss(
-        shape: &CnnShape,
-        tape: &mut Tape<F>,
-        params: &[Var],
-        x: Var,
-        labels: &[usize],
-    ) -> Var {
-        let logits = Self::forward(shape, tape, params, x);
-        tape.cross_entropy(logits, labels)
-    }
 }
 
 /// How many patch maps [`patches`] keeps per thread (a map of the second

@@ -122,47 +122,4 @@ impl<F: Float> Mlp<F> {
         }
         (h, masks)
     }
-
-    /// Mean cross-entropy of the model with parameters `params` on `(x, labels)`.
-    pub fn loss(
-        activation: Activation,
-        tape: &mut Tape<F>,
-        params: &[Var],
-        x: Var,
-        labels: &[usize],
-    ) -> Var {
-        let logits = Self::forward(activation, tape, params, x);
-        tape.cross_entropy(logits, labels)
-    }
-
-    /// One SGD step `w ← w − lr·∇L` on `(x, labels)`; returns the loss.
-    pub fn sgd_step(&mut self, x: &Tensor<F>, labels: &[usize], lr: F) -> F {
-        let (loss, grads) = self.loss_and_grads(x, labels);
-        for (p, g) in self.params.iter_mut().zip(&grads) {
-            p.axpy(-lr, g);
-        }
-        loss
-    }
-
-    /// The loss on `(x, labels)` and its gradient in every parameter.
-    pub fn loss_and_grads(&self, x: &Tensor<F>, labels: &[usize]) -> (F, Vec<Tensor<F>>) {
-        let act = self.activation;
-        super::loss_and_grads(&self.params, x, labels, &|t, p, x| {
-            Self::forward(act, t, p, x)
-        })
-    }
-
-    /// Logits of `x: [n, sizes[0]]`, computed in chunks of 1024 rows.
-    pub fn logits(&self, x: &Tensor<F>) -> Tensor<F> {
-        let act = self.activation;
-        let classes = *self.sizes.last().unwrap_or(&0);
-        super::logits_in_chunks(&self.params, x, classes, 1024, &|t, p, x| {
-            Self::forward(act, t, p, x)
-        })
-    }
-
-    /// Fraction of rows of `x` whose arg-max logit is the label.
-    pub fn accuracy(&self, x: &Tensor<F>, labels: &[usize]) -> f64 {
-        super::accuracy_of(&self.logits(x), labels)
-    }
 }

@@ -14,10 +14,10 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use super::augment::noise;
 use super::gradcheck::MetaProblem;
-use super::model::Arch;
-use super::relaxed::{relaxed_params, NUM_PHI};
+use crate::meta::augment::noise;
+use crate::meta::model::Arch;
+use crate::meta::relaxed::{relaxed_params, NUM_PHI};
 use crate::{Error, Result};
 
 /// The `format` entry of the file's metadata.
@@ -83,7 +83,8 @@ pub fn problem_bytes(seed: u64) -> Result<Vec<u8>> {
             "the exported problem is the CNN's",
         ));
     };
-    let (val_loss, grad) = super::maml::hypergradient(&p.w0, &p.phi, &p.batches, &p.val, &p.inner);
+    let (val_loss, grad) =
+        crate::meta::maml::hypergradient(&p.w0, &p.phi, &p.batches, &p.val, &p.inner);
     let fd = p.finite_difference();
     // (name, dtype, shape, bytes)
     let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();

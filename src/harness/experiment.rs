@@ -7,10 +7,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::relaxed::NUM_PHI;
-use super::rng::SplitMix;
-use super::tensor::Tensor;
-use super::train::{
+pub use crate::meta::presets::{phi_default, phi_init, phi_little, phi_none};
+use crate::meta::relaxed::NUM_PHI;
+use crate::meta::rng::SplitMix;
+use crate::meta::tensor::Tensor;
+use crate::meta::train::{
     meta_start_step, train, train_switch, train_trivial_augment, ImageSet, MetaConfig, Method,
     ModelKind, TrainConfig,
 };
@@ -131,37 +132,6 @@ pub fn balanced_split(
     Ok((pick(&tr), pick(&va)))
 }
 
-fn logit(p: f64) -> f64 {
-    (p / (1.0 - p)).ln()
-}
-
-fn softplus_inv(y: f64) -> f64 {
-    y.exp_m1().ln()
-}
-
-/// φ of the `none` policy (no op ever applies).
-pub fn phi_none() -> [f64; NUM_PHI] {
-    let ninf = f64::NEG_INFINITY;
-    [ninf, 0.0, ninf, 0.0, ninf, ninf, 0.0]
-}
-
-/// φ of CONTRACT.md's `default` policy: crop p .8 min area .35; rotate p .5
-/// max 15°; flip p .5; noise p .3 max σ .05.
-///
-/// Computed in f64 (the policy module's `Policy::default_policy` holds the
-/// same values rounded to f32) so that checks can hold it to 1e-12.
-pub fn phi_default() -> [f64; NUM_PHI] {
-    [
-        logit(0.8),
-        logit(0.35),
-        logit(0.5),
-        logit(15.0 / 180.0),
-        logit(0.5),
-        logit(0.3),
-        softplus_inv(0.05),
-    ]
-}
-
 /// The 16-policy grid: each of crop, rotate, flip, noise on (at the
 /// default's probability and magnitude) or off.
 pub fn policy_grid() -> Vec<(String, [f64; NUM_PHI])> {
@@ -228,30 +198,6 @@ impl Default for ExperimentConfig {
     }
 }
 
-/// Where learned policies start: every op at probability ½ with medium
-/// magnitudes (min area ½, 30°, σ ≤ 0.1) — neither `none` nor `default`.
-pub fn phi_init() -> [f64; NUM_PHI] {
-    [
-        0.0,
-        0.0,
-        0.0,
-        logit(30.0 / 180.0),
-        0.0,
-        0.0,
-        softplus_inv(0.1),
-    ]
-}
-
-/// A "little augmentation" start: every op at probability 0.1 with the
-/// default policy's magnitudes.
-pub fn phi_little() -> [f64; NUM_PHI] {
-    let mut phi = phi_default();
-    for k in [0, 2, 4, 5] {
-        phi[k] = logit(0.1);
-    }
-    phi
-}
-
 /// The results of one method over the seeds.
 #[derive(Clone, Debug)]
 pub struct MethodResult {
@@ -259,6 +205,8 @@ pub struct MethodResult {
     pub name: String,
     /// Test accuracy of each seed.
     pub test_acc: Vec<f64>,
+    /// Validation accuracy of each seed (what settings are chosen on).
+    pub val_acc: Vec<f64>,
     /// Wall time of each seed, seconds (all runs the method needed).
     pub seconds: Vec<f64>,
     /// The policy used or learned (last seed), human units.
@@ -274,7 +222,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// A policy in human units.
 pub fn describe(phi: &[f64; NUM_PHI]) -> String {
-    let h = super::relaxed::human_units(phi);
+    let h = crate::meta::relaxed::human_units(phi);
     format!(
         "crop p={:.2} min_area={:.2}; rotate p={:.2} max={:.1}°; flip p={:.2}; noise p={:.2} max_σ={:.3}",
         h[0], h[1], h[2], h[3], h[4], h[5], h[6]
@@ -316,6 +264,7 @@ pub fn run_experiment(
         .map(|n| MethodResult {
             name: n.to_string(),
             test_acc: Vec::new(),
+            val_acc: Vec::new(),
             seconds: Vec::new(),
             policy: String::new(),
         })
@@ -327,7 +276,7 @@ pub fn run_experiment(
             ..cfg.train.clone()
         };
         // test and validation accuracy of a trained model
-        let score = |m: &super::model::Model<f32>| {
+        let score = |m: &crate::meta::model::Model<f32>| {
             (
                 m.accuracy(&test_x, &data.test.labels),
                 m.accuracy(&va_x, &va.labels),
@@ -341,6 +290,7 @@ pub fn run_experiment(
                           log: &mut dyn FnMut(&str)| {
             let r: &mut MethodResult = &mut results[slot];
             r.test_acc.push(acc);
+            r.val_acc.push(v);
             r.seconds.push(secs);
             log(&format!(
                 "seed {seed} {}: val {:.2}%, test {:.2}% in {secs:.1}s; {policy}",
@@ -438,15 +388,18 @@ pub fn markdown_table(results: &[MethodResult]) -> String {
     let plain = results
         .first()
         .map_or(1.0, |r| mean_std(&r.seconds).0.max(1e-9));
-    let mut s = String::from("| method | test accuracy (%) | time vs one plain run | policy (last seed) |\n|---|---|---|---|\n");
+    let mut s = String::from("| method | test accuracy (%) | validation accuracy (%) | time vs one plain run | policy (last seed) |\n|---|---|---|---|---|\n");
     for r in results.iter().filter(|r| !r.test_acc.is_empty()) {
         let (m, sd) = mean_std(&r.test_acc);
+        let (vm, vsd) = mean_std(&r.val_acc);
         let (t, _) = mean_std(&r.seconds);
         s += &format!(
-            "| {} | {:.2} ± {:.2} | {:.2}× | {} |\n",
+            "| {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2}× | {} |\n",
             r.name,
             100.0 * m,
             100.0 * sd,
+            100.0 * vm,
+            100.0 * vsd,
             t / plain,
             r.policy
         );
@@ -483,12 +436,11 @@ mod tests {
 
     #[test]
     fn default_phi_has_the_contract_values() {
-        let h = super::super::relaxed::human_units(&phi_default());
+        let h = crate::meta::relaxed::human_units(&phi_default());
         let want = [0.8, 0.35, 0.5, 15.0, 0.5, 0.3, 0.05];
         for (a, b) in h.iter().zip(want) {
             assert!((a - b).abs() < 1e-12, "{h:?}");
         }
-        assert!((super::super::relaxed::softplus(softplus_inv(0.05)) - 0.05).abs() < 1e-12);
         assert_eq!(policy_grid().len(), 16);
     }
 }

@@ -1,15 +1,22 @@
 //! The bilevel problem shared by MAML and Reptile:
 //! `min_φ L_val(w_k(φ))`, `w_{j+1} = w_j − α ∇_w L_train(w_j; A(x_j; φ, u_j))`,
-//! where `A` is the relaxed augmentation, and Adam for φ.
+//! where `A` is the relaxed augmentation, and Adam for φ; and the two ways
+//! of solving it:
+//! - [`maml`]: the exact second-order hypergradient through k inner steps;
+//! - [`reptile`]: the first-order estimate (finite-difference mixed term).
 
 use std::rc::Rc;
 
-use super::augment::{AugmentShape, SampleKey};
-use super::float::Float;
-use super::model::Arch;
-use super::relaxed::{NUM_DRAWS, NUM_PHI};
-use super::tape::{Tape, Var};
-use super::tensor::Tensor;
+mod lead;
+pub mod maml;
+pub mod reptile;
+
+use crate::meta::augment::{AugmentShape, SampleKey};
+use crate::meta::float::Float;
+use crate::meta::model::Arch;
+use crate::meta::relaxed::{NUM_DRAWS, NUM_PHI};
+use crate::meta::tape::{Tape, Var};
+use crate::meta::tensor::Tensor;
 
 /// One inner-step batch: raw images, labels, and each sample's Philox
 /// address (noise keys and parameter draws).

@@ -3,8 +3,8 @@
 //! `xᵀδ` while it is one ([`Lead`]), and the row-major product they are
 //! written with ([`gemm`]).
 
-use super::float::Float;
-use super::tensor::Tensor;
+use crate::meta::float::Float;
+use crate::meta::tensor::Tensor;
 
 /// `c ← alpha·op(a)·op(b) + beta·c` on row-major matrices: `op(a)` is
 /// `[m, k]` (`a` is stored `[k, m]` when `ta`), `op(b)` is `[k, n]` (`b` is

@@ -12,16 +12,16 @@
 //! multiply-adds per meta step where the second costs 180 M (k = 1, MLP
 //! 784-256-10, batches of 128).
 
-use super::bilevel::{
+use super::lead::{gemm, Lead};
+use super::{
     augmented_rows, phi_array, phi_tensor, train_loss, val_loss, Inner, TrainBatch, ValBatch,
 };
-use super::float::Float;
-use super::lead::{gemm, Lead};
-use super::mlp::{Activation, Mlp};
-use super::model::Arch;
-use super::relaxed::NUM_PHI;
-use super::tape::{Tape, Var};
-use super::tensor::Tensor;
+use crate::meta::float::Float;
+use crate::meta::mlp::{Activation, Mlp};
+use crate::meta::model::Arch;
+use crate::meta::relaxed::NUM_PHI;
+use crate::meta::tape::{Tape, Var};
+use crate::meta::tensor::Tensor;
 
 /// Records the `k = batches.len()` inner steps from `w0` and returns the
 /// adapted weights' vars. With `create_graph` each step's gradient is
@@ -412,7 +412,7 @@ impl<F: Float> Step<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::gradcheck::MetaProblem;
+    use crate::harness::gradcheck::MetaProblem;
 
     /// The step-by-step reverse mode gives the unrolled tape's number, in
     /// f64 to rounding, for ReLU and tanh and k = 1, 2, 3 (the adjoint's

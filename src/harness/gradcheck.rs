@@ -8,12 +8,12 @@
 
 use std::rc::Rc;
 
-use super::augment::{AugmentShape, SampleKey, NUM_PARAMS};
-use super::model::Arch;
-use super::relaxed::{NUM_DRAWS, NUM_PHI};
-use super::rng::SplitMix;
-use super::tape::{Tape, Var};
-use super::tensor::Tensor;
+use crate::meta::augment::{AugmentShape, SampleKey, NUM_PARAMS};
+use crate::meta::model::Arch;
+use crate::meta::relaxed::{NUM_DRAWS, NUM_PHI};
+use crate::meta::rng::SplitMix;
+use crate::meta::tape::{Tape, Var};
+use crate::meta::tensor::Tensor;
 use crate::ops::geometry::Size;
 
 /// Finite-difference step of the op checks.
@@ -371,7 +371,7 @@ fn op_cases(rng: &mut SplitMix) -> Vec<OpCase> {
     ));
     // im2col of 2 images 3×4 with 2 channels (3×3 patches, zero padding
     // 1) and its adjoint; squared so that the double backward is not zero.
-    let patches = Rc::new(super::engine::IndexMap::patches(2, 3, 4, 2, 3, 1, 1));
+    let patches = Rc::new(crate::meta::engine::IndexMap::patches(2, 3, 4, 2, 3, 1, 1));
     let p = patches.clone();
     cases.push((
         "gather (im2col 3×3, padding 1)",
@@ -474,7 +474,7 @@ impl AugmentProblem {
             })
             .collect();
         let draws: Vec<[f32; NUM_DRAWS]> = (0..batch as u64)
-            .map(|i| super::relaxed::draws(seed, 1, 100 + i))
+            .map(|i| crate::meta::relaxed::draws(seed, 1, 100 + i))
             .collect();
         let phi = random(&mut rng, &[NUM_PHI], -1.0, 1.0);
         AugmentProblem {
@@ -543,7 +543,7 @@ pub fn check_augment(seed: u64) -> Vec<Check> {
 /// Double-backward Hessian-vector product of an MLP's loss (ReLU and tanh)
 /// in its weights against central differences of its gradient.
 pub fn check_hvp(seed: u64) -> Vec<Check> {
-    use super::mlp::{Activation, Mlp};
+    use crate::meta::mlp::{Activation, Mlp};
     let mut out = Vec::new();
     for act in [Activation::Tanh, Activation::Relu] {
         let mut rng = SplitMix::new(seed);
@@ -559,7 +559,7 @@ pub fn check_hvp(seed: u64) -> Vec<Check> {
         let mut tape = Tape::new();
         let ws: Vec<Var> = model.params.iter().map(|p| tape.param(p.clone())).collect();
         let xv = tape.constant(x.clone());
-        let loss = Mlp::loss(act, &mut tape, &ws, xv, &labels);
+        let loss = Arch::Mlp(act).loss(&mut tape, &ws, xv, &labels);
         let g = tape.grad(loss, &ws, true);
         let mut gv = None;
         for (gi, vi) in g.iter().zip(&v) {
@@ -581,11 +581,13 @@ pub fn check_hvp(seed: u64) -> Vec<Check> {
             for (p, vi) in m.params.iter_mut().zip(&v) {
                 p.axpy(e, vi);
             }
-            m.loss_and_grads(&x, &labels)
-                .1
-                .iter()
-                .flat_map(|t| t.data().to_vec())
-                .collect::<Vec<f64>>()
+            crate::meta::model::loss_and_grads(&m.params, &x, &labels, &|t, p, x| {
+                Arch::Mlp(act).forward(t, p, x)
+            })
+            .1
+            .iter()
+            .flat_map(|t| t.data().to_vec())
+            .collect::<Vec<f64>>()
         };
         let (gp, gm) = (grad_at(EPS), grad_at(-EPS));
         let fd: Vec<f64> = gp
@@ -606,7 +608,7 @@ pub fn check_hvp(seed: u64) -> Vec<Check> {
 /// double backward (the gradient of `⟨∇L, v⟩`, a Hessian-vector product),
 /// against central differences.
 pub fn check_cnn(seed: u64) -> Vec<Check> {
-    use super::model::cnn::{Cnn, CnnShape};
+    use crate::meta::model::cnn::{Cnn, CnnShape};
     let mut rng = SplitMix::new(seed);
     let shape = CnnShape {
         height: 4,
@@ -621,7 +623,7 @@ pub fn check_cnn(seed: u64) -> Vec<Check> {
     let labels = [2, 0, 1];
     let f = move |t: &mut Tape<f64>, w: &[Var]| {
         let xv = t.constant(x.clone());
-        Cnn::loss(&shape, t, w, xv, &labels)
+        crate::meta::model::Arch::Cnn(shape).loss(t, w, xv, &labels)
     };
     let v: Vec<Tensor<f64>> = model
         .params
@@ -649,18 +651,18 @@ pub struct MetaProblem {
     /// φ.
     pub phi: [f64; NUM_PHI],
     /// One batch per inner step.
-    pub batches: Vec<super::bilevel::TrainBatch<f64>>,
+    pub batches: Vec<crate::meta::bilevel::TrainBatch<f64>>,
     /// Validation batch.
-    pub val: super::bilevel::ValBatch<f64>,
+    pub val: crate::meta::bilevel::ValBatch<f64>,
     /// Inner settings.
-    pub inner: super::bilevel::Inner,
+    pub inner: crate::meta::bilevel::Inner,
 }
 
 impl MetaProblem {
     /// A random problem with `k` inner steps: 8×8 grey images cropped to
     /// 6×6, a ReLU MLP 36-12-4.
     pub fn random(seed: u64, k: usize) -> Self {
-        use super::mlp::{Activation, Mlp};
+        use crate::meta::mlp::{Activation, Mlp};
         let act = Activation::Relu;
         Self::build(seed, k, 1, Arch::Mlp(act), |classes| {
             Mlp::<f64>::new(&[36, 12, classes], act, seed).params
@@ -670,7 +672,7 @@ impl MetaProblem {
     /// A random problem with `k` inner steps for the CNN: 8×8 images of
     /// two channels cropped to 6×6, conv 3 and 2 channels, 4 classes.
     pub fn random_cnn(seed: u64, k: usize) -> Self {
-        use super::model::cnn::{Cnn, CnnShape};
+        use crate::meta::model::cnn::{Cnn, CnnShape};
         let shape = CnnShape {
             height: 6,
             width: 6,
@@ -691,7 +693,7 @@ impl MetaProblem {
         model: Arch,
         weights: impl FnOnce(usize) -> Vec<Tensor<f64>>,
     ) -> Self {
-        use super::bilevel::{Inner, TrainBatch, ValBatch};
+        use crate::meta::bilevel::{Inner, TrainBatch, ValBatch};
         let mut rng = SplitMix::new(seed);
         let shape = AugmentShape {
             channels,
@@ -710,7 +712,7 @@ impl MetaProblem {
                     .collect();
                 let draws: Vec<[f32; NUM_DRAWS]> = keys
                     .iter()
-                    .map(|k| super::relaxed::draws(k.seed, k.epoch, k.sample))
+                    .map(|k| crate::meta::relaxed::draws(k.seed, k.epoch, k.sample))
                     .collect();
                 TrainBatch {
                     images: random(&mut rng, &[b, channels, 8, 8], 0.0, 1.0),
@@ -742,7 +744,8 @@ impl MetaProblem {
 
     /// The exact hypergradient (MAML machinery).
     pub fn exact(&self) -> [f64; NUM_PHI] {
-        super::maml::hypergradient(&self.w0, &self.phi, &self.batches, &self.val, &self.inner).1
+        crate::meta::maml::hypergradient(&self.w0, &self.phi, &self.batches, &self.val, &self.inner)
+            .1
     }
 
     /// Central differences of `L_val(w_k(φ))` over a sweep of steps, the
@@ -750,7 +753,7 @@ impl MetaProblem {
     pub fn finite_difference(&self) -> [f64; NUM_PHI] {
         let steps = [1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7];
         let f = |phi: &[f64; NUM_PHI]| {
-            super::maml::val_loss_after(&self.w0, phi, &self.batches, &self.val, &self.inner)
+            crate::meta::maml::val_loss_after(&self.w0, phi, &self.batches, &self.val, &self.inner)
         };
         std::array::from_fn(|q| {
             let mut est: Vec<f64> = steps
@@ -794,7 +797,7 @@ pub fn check_hypergradient(seed: u64) -> Vec<Check> {
 /// hypergradient, `k = 1, 2, 3`: the adjoint estimator is checked; the
 /// greedy one (DESIGN.md's literal `v`) is reported.
 pub fn check_reptile(seed: u64) -> Vec<Check> {
-    use super::reptile::{first_order_hypergradient, Estimator};
+    use crate::meta::reptile::{first_order_hypergradient, Estimator};
     let mut out = Vec::new();
     for k in 1..=3 {
         let p = MetaProblem::random(seed + k as u64, k);
@@ -846,9 +849,9 @@ pub fn check_reptile(seed: u64) -> Vec<Check> {
 /// 784-64-10 ReLU MLP, 28×28 images, batch 32, against the f32 exact
 /// hypergradient: what online training relies on.
 pub fn check_reptile_f32(seed: u64) -> Check {
-    use super::bilevel::{Inner, TrainBatch, ValBatch};
-    use super::mlp::{Activation, Mlp};
-    use super::reptile::{first_order_hypergradient, Estimator};
+    use crate::meta::bilevel::{Inner, TrainBatch, ValBatch};
+    use crate::meta::mlp::{Activation, Mlp};
+    use crate::meta::reptile::{first_order_hypergradient, Estimator};
     let mut rng = SplitMix::new(seed);
     let b = 32;
     let model = Mlp::<f32>::new(&[784, 64, 10], Activation::Relu, seed);
@@ -861,7 +864,7 @@ pub fn check_reptile_f32(seed: u64) -> Check {
         .collect();
     let draws: Vec<[f32; NUM_DRAWS]> = keys
         .iter()
-        .map(|k| super::relaxed::draws(k.seed, k.epoch, k.sample))
+        .map(|k| crate::meta::relaxed::draws(k.seed, k.epoch, k.sample))
         .collect();
     let batch = TrainBatch {
         images: random(&mut rng, &[b, 1, 28, 28], 0.0, 1.0).cast(),
@@ -886,7 +889,7 @@ pub fn check_reptile_f32(seed: u64) -> Check {
     };
     let phi = std::array::from_fn(|_| rng.range(-1.0, 1.0));
     let batches = [batch.clone(), batch];
-    let exact = super::maml::hypergradient(&model.params, &phi, &batches, &val, &inner).1;
+    let exact = crate::meta::maml::hypergradient(&model.params, &phi, &batches, &val, &inner).1;
     let est = first_order_hypergradient(
         &model.params,
         &phi,
