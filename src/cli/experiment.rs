@@ -41,7 +41,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value_t = 1, value_parser = count_in(1, MAX_INNER_STEPS))]
     pub inner_steps: usize,
     /// Adam step size on φ.
-    #[arg(long, default_value_t = 0.02, value_parser = parse_positive)]
+    #[arg(long, default_value_t = 0.05, value_parser = parse_positive)]
     pub meta_lr: f64,
     /// Relaxation temperature τ.
     #[arg(long, default_value_t = 0.5, value_parser = parse_positive)]
@@ -49,13 +49,14 @@ pub struct ExperimentArgs {
     /// SGD step size.
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive)]
     pub lr: f64,
-    /// The step size over a run: `constant` or `cosine` (from `--lr` to 0).
-    #[arg(long, default_value = "constant")]
+    /// The step size over a run: `cosine` (from `--lr` to 0: the final
+    /// weights are then not one noisy iterate) or `constant`.
+    #[arg(long, default_value = "cosine")]
     pub lr_schedule: String,
     /// Where learned policies start: `mid` (every op at p = ½, medium
     /// magnitudes), `little` (every op at p = 0.1, the default's
     /// magnitudes) or `default` (the default policy).
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "mid")]
     pub phi_init: String,
     /// Validation images per meta step.
     #[arg(long, default_value_t = 256, value_parser = count_in(1, usize::MAX))]
@@ -63,7 +64,7 @@ pub struct ExperimentArgs {
     /// Fraction of the steps trained with φ held at its start before the
     /// first meta step (0: meta-learn from the first step). The defaults
     /// here are the settings chosen on validation (see BENCHMARKS.md).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.0)]
     pub meta_start: f64,
     /// Neumann terms K for the inverse Hessian at the current weights (a
     /// longer look-ahead than the k unrolled steps; 1: none).

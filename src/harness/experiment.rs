@@ -12,8 +12,8 @@ use crate::meta::relaxed::NUM_PHI;
 use crate::meta::rng::SplitMix;
 use crate::meta::tensor::Tensor;
 use crate::meta::train::{
-    meta_start_step, train, train_switch, train_trivial_augment, ImageSet, MetaConfig, Method,
-    ModelKind, TrainConfig,
+    meta_start_step, train, train_switch, train_trivial_augment, ImageSet, LrSchedule, MetaConfig,
+    Method, ModelKind, TrainConfig,
 };
 use crate::pack::idx::IdxFile;
 use crate::{Error, Result};
@@ -183,6 +183,7 @@ impl Default for ExperimentConfig {
         ExperimentConfig {
             train: TrainConfig {
                 model: ModelKind::Cnn,
+                lr_schedule: LrSchedule::Cosine,
                 ..TrainConfig::default()
             },
             seeds: vec![0, 1, 2],
@@ -383,24 +384,26 @@ pub fn run_experiment(
 }
 
 /// The results as a Markdown table: test accuracy (mean ± std over seeds)
-/// and wall time relative to one plain training run.
+/// and wall time relative to one plain training run ("—" when the
+/// no-augmentation row was not run).
 pub fn markdown_table(results: &[MethodResult]) -> String {
     let plain = results
         .first()
-        .map_or(1.0, |r| mean_std(&r.seconds).0.max(1e-9));
+        .filter(|r| !r.seconds.is_empty())
+        .map(|r| mean_std(&r.seconds).0.max(1e-9));
     let mut s = String::from("| method | test accuracy (%) | validation accuracy (%) | time vs one plain run | policy (last seed) |\n|---|---|---|---|---|\n");
     for r in results.iter().filter(|r| !r.test_acc.is_empty()) {
         let (m, sd) = mean_std(&r.test_acc);
         let (vm, vsd) = mean_std(&r.val_acc);
         let (t, _) = mean_std(&r.seconds);
         s += &format!(
-            "| {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2}× | {} |\n",
+            "| {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {} | {} |\n",
             r.name,
             100.0 * m,
             100.0 * sd,
             100.0 * vm,
             100.0 * vsd,
-            t / plain,
+            plain.map_or("—".to_string(), |p| format!("{:.2}×", t / p)),
             r.policy
         );
     }
@@ -433,6 +436,37 @@ pub fn write_section(path: &Path, title: &str, body: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(name: &str, acc: f64, secs: f64) -> MethodResult {
+        MethodResult {
+            name: name.to_string(),
+            test_acc: vec![acc, acc],
+            val_acc: vec![acc, acc],
+            seconds: vec![secs, secs],
+            policy: "p".to_string(),
+        }
+    }
+
+    /// Times are relative to the no-augmentation row, and shown as "—"
+    /// without one (not divided by zero).
+    #[test]
+    fn table_times_are_relative_to_the_plain_row_or_absent() {
+        let mut rows = vec![row("none", 0.8, 10.0), row("maml", 0.81, 25.0)];
+        let t = markdown_table(&rows);
+        assert!(
+            t.contains("| maml | 81.00 ± 0.00 | 81.00 ± 0.00 | 2.50× | p |"),
+            "{t}"
+        );
+        rows[0].test_acc.clear();
+        rows[0].val_acc.clear();
+        rows[0].seconds.clear();
+        let t = markdown_table(&rows);
+        assert!(
+            t.contains("| maml | 81.00 ± 0.00 | 81.00 ± 0.00 | — | p |"),
+            "{t}"
+        );
+        assert!(!t.contains("| none |"), "{t}");
+    }
 
     #[test]
     fn default_phi_has_the_contract_values() {
