@@ -49,8 +49,8 @@ pub struct ExperimentArgs {
     /// SGD step size.
     #[arg(long, default_value_t = 0.1, value_parser = parse_positive)]
     pub lr: f64,
-    /// The step size over a run: `cosine` (from `--lr` to 0: the final
-    /// weights are then not one noisy iterate) or `constant`.
+    /// The step size over a run: `cosine` (from `--lr` to 0, so the final
+    /// weights settle instead of stopping mid-walk) or `constant`.
     #[arg(long, default_value = "cosine")]
     pub lr_schedule: String,
     /// Where learned policies start: `mid` (every op at p = ½, medium

@@ -214,8 +214,8 @@ pub enum LrSchedule {
     #[default]
     Constant,
     /// `lr · ½(1 + cos(π t / T))`: from `lr` at the first step towards 0 at
-    /// the last, so that the final weights are an average over the run's
-    /// last stretch rather than one noisy iterate.
+    /// the last, so that the last steps are small and the final weights
+    /// settle instead of stopping at one point of a noisy walk.
     Cosine,
 }
 
