@@ -49,7 +49,7 @@ fn bad_meta_settings_are_clear_errors() {
                 "--model",
                 "vit",
             ],
-            "unknown `vit` (known: cnn, mlp)",
+            "possible values: cnn, mlp",
         ),
         (
             vec![
@@ -168,6 +168,17 @@ fn bad_meta_settings_are_clear_errors() {
                 "high",
             ],
             "phi-init",
+        ),
+        (
+            vec![
+                "experiment",
+                "fashion-mnist",
+                "--data",
+                dir,
+                "--lr-schedule",
+                "step",
+            ],
+            "possible values: cosine, constant",
         ),
         // every setting valid: the error is the missing data, named
         (vec!["experiment", "fashion-mnist", "--data", dir], dir),

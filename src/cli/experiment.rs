@@ -14,6 +14,45 @@ use metaug::meta::train::{LrSchedule, ModelKind};
 /// Most seeds one run takes (each is a full set of training runs).
 const MAX_SEEDS: usize = 100;
 
+/// The `--data` default (the recorded command names `--data` otherwise).
+const DEFAULT_DATA: &str = "../shared/data/fashion-mnist";
+
+/// `--model` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelArg {
+    /// conv 16, conv 32, linear.
+    Cnn,
+    /// One hidden layer of 256.
+    Mlp,
+}
+
+/// `--phi-init` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PhiInitArg {
+    /// Every op at p = ½, medium magnitudes.
+    Mid,
+    /// Every op at p = 0.1, the default's magnitudes.
+    Little,
+    /// The default policy.
+    Default,
+}
+
+/// `--lr-schedule` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LrScheduleArg {
+    /// From `--lr` to 0 along half a cosine.
+    Cosine,
+    /// `--lr` throughout.
+    Constant,
+}
+
+/// A value's name on the command line.
+fn name_of(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// Arguments of `metaug experiment`.
 #[derive(clap::Args)]
 pub struct ExperimentArgs {
@@ -21,11 +60,11 @@ pub struct ExperimentArgs {
     pub name: String,
     /// The task model: `cnn` (conv 16, conv 32, linear) or `mlp` (one
     /// hidden layer of 256).
-    #[arg(long, default_value = "cnn")]
-    pub model: String,
+    #[arg(long, value_enum, default_value_t = ModelArg::Cnn)]
+    pub model: ModelArg,
     /// Directory of the IDX `.gz` files (Fashion-MNIST's four names:
     /// `train-images-idx3-ubyte.gz`, …; any 10-class IDX set so named).
-    #[arg(long, default_value = "../shared/data/fashion-mnist")]
+    #[arg(long, default_value = DEFAULT_DATA)]
     pub data: PathBuf,
     /// SGD steps per training run (the budget; 2,000 is 256 epochs of the
     /// 1,000 training images; the MLP's table used 6,000).
@@ -51,13 +90,13 @@ pub struct ExperimentArgs {
     pub lr: f64,
     /// The step size over a run: `cosine` (from `--lr` to 0, so the final
     /// weights settle instead of stopping mid-walk) or `constant`.
-    #[arg(long, default_value = "cosine")]
-    pub lr_schedule: String,
+    #[arg(long, value_enum, default_value_t = LrScheduleArg::Cosine)]
+    pub lr_schedule: LrScheduleArg,
     /// Where learned policies start: `mid` (every op at p = ½, medium
     /// magnitudes), `little` (every op at p = 0.1, the default's
     /// magnitudes) or `default` (the default policy).
-    #[arg(long, default_value = "mid")]
-    pub phi_init: String,
+    #[arg(long, value_enum, default_value_t = PhiInitArg::Mid)]
+    pub phi_init: PhiInitArg,
     /// Validation images per meta step.
     #[arg(long, default_value_t = 256, value_parser = count_in(1, usize::MAX))]
     pub val_batch: usize,
@@ -93,36 +132,18 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     if !(0.0..1.0).contains(&args.meta_start) {
         return Err(metaug::Error::invalid("meta-start", "must be in [0, 1)"));
     }
-    let phi_init = match args.phi_init.as_str() {
-        "mid" => metaug::harness::experiment::phi_init(),
-        "little" => metaug::harness::experiment::phi_little(),
-        "default" => metaug::harness::experiment::phi_default(),
-        other => {
-            return Err(metaug::Error::invalid(
-                "phi-init",
-                format!("unknown `{other}` (known: mid, little, default)"),
-            ))
-        }
+    let phi_init = match args.phi_init {
+        PhiInitArg::Mid => metaug::harness::experiment::phi_init(),
+        PhiInitArg::Little => metaug::harness::experiment::phi_little(),
+        PhiInitArg::Default => metaug::harness::experiment::phi_default(),
     };
-    let model = match args.model.as_str() {
-        "cnn" => ModelKind::Cnn,
-        "mlp" => ModelKind::Mlp,
-        other => {
-            return Err(metaug::Error::invalid(
-                "model",
-                format!("unknown `{other}` (known: cnn, mlp)"),
-            ))
-        }
+    let model = match args.model {
+        ModelArg::Cnn => ModelKind::Cnn,
+        ModelArg::Mlp => ModelKind::Mlp,
     };
-    let lr_schedule = match args.lr_schedule.as_str() {
-        "constant" => LrSchedule::Constant,
-        "cosine" => LrSchedule::Cosine,
-        other => {
-            return Err(metaug::Error::invalid(
-                "lr-schedule",
-                format!("unknown `{other}` (known: constant, cosine)"),
-            ))
-        }
+    let lr_schedule = match args.lr_schedule {
+        LrScheduleArg::Constant => LrSchedule::Constant,
+        LrScheduleArg::Cosine => LrSchedule::Cosine,
     };
     if let Some(bad) = args
         .only
@@ -157,12 +178,24 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     let results = run_experiment(&data, &cfg, &mut |line| eprintln!("{line}"))?;
     let table = markdown_table(&results);
     println!("{table}");
+    // the flags that change what ran, so that the recorded command reruns it
+    let data_flag = if args.data == std::path::Path::new(DEFAULT_DATA) {
+        String::new()
+    } else {
+        format!(" --data {}", args.data.display())
+    };
+    let only_flag = if args.only.is_empty() {
+        String::new()
+    } else {
+        format!(" --only {}", args.only.join(","))
+    };
     let body = format!(
-        "`metaug experiment fashion-mnist --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
-         --tau {} --lr {} --lr-schedule {} --phi-init {} --val-batch {} --meta-start {} --neumann {}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
+        "`metaug experiment fashion-mnist{} --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
+         --tau {} --lr {} --lr-schedule {} --phi-init {} --val-batch {} --meta-start {} --neumann {}{}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
          images per class, full test set; {} step size; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
-        args.model,
+        data_flag,
+        name_of(args.model),
         cfg.train.steps,
         args.seeds,
         cfg.meta.every,
@@ -170,12 +203,13 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.meta.meta_lr,
         cfg.meta.tau,
         cfg.train.lr,
-        args.lr_schedule,
-        args.phi_init,
+        name_of(args.lr_schedule),
+        name_of(args.phi_init),
         cfg.meta.val_batch,
         cfg.meta.meta_start,
         cfg.meta.neumann,
         if cfg.skip_grid { " --skip-grid" } else { "" },
+        only_flag,
         match model {
             ModelKind::Cnn => "CNN conv 3×3 16 → pool → conv 3×3 32 → pool → linear, 20,490 weights".to_string(),
             ModelKind::Mlp => format!("MLP 784-{}-10", cfg.train.hidden),
@@ -184,7 +218,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.train.batch,
         cfg.per_class,
         cfg.per_class_val,
-        args.lr_schedule,
+        name_of(args.lr_schedule),
         cfg.meta.every,
         cfg.meta.inner_steps,
         cfg.meta.tau,
