@@ -330,20 +330,8 @@ fn learn_policy_rejects_bad_input_and_learns_on_a_tiny_set() {
 #[test]
 fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_fixed_schedule() {
     use metaug::harness::experiment::phi_none;
-    use metaug::meta::train::{
-        train, train_switch, ImageSet, MetaConfig, Method, ModelKind, TrainConfig,
-    };
-    let mut rng = SplitMix::new(2);
-    let n = 48;
-    let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
-    let data: Vec<f32> = (0..n * 64)
-        .map(|i| ((i / 64) % 2) as f32 * 0.5 + rng.uniform() as f32 * 0.5)
-        .collect();
-    let set = ImageSet {
-        images: Tensor::new(&[n, 1, 8, 8], data),
-        labels,
-        classes: 2,
-    };
+    use metaug::meta::train::{train, train_switch, MetaConfig, Method, ModelKind, TrainConfig};
+    let set = two_class_set();
     let mlp = TrainConfig {
         steps: 12,
         batch: 16,
@@ -381,6 +369,7 @@ fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_f
             cfg.model
         );
         assert!(out.phi.iter().all(|v| v.is_finite()));
+        assert_eq!(out.knots, [out.phi], "one knot: φ is constant");
         let shapes: Vec<_> = out
             .model
             .params
@@ -414,6 +403,75 @@ fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_f
         train_switch(&set, &cfg, d, 6, phi_none()).model.params,
         fixed(d)
     );
+}
+
+/// 48 images 8×8 of two classes (bright and dark halves of the range).
+fn two_class_set() -> metaug::meta::train::ImageSet {
+    let mut rng = SplitMix::new(2);
+    let n = 48;
+    let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
+    let data: Vec<f32> = (0..n * 64)
+        .map(|i| ((i / 64) % 2) as f32 * 0.5 + rng.uniform() as f32 * 0.5)
+        .collect();
+    metaug::meta::train::ImageSet {
+        images: Tensor::new(&[n, 1, 8, 8], data),
+        labels,
+        classes: 2,
+    }
+}
+
+/// φ(t) with three knots (t = 0, ½, 1) and meta steps at t = ½, ⅔, ⅚:
+/// the first knot never gets a gradient and stays at the start, the other
+/// two move, and every step after the start reads φ(t) between them.
+#[test]
+fn learned_phi_schedule_moves_the_knots_around_its_meta_steps() {
+    use metaug::harness::experiment::phi_none;
+    use metaug::meta::train::{train, MetaConfig, Method, ModelKind, TrainConfig};
+    let set = two_class_set();
+    for (model, method) in [
+        (ModelKind::Mlp, Method::Maml),
+        (ModelKind::Cnn, Method::Reptile),
+    ] {
+        let cfg = TrainConfig {
+            model,
+            steps: 12,
+            batch: 16,
+            hidden: 8,
+            ..TrainConfig::default()
+        };
+        let meta = MetaConfig {
+            method,
+            every: 2,
+            val_batch: 8,
+            phi_init: phi_default(),
+            meta_start: 0.5,
+            knots: 3,
+            ..MetaConfig::default()
+        };
+        let mut seen = Vec::new();
+        let out = train(&set, &set, &cfg, phi_none(), Some(&meta), &mut |s, phi| {
+            seen.push((s, *phi))
+        });
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [6, 8, 10]);
+        assert_eq!(out.knots.len(), 3, "{method:?}");
+        assert_eq!(out.knots[0], phi_default(), "{method:?}: no step at t < ½");
+        for j in [1, 2] {
+            assert_ne!(
+                out.knots[j],
+                phi_default(),
+                "{method:?}: knot {j} learned nothing"
+            );
+            assert!(out.knots[j].iter().all(|v| v.is_finite()));
+        }
+        // the last step (11 of 12) read φ(t) of the final knots
+        let f = 11.0 / 12.0 * 2.0 - 1.0;
+        for k in 0..7 {
+            let want = (1.0 - f) * out.knots[1][k] + f * out.knots[2][k];
+            assert!((out.phi[k] - want).abs() < 1e-12, "{method:?} entry {k}");
+        }
+        // each meta step reported φ at its own t, not the end's
+        assert_ne!(seen[2].1, out.phi);
+    }
 }
 
 #[test]

@@ -74,6 +74,17 @@ fn bad_meta_settings_are_clear_errors() {
             "--neumann",
         ),
         (
+            vec![
+                "experiment",
+                "fashion-mnist",
+                "--data",
+                dir,
+                "--phi-knots",
+                "65",
+            ],
+            "--phi-knots",
+        ),
+        (
             vec!["experiment", "fashion-mnist", "--data", dir, "--lr=-1"],
             "--lr",
         ),

@@ -9,6 +9,7 @@ use crate::cli::args::{count_in, parse_positive, MAX_INNER_STEPS, MAX_STEPS};
 use metaug::harness::experiment::{
     load_fashion_mnist, markdown_table, run_experiment, write_section, ExperimentConfig,
 };
+use metaug::meta::schedule::MAX_KNOTS;
 use metaug::meta::train::{LrSchedule, ModelKind};
 
 /// Most seeds one run takes (each is a full set of training runs).
@@ -109,6 +110,10 @@ pub struct ExperimentArgs {
     /// longer look-ahead than the k unrolled steps; 1: none).
     #[arg(long, default_value_t = 1, value_parser = count_in(1, MAX_INNER_STEPS))]
     pub neumann: usize,
+    /// Knots of the learned φ(t) over training progress (1: one φ for the
+    /// whole run; K > 1: φ at K evenly spaced points, linear between them).
+    #[arg(long, default_value_t = 1, value_parser = count_in(1, MAX_KNOTS))]
+    pub phi_knots: usize,
     /// Run only these rows, comma-separated (none, default, trivial, grid,
     /// control, maml, reptile); all by default.
     #[arg(long, value_delimiter = ',')]
@@ -173,6 +178,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     cfg.meta.val_batch = args.val_batch;
     cfg.meta.meta_start = args.meta_start;
     cfg.meta.neumann = args.neumann;
+    cfg.meta.knots = args.phi_knots;
     cfg.only = args.only.clone();
     cfg.meta.phi_init = phi_init;
     let results = run_experiment(&data, &cfg, &mut |line| eprintln!("{line}"))?;
@@ -191,7 +197,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     };
     let body = format!(
         "`metaug experiment fashion-mnist{} --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
-         --tau {} --lr {} --lr-schedule {} --phi-init {} --val-batch {} --meta-start {} --neumann {}{}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
+         --tau {} --lr {} --lr-schedule {} --phi-init {} --val-batch {} --meta-start {} --neumann {} --phi-knots {}{}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
          images per class, full test set; {} step size; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
         data_flag,
@@ -208,6 +214,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.meta.val_batch,
         cfg.meta.meta_start,
         cfg.meta.neumann,
+        cfg.meta.knots,
         if cfg.skip_grid { " --skip-grid" } else { "" },
         only_flag,
         match model {

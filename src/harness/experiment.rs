@@ -230,6 +230,23 @@ pub fn describe(phi: &[f64; NUM_PHI]) -> String {
     )
 }
 
+/// A learned φ(t) in human units: its one φ, or each knot at its point of
+/// training progress.
+pub fn describe_learned(knots: &[[f64; NUM_PHI]]) -> String {
+    match knots {
+        [phi] => describe(phi),
+        _ => {
+            let last = knots.len().saturating_sub(1).max(1) as f64;
+            let parts: Vec<String> = knots
+                .iter()
+                .enumerate()
+                .map(|(j, phi)| format!("at {:.0} %: {}", 100.0 * j as f64 / last, describe(phi)))
+                .collect();
+            parts.join(" / ")
+        }
+    }
+}
+
 /// The rows of the experiment's table, in order.
 const ROWS: [&str; 7] = [
     "no augmentation",
@@ -377,7 +394,7 @@ pub fn run_experiment(
             let out = train(&tr, &va, &tc, phi_none(), Some(&mc), &mut |_, _| {});
             let secs = t0.elapsed().as_secs_f64();
             let (acc, v) = score(&out.model);
-            record(slot, acc, v, secs, describe(&out.phi), log);
+            record(slot, acc, v, secs, describe_learned(&out.knots), log);
         }
     }
     Ok(results)

@@ -15,6 +15,7 @@
 //!   [`maml`] (the exact second-order hypergradient through k inner steps)
 //!   and [`reptile`] (the first-order estimate);
 //! - [`presets`]: `none`, `default` and the learners' starts as φ;
+//! - [`schedule`]: φ as a function of training progress (knots);
 //! - [`train`]: online training with a fixed or a learning policy;
 //! - [`learn`], [`plot`]: [`learn_policy`] and the PNG of φ over the steps.
 //!
@@ -43,6 +44,7 @@ pub mod plot;
 pub mod presets;
 pub mod relaxed;
 pub mod rng;
+pub mod schedule;
 pub mod train;
 
 // The engine's, the models' and the solvers' modules at their former paths.

@@ -381,8 +381,15 @@ pub fn reptile_step<F: Float>(
     for k in 0..NUM_PHI {
         phi[k] += beta * d[k];
     }
+    interpolate_weights(params, &out.adapted, beta);
+    out
+}
+
+/// Reptile's move of the weights: `θ ← θ + β(θ_k − θ)` towards the adapted
+/// weights `adapted` (θ_k itself when β = 1).
+pub fn interpolate_weights<F: Float>(params: &mut [Tensor<F>], adapted: &[Tensor<F>], beta: f64) {
     let b = F::from_f64(beta);
-    for (w, wk) in params.iter_mut().zip(&out.adapted) {
+    for (w, wk) in params.iter_mut().zip(adapted) {
         if beta == 1.0 {
             // θ_k itself (θ + 1·(θ_k − θ) may round away from it)
             w.data_mut().copy_from_slice(wk.data());
@@ -392,5 +399,4 @@ pub fn reptile_step<F: Float>(
             *a += b * (c - *a);
         }
     }
-    out
 }

@@ -16,12 +16,24 @@
 //!   weights and φ. Other steps are hard-mode SGD steps as above;
 //! - with a delayed start (`MetaConfig::meta_start` > 0), φ is held at its
 //!   start for that fraction of the steps (hard-mode SGD steps) and the meta
-//!   steps begin after it, every `every` steps from there.
+//!   steps begin after it, every `every` steps from there;
+//! - with `MetaConfig::knots` > 1 the learned φ is a function of training
+//!   progress, φ(t) with `t = step / steps` ([`PhiSchedule`]): each step reads
+//!   φ(t), each meta step's hypergradient moves the knots around `t`.
+//!
+//! Hard-mode augmentation (the loader's semantics) is in `hard`, the
+//! TrivialAugment-style baseline in `trivial`.
 
 use std::rc::Rc;
 
-use super::augment::{augment_forward, params_row, AugmentShape, SampleKey, NUM_PARAMS};
-use super::bilevel::{Adam, Inner, TrainBatch, ValBatch};
+mod hard;
+mod trivial;
+
+pub use hard::{augment_hard, augment_hard_bytes, image_bytes};
+pub use trivial::trivial_augment_phis;
+
+use super::augment::{AugmentShape, SampleKey};
+use super::bilevel::{Inner, TrainBatch, ValBatch};
 use super::maml;
 use super::mlp::Activation;
 use super::model::cnn::CnnShape;
@@ -29,10 +41,10 @@ use super::model::{Arch, Model};
 use super::relaxed::{draws, NUM_PHI};
 use super::reptile;
 use super::rng::SplitMix;
+use super::schedule::PhiSchedule;
 use super::tensor::Tensor;
-use crate::decode::ImageView;
-use crate::ops::{augment_into, OutputSpec};
-use crate::policy::Policy;
+use hard::never_applies;
+use trivial::trivial_augment_batch;
 
 /// A labelled image set in `[0, 1]`, `[N, C, H, W]`.
 #[derive(Clone, Debug)]
@@ -123,6 +135,11 @@ pub struct MetaConfig {
     /// Neumann terms for the inverse Hessian at the current weights
     /// ([`Inner::neumann`]); 1: the plain `k`-step hypergradient.
     pub neumann: usize,
+    /// Knots of the learned φ(t) over the run ([`PhiSchedule`]): 1 learns
+    /// one φ for every step; `K` > 1 learns φ at `K` evenly spaced points of
+    /// training progress, linear between them, each meta step moving the
+    /// two knots around its step.
+    pub knots: usize,
 }
 
 impl Default for MetaConfig {
@@ -139,6 +156,7 @@ impl Default for MetaConfig {
             phi_init: [0.0; NUM_PHI],
             meta_start: 0.0,
             neumann: 1,
+            knots: 1,
         }
     }
 }
@@ -239,6 +257,9 @@ pub struct Trained {
     pub model: Model<f32>,
     /// φ at the end (the fixed policy when nothing was learned).
     pub phi: [f64; NUM_PHI],
+    /// The learned φ(t)'s knots, `t = 0` first (one when φ is constant;
+    /// empty without meta-learning).
+    pub knots: Vec<[f64; NUM_PHI]>,
     /// φ after every meta step (empty without meta-learning).
     pub history: Vec<[f64; NUM_PHI]>,
 }
@@ -278,7 +299,7 @@ impl Batches {
 }
 
 /// The per-sample Philox addresses of a batch.
-fn keys(seed: u64, epoch: u64, idx: &[usize]) -> Vec<SampleKey> {
+pub(super) fn keys(seed: u64, epoch: u64, idx: &[usize]) -> Vec<SampleKey> {
     idx.iter()
         .map(|&i| SampleKey {
             seed,
@@ -286,125 +307,6 @@ fn keys(seed: u64, epoch: u64, idx: &[usize]) -> Vec<SampleKey> {
             sample: i as u64,
         })
         .collect()
-}
-
-/// True when φ can never apply any op (the `none` policy): augmentation
-/// is then the identity and is skipped.
-fn never_applies(phi: &[f64; NUM_PHI]) -> bool {
-    [0, 2, 4, 5].iter().all(|&k| phi[k] == f64::NEG_INFINITY)
-}
-
-/// The loader's policy for φ (hard mode does not use τ).
-fn hard_policy(phi: &[f64; NUM_PHI]) -> Policy {
-    Policy {
-        phi: phi.map(|v| v as f32),
-        tau: crate::policy::DEFAULT_TAU,
-    }
-}
-
-/// Images `[N, C, H, W]` whose every value is a byte / 255 (as loaded
-/// images are), as the loader's sources: `[N, H, W, C]` bytes. `None` when
-/// some value is not on that grid.
-pub fn image_bytes(images: &Tensor<f32>) -> Option<Vec<u8>> {
-    let s = images.shape();
-    if s.len() != 4 {
-        return None;
-    }
-    let (c, hw) = (s[1], s[2] * s[3]);
-    let mut out = vec![0u8; images.len()];
-    for (src, dst) in images.data().chunks(c * hw).zip(out.chunks_mut(c * hw)) {
-        for (ch, plane) in src.chunks(hw).enumerate() {
-            for (k, &v) in plane.iter().enumerate() {
-                let q = (v * 255.0).round();
-                if !(0.0..=255.0).contains(&q) || q as u8 as f32 / 255.0 != v {
-                    return None;
-                }
-                dst[k * c + ch] = q as u8;
-            }
-        }
-    }
-    Some(out)
-}
-
-/// Hard-mode augmentation of a batch (loader semantics) to `[n, D]`.
-///
-/// One source of truth with the loader: parameters from
-/// [`Policy::hard_params`](crate::policy::Policy::hard_params) on the
-/// sample's draws and, for images of bytes / 255, the loader's own
-/// [`augment_into`] (f32 output, mean 0, std 1); large batches spread
-/// over threads (see [`PARALLEL_MIN_ELEMENTS`](super::augment::PARALLEL_MIN_ELEMENTS)).
-/// Other images go through the meta node's forward, the same formulas on
-/// f32 pixels.
-pub fn augment_hard(
-    images: &Tensor<f32>,
-    keys: &[SampleKey],
-    phi: &[f64; NUM_PHI],
-    shape: &AugmentShape,
-) -> Tensor<f32> {
-    let n = keys.len();
-    let d = images.len() / n.max(1);
-    if never_applies(phi) {
-        return images.clone().reshape(&[n, d]);
-    }
-    match image_bytes(images) {
-        Some(bytes) => {
-            let rows: Vec<usize> = (0..n).collect();
-            augment_hard_bytes(&bytes, &rows, keys, phi, shape)
-        }
-        None => {
-            let policy = hard_policy(phi);
-            let params: Vec<f32> = keys
-                .iter()
-                .flat_map(|k| params_row(&policy.sample_hard(k.seed, k.epoch, k.sample)))
-                .collect();
-            let params = Tensor::new(&[n, NUM_PARAMS], params);
-            let out = augment_forward(images, &params, keys, shape);
-            let d_out = out.len() / n.max(1);
-            out.reshape(&[n, d_out])
-        }
-    }
-}
-
-/// [`augment_hard`] of rows `rows` of the `[N, H, W, C]` source bytes
-/// (from [`image_bytes`]), with the loader's [`augment_into`].
-pub fn augment_hard_bytes(
-    bytes: &[u8],
-    rows: &[usize],
-    keys: &[SampleKey],
-    phi: &[f64; NUM_PHI],
-    shape: &AugmentShape,
-) -> Tensor<f32> {
-    assert_eq!(rows.len(), keys.len(), "one key per row");
-    let (c, src) = (shape.channels, shape.src);
-    let plane_in = c * src.height as usize * src.width as usize;
-    let spec = OutputSpec::new(shape.out, c as u32);
-    let d_out = spec.sample_elements();
-    let n = rows.len();
-    let mut out = vec![0f32; n * d_out];
-    let policy = hard_policy(phi);
-    let parallel = out.len() >= super::augment::PARALLEL_MIN_ELEMENTS;
-    super::augment::for_each_chunk(
-        &mut out,
-        d_out,
-        parallel,
-        || (),
-        |_, b, o| {
-            let (r, k) = (rows[b], &keys[b]);
-            let view = ImageView {
-                height: src.height,
-                width: src.width,
-                channels: c as u32,
-                data: &bytes[r * plane_in..(r + 1) * plane_in],
-            };
-            let params = policy.sample_hard(k.seed, k.epoch, k.sample);
-            augment_into(view, &params, k.noise(), &spec, bytemuck::cast_slice_mut(o));
-            // augment_into writes little-endian f32
-            for v in o.iter_mut() {
-                *v = f32::from_bits(u32::from_le(v.to_bits()));
-            }
-        },
-    );
-    Tensor::new(&[n, d_out], out)
 }
 
 /// Trains an MLP on `train` for `cfg.steps` steps, with the fixed policy
@@ -436,42 +338,6 @@ pub fn train_trivial_augment(train: &ImageSet, cfg: &TrainConfig) -> Trained {
         None,
         &mut |_, _| {},
     )
-}
-
-/// TrivialAugment's five choices as one-op policies (op probability 1,
-/// the others 0); hard mode then draws the magnitude uniformly: crop area
-/// in `[0.35, 1]` (the `default` policy's strongest), rotation in ±30°,
-/// flip, noise σ in `[0, 0.1]`. The first is the identity.
-pub fn trivial_augment_phis() -> [[f64; NUM_PHI]; 5] {
-    let off = f64::NEG_INFINITY;
-    let on = f64::INFINITY;
-    // magnitudes: min area 0.35, 30°, σ ≤ 0.1
-    let logit = |p: f64| (p / (1.0 - p)).ln();
-    let base = [
-        off,
-        logit(0.35),
-        off,
-        logit(30.0 / 180.0),
-        off,
-        off,
-        0.1f64.exp_m1().ln(),
-    ];
-    std::array::from_fn(|op| {
-        let mut phi = base;
-        if let Some(&gate) = [0usize, 2, 4, 5].get(op.wrapping_sub(1)) {
-            phi[gate] = on;
-        }
-        phi
-    })
-}
-
-/// Which of [`trivial_augment_phis`] sample `k` gets: uniform over the
-/// five, from a hash of its Philox address (independent of its draws).
-fn trivial_choice(k: &SampleKey) -> usize {
-    let mut h = SplitMix::new(
-        k.seed ^ k.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k.sample.rotate_left(29) ^ 0x7A,
-    );
-    h.below(5)
 }
 
 /// The fixed augmentation of a run without meta-learning.
@@ -510,39 +376,6 @@ pub fn train_switch(
     )
 }
 
-/// The TrivialAugment-style batch: rows grouped by their op, each group
-/// augmented in hard mode with its one-op policy, put back in order.
-fn trivial_augment_batch(
-    train: &ImageSet,
-    bytes: Option<&[u8]>,
-    idx: &[usize],
-    ks: &[SampleKey],
-    shape: &AugmentShape,
-) -> Tensor<f32> {
-    let phis = trivial_augment_phis();
-    let n = idx.len();
-    let mut out: Option<Vec<f32>> = None;
-    let mut d_out = 0;
-    for (op, phi) in phis.iter().enumerate() {
-        let members: Vec<usize> = (0..n).filter(|&b| trivial_choice(&ks[b]) == op).collect();
-        if members.is_empty() {
-            continue;
-        }
-        let rows: Vec<usize> = members.iter().map(|&b| idx[b]).collect();
-        let keys: Vec<SampleKey> = members.iter().map(|&b| ks[b]).collect();
-        let x = match bytes {
-            Some(b) if !never_applies(phi) => augment_hard_bytes(b, &rows, &keys, phi, shape),
-            _ => augment_hard(&train.gather(&rows).0, &keys, phi, shape),
-        };
-        d_out = x.len() / members.len();
-        let buf = out.get_or_insert_with(|| vec![0.0; n * d_out]);
-        for (r, &b) in members.iter().enumerate() {
-            buf[b * d_out..(b + 1) * d_out].copy_from_slice(&x.data()[r * d_out..(r + 1) * d_out]);
-        }
-    }
-    Tensor::new(&[n, d_out], out.unwrap_or_default())
-}
-
 fn run(
     train: &ImageSet,
     val: &ImageSet,
@@ -571,7 +404,7 @@ fn run(
             [off, 0.0, off, 0.0, off, off, 0.0]
         }
     };
-    let mut adam = Adam::new(meta.map_or(0.0, |m| m.meta_lr));
+    let mut schedule = meta.map(|m| PhiSchedule::new(m.phi_init, m.knots, m.meta_lr));
     let mut history = Vec::new();
     let mut batches = Batches::new(train.len(), cfg.seed);
     let mut rng = SplitMix::new(cfg.seed ^ 0xA11CE);
@@ -585,6 +418,11 @@ fn run(
             phi = then;
         }
         let lr = cfg.lr_at(step);
+        // training progress, where φ(t) is read
+        let t = step as f64 / cfg.steps as f64;
+        if let Some(s) = schedule.as_ref().filter(|_| step >= start) {
+            phi = s.at(t);
+        }
         let (idx, epoch) = batches.next(cfg.batch);
         let (images, labels) = train.gather(&idx);
         let ks = keys(cfg.seed, epoch, &idx);
@@ -618,25 +456,29 @@ fn run(
                 x: Tensor::new(&[vidx.len(), d], vx),
                 labels: vidx.iter().map(|&i| val.labels[i]).collect(),
             };
+            let schedule = schedule.as_mut().expect("a schedule when meta-learning");
             match m.method {
                 Method::Maml => {
                     let (_, g) =
                         maml::hypergradient(&model.params, &phi, &inner_batches, &vb, &inner);
-                    adam.step(&mut phi, &g);
+                    schedule.step(t, &g, 1.0);
                 }
                 Method::Reptile => {
-                    reptile::reptile_step(
-                        &mut model.params,
-                        &mut phi,
-                        &mut adam,
+                    // reptile::reptile_step, with φ(t)'s knots for φ
+                    let out = reptile::first_order_hypergradient(
+                        &model.params,
+                        &phi,
                         &inner_batches,
                         &vb,
                         &inner,
-                        m.beta,
+                        reptile::Estimator::Adjoint,
                         m.radius,
                     );
+                    schedule.step(t, &out.grad, m.beta);
+                    reptile::interpolate_weights(&mut model.params, &out.adapted, m.beta);
                 }
             }
+            phi = schedule.at(t);
             history.push(phi);
             progress(step, &phi);
             if m.method == Method::Reptile {
@@ -655,6 +497,7 @@ fn run(
     Trained {
         model,
         phi,
+        knots: schedule.map(|s| s.knots().to_vec()).unwrap_or_default(),
         history,
     }
 }
@@ -695,49 +538,5 @@ mod tests {
             ..cfg
         };
         assert!((0..100).all(|t| flat.lr_at(t) == 0.2));
-    }
-
-    /// Every sample of a TrivialAugment-style batch is its one-op policy's
-    /// hard augmentation, and every op is chosen.
-    #[test]
-    fn trivial_augment_gives_each_sample_one_op() {
-        let mut rng = SplitMix::new(5);
-        let n = 200;
-        let set = ImageSet {
-            images: Tensor::new(
-                &[n, 1, 8, 8],
-                (0..n * 64).map(|_| rng.below(256) as f32 / 255.0).collect(),
-            ),
-            labels: vec![0; n],
-            classes: 1,
-        };
-        let shape = AugmentShape {
-            channels: 1,
-            src: crate::ops::Size::new(8, 8),
-            out: crate::ops::Size::new(8, 8),
-        };
-        let idx: Vec<usize> = (0..n).collect();
-        let ks = keys(9, 3, &idx);
-        let bytes = image_bytes(&set.images).unwrap();
-        let out = trivial_augment_batch(&set, Some(&bytes), &idx, &ks, &shape);
-        let phis = trivial_augment_phis();
-        let mut counts = [0usize; 5];
-        for b in 0..n {
-            let op = trivial_choice(&ks[b]);
-            counts[op] += 1;
-            let want = augment_hard_bytes(&bytes, &[b], &ks[b..=b], &phis[op], &shape);
-            assert_eq!(
-                &out.data()[b * 64..(b + 1) * 64],
-                want.data(),
-                "sample {b}, op {op}"
-            );
-        }
-        // 200 uniform draws over 5: each near 40
-        assert!(counts.iter().all(|&c| (20..=60).contains(&c)), "{counts:?}");
-        // the identity choice leaves the image as it is (normalised as the
-        // loader does: not the raw pixels, but the same for every op-free row)
-        let none = augment_hard_bytes(&bytes, &[0], &ks[..1], &phis[0], &shape);
-        let plain = augment_hard(&set.gather(&[0]).0, &ks[..1], &phis[0], &shape);
-        assert_eq!(none.data(), plain.data());
     }
 }
