@@ -45,6 +45,7 @@ on_emulator_and_gpu!(
     philox_on_the_device_matches_the_cpu,
     identity_mirror_and_noise_are_exact,
     overlapping_batches_never_clobber_each_other,
+    a_handed_over_buffer_leaves_the_pool,
     relaunch_reproduces_the_last_batch,
     bad_batches_are_errors,
 );
@@ -256,6 +257,62 @@ fn overlapping_batches_never_clobber_each_other<B: Backend>(dev: B, rng: &mut St
             "batch {k} again"
         );
     }
+}
+
+/// A buffer handed over with `into_buffer_for` (what the candle zero-copy
+/// path does with a batch) leaves the augmenter's pool: it keeps the batch's
+/// bytes while later batches are made and dropped, none of them is written
+/// into it, and the pool goes on reusing the buffers it still has.
+fn a_handed_over_buffer_leaves_the_pool<B: Backend>(dev: B, rng: &mut StdRng, _: Scale) {
+    let s = spec(Size::new(24, 20), 3, DType::F32, Layout::Nchw);
+    let mut aug = GpuAugmenter::new(&dev).unwrap();
+    aug.poison_outputs(Some(0xFF));
+    let batches: Vec<Batch> = (0..6)
+        .map(|_| Batch::random(rng, 4, 3, 48, Ops::All))
+        .collect();
+    // the pool at work: a dropped batch's buffer is the next batch's
+    let d = batches[0].run(&mut aug, &s, 7, 0);
+    let ptr = d.device_ptr();
+    drop(d);
+    let d = batches[1].run(&mut aug, &s, 7, 1);
+    assert_eq!(d.device_ptr(), ptr, "a dropped batch's buffer is reused");
+    // a reader on another stream, declared; then the buffer handed over
+    let want = d.to_host().unwrap();
+    let bytes = d.num_bytes();
+    let reader = dev.new_stream().unwrap();
+    let mut d = d;
+    d.wait_on(&reader).unwrap();
+    d.release_after(&reader).unwrap();
+    let consumer = dev.new_stream().unwrap();
+    let held = d.into_buffer_for(&consumer).unwrap();
+    assert_eq!(
+        dev.address(&held),
+        ptr,
+        "the batch's own memory, not a copy"
+    );
+    let read = |buf: &_| {
+        let mut out = vec![0u8; bytes];
+        dev.download_into(&consumer, buf, &mut out).unwrap();
+        out
+    };
+    assert_eq!(read(&held), want, "the handed-over bytes are the batch");
+    case_checked();
+    let mut reused = None;
+    for (k, b) in batches.iter().enumerate().skip(2) {
+        let d = b.run(&mut aug, &s, 7, k as u64);
+        assert_ne!(
+            d.device_ptr(),
+            ptr,
+            "batch {k} written into the held buffer"
+        );
+        assert_eq!(*reused.get_or_insert(d.device_ptr()), d.device_ptr());
+        drop(d);
+        assert_eq!(read(&held), want, "the held buffer after batch {k}");
+        case_checked();
+    }
+    // its new owner frees it, on the consumer's stream
+    drop(held);
+    dev.sync_stream(&consumer).unwrap();
 }
 
 #[test]

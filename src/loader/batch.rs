@@ -239,6 +239,21 @@ impl Batch {
         }
     }
 
+    /// The device buffer by value, for a batch made on a CUDA device (to
+    /// hand its memory to another library: see
+    /// [`DeviceBatch::into_buffer_for`]); the batch itself (boxed)
+    /// otherwise. The labels and indices go with the rest of the batch:
+    /// read them first.
+    pub fn into_device(mut self) -> std::result::Result<DeviceBatch, Box<Batch>> {
+        match std::mem::replace(&mut self.images, Images::Host(HostBuffer::default())) {
+            Images::Device(d) => Ok(d),
+            other => {
+                self.images = other;
+                Err(Box::new(self))
+            }
+        }
+    }
+
     /// The image bytes on the host wherever the batch lives: borrowed for a
     /// host batch, copied back (after the batch is ready) for a device batch.
     pub fn to_host_bytes(&self) -> Result<Cow<'_, [u8]>> {

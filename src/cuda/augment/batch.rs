@@ -129,6 +129,38 @@ impl<B: Backend> DeviceBatch<B> {
         self.buf.as_ref().map_or(0, |b| self.device.address(b))
     }
 
+    /// Ends the batch and hands its buffer over to work on `consumer`, for
+    /// a library that takes ownership of device memory (a framework tensor
+    /// wrapping it without a copy).
+    ///
+    /// `consumer` first waits for the batch's kernel and for every reader
+    /// declared with [`release_after`](Self::release_after), so whatever is
+    /// queued on it from now on (the new owner's reads, and the buffer's
+    /// free if it is freed on `consumer`) comes after them. The buffer
+    /// leaves the augmenter's pool for good: no later batch is written into
+    /// it, however long the new owner keeps it; the augmenter allocates a
+    /// fresh buffer instead. Its first [`num_bytes`](Self::num_bytes) bytes
+    /// are the batch (the allocation may be larger).
+    ///
+    /// An error (the batch holds no buffer, or the waits could not be
+    /// queued) drops the batch as usual.
+    pub fn into_buffer_for(mut self, consumer: &B::Stream) -> Result<B::Buf<u8>> {
+        let no_buffer =
+            || crate::Error::invalid("device batch", "the batch holds no device buffer");
+        if self.buf.is_none() {
+            return Err(no_buffer());
+        }
+        // the kernel (and anything else queued on the batch's stream)
+        let written = self.device.new_event()?;
+        self.device.record(&written, &self.stream)?;
+        self.device.wait(consumer, &written)?;
+        for e in &self.release {
+            self.device.wait(consumer, e)?;
+        }
+        // `Drop` then finds no buffer: nothing goes back to the pool
+        self.buf.take().ok_or_else(no_buffer)
+    }
+
     /// Copies the batch to the host (waits for it): little-endian elements in
     /// the batch's layout, `num_bytes()` bytes.
     pub fn to_host(&self) -> Result<Vec<u8>> {

@@ -17,12 +17,16 @@
 //! 38.5 MB, in a few milliseconds), and the batch's buffer is free for the
 //! loader again as soon as the batch is dropped.
 //!
-//! A batch made on a CUDA device is refused here with a clear error (copy it
-//! to the host with [`Batch::to_host_bytes`], or use its raw device pointer);
-//! wrapping the device buffer in a candle CUDA tensor without a copy needs
-//! candle-core's `cuda` feature, whose kernels need `nvcc` to build.
+//! A batch made on a CUDA device is refused here with a clear error: with
+//! the feature `candle-cuda`, [`cuda::into_cuda_tensors`] wraps its device
+//! memory in a candle CUDA tensor without a copy (candle-core's `cuda`
+//! feature, whose kernels need `nvcc` to build); without it, copy the batch
+//! to the host with [`Batch::to_host_bytes`], or use its raw device pointer.
 
 use candle_core::{DType as CDType, Device, Tensor};
+
+#[cfg(feature = "candle-cuda")]
+pub mod cuda;
 
 use crate::loader::Batch;
 use crate::ops::DType;
