@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Lints (cargo clippy, so type-checks) metaug's `candle-cuda` feature on a
-# machine without a CUDA toolkit: the zero-copy path of
-# src/adapters/candle/cuda.rs against candle-core's real CUDA backend.
+# Lints (cargo clippy) and compiles (cargo build of the library, an rlib)
+# metaug's `candle-cuda` feature on a machine without a CUDA toolkit: the
+# zero-copy path of src/adapters/candle/cuda.rs against candle-core's real
+# CUDA backend.
 #
 # candle-core's `cuda` feature depends on candle-kernels, whose build script
 # compiles candle's own kernels with nvcc (PTX, and a static library of
@@ -10,8 +11,8 @@
 # check builds against a copy of candle-kernels, taken from the cargo
 # registry at the version in Cargo.lock, whose build script writes empty
 # PTX constants and compiles nothing; it is patched in with `--config` for
-# this one command, and Cargo.lock is restored afterwards. Nothing is linked
-# (a check), so the missing kernels cannot leak into a binary.
+# these commands, and Cargo.lock is restored afterwards. Nothing is linked
+# (no binary is made), so the missing kernels cannot leak into one.
 #
 # Run from anywhere: bash .ci/candle-cuda-check.sh
 set -euo pipefail
@@ -56,6 +57,8 @@ PY
 lock_backup=$(mktemp)
 cp Cargo.lock "$lock_backup"
 trap 'cp "$lock_backup" Cargo.lock; rm -f "$lock_backup"' EXIT
-cargo clippy --release --offline --features candle-cuda --lib \
-  --config "patch.crates-io.candle-kernels.path=\"$stub\"" -- -D warnings
-echo "candle-cuda: the zero-copy path type-checks and lints against candle-core's CUDA backend"
+patch=(--config "patch.crates-io.candle-kernels.path=\"$stub\"")
+cargo clippy --release --offline --features candle-cuda --lib "${patch[@]}" -- -D warnings
+# and compiled to machine code (an rlib: nothing is linked)
+cargo build --release --offline --features candle-cuda --lib "${patch[@]}"
+echo "candle-cuda: the zero-copy path lints and compiles against candle-core's CUDA backend"
