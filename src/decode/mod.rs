@@ -1,4 +1,4 @@
-//! Records to pixels: JPEG through libjpeg-turbo ([`turbo`]: whole, a
+//! Records to pixels: JPEG through libjpeg-turbo (whole, a
 //! region, or DCT-scaled), PNG through the `image` crate, both with limits;
 //! raw pixels borrowed without a copy; grey ↔ RGB conversion.
 //!
@@ -24,7 +24,7 @@
 //! from record to record; conversions happen in place in that buffer, so a
 //! decode thread allocates nothing once its buffer has grown.
 
-mod region;
+pub mod region;
 mod turbo;
 
 use std::io::Cursor;

@@ -258,7 +258,7 @@ const ROWS: [&str; 7] = [
     "Reptile (learned)",
 ];
 
-/// Short names of [`ROWS`], for choosing rows to run.
+/// Short names of the table's rows, in order, for choosing rows to run.
 pub const ROW_KEYS: [&str; 7] = [
     "none", "default", "trivial", "grid", "control", "maml", "reptile",
 ];

@@ -2,7 +2,7 @@
 //! dataset directory is taken ([`Dataset::open`](crate::shard::Dataset::open),
 //! the CLI's `DIR` arguments, `pack -o`, `precompute --out`).
 //!
-//! The store is reached through the [`object_store`] crate, behind the cargo
+//! The store is reached through the `object_store` crate, behind the cargo
 //! feature `s3` (off by default). Without it, an `s3://` path is a clear
 //! error naming the feature.
 //!

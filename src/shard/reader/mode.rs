@@ -7,7 +7,7 @@ use std::str::FromStr;
 use crate::{Error, Result};
 
 /// How a dataset's shard files are read. Chosen when the dataset is opened
-/// ([`Dataset::open_with`]) and kept for its lifetime.
+/// ([`Dataset::open_with`](crate::shard::Dataset::open_with)) and kept for its lifetime.
 ///
 /// | | [`Mmap`](ReadMode::Mmap) (default) | [`Pread`](ReadMode::Pread) |
 /// | --- | --- | --- |
