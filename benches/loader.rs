@@ -32,9 +32,13 @@
 //! - libjpeg-turbo's whole-image decode-only rate (the new decoder);
 //! - the loader with region decode (exact, the default), with
 //!   `decode_scale(Auto)` (DCT-scaled), and with whole images;
-//!   goals: region / previous ceiling >= 1.15, scale auto >= 1.6.
+//!   goals: region / previous ceiling >= 1.15, scale auto >= 1.6;
+//! - the loader with region decode, exact and scale auto, over the same
+//!   photos packed with `--restart-markers` (virtual JPEGs of each sample's
+//!   MCUs, `decode::restart`), against the same ceiling of the original
+//!   files.
 //!
-//! `cargo bench --bench loader` (about 4 min on 2 cores).
+//! `cargo bench --bench loader` (about 5 min on 2 cores).
 
 mod common;
 
@@ -156,7 +160,7 @@ fn decode_only_previous(pool: &rayon::ThreadPool, ds: &Dataset, from: u64, count
 
 /// Issue 20: the loader with region decode (exact, and DCT-scaled) against
 /// the previous decoder's decode-only ceiling, interleaved.
-fn region_decode_figures(pool: &rayon::ThreadPool, ds: &Arc<Dataset>) {
+fn region_decode_figures(pool: &rayon::ThreadPool, ds: &Arc<Dataset>, cut: Option<&Arc<Dataset>>) {
     const PASSES: u64 = 4;
     let count = PASSES * ds.len();
     let auto = RegionDecode {
@@ -169,7 +173,10 @@ fn region_decode_figures(pool: &rayon::ThreadPool, ds: &Arc<Dataset>) {
         "loader, region decode (exact, default)",
         "loader, region decode + scale auto",
         "loader, whole images (libjpeg-turbo)",
+        "loader, region decode, photos packed with restart markers",
+        "loader, region decode + scale auto, photos packed with restart markers",
     ];
+    let names = &names[..if cut.is_some() { 7 } else { 5 }];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..ROUNDS {
@@ -185,9 +192,14 @@ fn region_decode_figures(pool: &rayon::ThreadPool, ds: &Arc<Dataset>) {
                     let ((), t, c) = common::wall_and_cpu(|| decode_only(pool, ds, 0, count));
                     (count, t.as_secs_f64(), c.as_secs_f64())
                 }
-                _ => {
+                2..=4 => {
                     let mode = [RegionDecode::default(), auto, RegionDecode::WHOLE][k - 2];
                     loader_run(|| photos_loader_with(ds, PASSES, Device::Cpu, mode))
+                }
+                _ => {
+                    let mode = [RegionDecode::default(), auto][k - 5];
+                    let cut = cut.expect("names stop at 5 without it");
+                    loader_run(|| photos_loader_with(cut, PASSES, Device::Cpu, mode))
                 }
             };
             w.push(n as f64 / secs);
@@ -208,7 +220,8 @@ region decode (issue 20), {THREADS} threads, 224x224x3 f32, default policy, {PAS
         let r: Vec<f64> = v[k].iter().zip(&v[of]).map(|(a, b)| a / b).collect();
         (median(r.clone()), r)
     };
-    for (k, goal) in [(2usize, 1.15), (3, 1.6)] {
+    let goals = [(2usize, 1.15), (3, 1.6), (5, 1.15), (6, 1.6)];
+    for &(k, goal) in goals.iter().filter(|(k, _)| *k < names.len()) {
         let (r, rs) = ratio(k, 0, &wall);
         let (c, _) = ratio(k, 0, &cpu);
         println!(
@@ -389,7 +402,11 @@ fn main() {
             median(cpu_ratios.clone()),
             fmt_ratios(&cpu_ratios)
         );
-        region_decode_figures(&pool, ds);
+        let cut = open(
+            common::photos_jpeg_restart_markers(),
+            "photos_jpeg_restart_markers",
+        );
+        region_decode_figures(&pool, ds, cut.as_ref());
     }
 }
 

@@ -159,6 +159,70 @@ fn region_decode_is_bit_exact_on_every_photo() {
     assert!(region_px < full_px, "region decode saved no pixels");
 }
 
+/// The photos rewritten with a restart marker after every MCU: every one
+/// keeps its pixels, and region decode then reads only the region's MCUs
+/// (a virtual JPEG), bit for bit what the full decode of the original gives
+/// after augmentation.
+#[test]
+fn region_decode_of_photos_cut_at_every_mcu_is_bit_exact() {
+    let Some(photos) = photos() else { return };
+    let limits = DecodeLimits::default();
+    let spec = OutputSpec::new(Size::new(61, 83), 3)
+        .with_dtype(DType::U8)
+        .with_layout(Layout::Nhwc);
+    let (mut bytes_before, mut bytes_after) = (0usize, 0usize);
+    let (mut cut_px, mut crop_px, mut cases) = (0u64, 0u64, 0u64);
+    for (k, (file, bytes, shape)) in photos.iter().enumerate() {
+        let cut = metaug::decode::with_restart_markers(bytes, &limits)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{file}: restart markers changed the pixels"));
+        assert!(metaug::decode::cuts_at_every_mcu(&cut, &limits), "{file}");
+        bytes_before += bytes.len();
+        bytes_after += cut.len();
+        let full = decode_bytes(bytes, Encoding::Jpeg, *shape, 3, &limits).unwrap();
+        for (p, (name, policy)) in policies().into_iter().enumerate() {
+            let seed = 0xc07 ^ (p as u64) << 40 ^ (k as u64) << 8;
+            let params = policy.sample_hard(seed, 1, k as u64);
+            let noise = PhiloxStream::new(seed, 1, k as u64, STREAM_NOISE);
+            let mut want = vec![0u8; spec.sample_bytes()];
+            augment_into(full.view(), &params, noise, &spec, &mut want);
+            let (_, got, _, g) = both(
+                &cut,
+                *shape,
+                &params,
+                noise,
+                &spec,
+                RegionDecode::default(),
+                false,
+            );
+            assert!(
+                got == want,
+                "{file}: policy {name}, seed {seed:#x}: the virtual JPEG's sample differs \
+                 from the original's full decode ({params:?})"
+            );
+            let (_, _, _, c) = both(
+                bytes,
+                *shape,
+                &params,
+                noise,
+                &spec,
+                RegionDecode::default(),
+                false,
+            );
+            cut_px += g;
+            crop_px += c;
+            cases += 1;
+        }
+    }
+    eprintln!(
+        "{cases} samples bit-exact; files {:.3} of the originals' bytes; decoded {:.3} of the \
+         crop path's pixels",
+        bytes_after as f64 / bytes_before as f64,
+        cut_px as f64 / crop_px as f64
+    );
+    assert!(cut_px >= crop_px, "whole MCUs hold at least the crop");
+}
+
 #[test]
 fn region_decode_matches_the_scalar_reference() {
     let Some(photos) = photos() else { return };
@@ -312,7 +376,9 @@ fn scaled_map_is_aligned_with_a_box_downscale() {
 
 /// The loader over all 300 photos, 2 epochs, default policy, 224×224 f32:
 /// every batch's SHA-256 (images, labels, indices) with region decode equals
-/// the one with whole-image decode (the same decoder), on 2 threads.
+/// the one with whole-image decode (the same decoder), on 2 threads; and so
+/// does region decode of the photos packed with `restart_markers` (virtual
+/// JPEGs of each sample's MCUs).
 #[test]
 fn loader_digests_with_region_decode_equal_whole_decode() {
     let Some(_) = photos() else { return };
@@ -326,13 +392,26 @@ fn loader_digests_with_region_decode_equal_whole_decode() {
             std::os::unix::fs::symlink(&p, flat.join(p.file_name().unwrap())).unwrap();
         }
     }
-    let options = metaug::pack::FolderOptions {
-        flat: true,
-        ..metaug::pack::FolderOptions::default()
+    let pack = |name: &str, restart_markers: bool| {
+        let options = metaug::pack::FolderOptions {
+            flat: true,
+            restart_markers,
+            ..metaug::pack::FolderOptions::default()
+        };
+        let out = dir.path().join(name);
+        metaug::pack::pack_folder(&flat, &out, &options).unwrap();
+        std::sync::Arc::new(metaug::shard::Dataset::open(out).unwrap())
     };
-    metaug::pack::pack_folder(&flat, &dir.path().join("packed"), &options).unwrap();
-    let ds = std::sync::Arc::new(metaug::shard::Dataset::open(dir.path().join("packed")).unwrap());
-    let digests = |mode: RegionDecode| -> Vec<[u8; 32]> {
+    let (plain, cut) = (pack("packed", false), pack("packed-rst", true));
+    let limits = DecodeLimits::default();
+    for i in 0..cut.len() {
+        let r = cut.record(i).unwrap();
+        assert!(
+            metaug::decode::cuts_at_every_mcu(r.bytes, &limits),
+            "record {i}"
+        );
+    }
+    let digests = |ds: &std::sync::Arc<metaug::shard::Dataset>, mode: RegionDecode| {
         metaug::loader::Loader::builder(ds.clone())
             .batch_size(64)
             .size(224, 224)
@@ -346,13 +425,18 @@ fn loader_digests_with_region_decode_equal_whole_decode() {
             .build()
             .unwrap()
             .map(|b| common::batch_digest(&b.unwrap()))
-            .collect()
+            .collect::<Vec<[u8; 32]>>()
     };
-    let region = digests(RegionDecode::default());
-    let whole = digests(RegionDecode::WHOLE);
+    let region = digests(&plain, RegionDecode::default());
+    let whole = digests(&plain, RegionDecode::WHOLE);
     assert_eq!(region.len(), 10);
     assert_eq!(
         region, whole,
         "batch digests differ between region and whole decode"
+    );
+    let virtual_region = digests(&cut, RegionDecode::default());
+    assert_eq!(
+        virtual_region, whole,
+        "batch digests of the photos packed with restart markers differ"
     );
 }

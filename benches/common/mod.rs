@@ -58,14 +58,30 @@ fn packed(name: &str, pack: impl FnOnce(&Path) -> metaug::Result<()>) -> Option<
 /// byte for byte from a tree of symbolic links `<wnid>/<file>` made from its
 /// `labels.csv` (the folder itself also holds README.md and labels.csv).
 pub fn photos_jpeg() -> Option<PathBuf> {
+    photos_jpeg_packed(false)
+}
+
+/// The same photos packed with `restart_markers` (each JPEG rewritten
+/// without loss with a restart marker after every MCU).
+#[allow(dead_code)] // not every bench uses it
+pub fn photos_jpeg_restart_markers() -> Option<PathBuf> {
+    photos_jpeg_packed(true)
+}
+
+fn photos_jpeg_packed(restart_markers: bool) -> Option<PathBuf> {
     let src = shared_data().join("photos-jpeg");
     let labels = std::fs::read_to_string(src.join("labels.csv")).ok();
     let Some(labels) = labels else {
         eprintln!("bench data: {} is missing", src.display());
         return None;
     };
-    packed("photos-jpeg", |out| {
-        let tree = cache_dir().join("photos-jpeg-tree");
+    let name = if restart_markers {
+        "photos-jpeg-restart-markers"
+    } else {
+        "photos-jpeg"
+    };
+    packed(name, |out| {
+        let tree = cache_dir().join(format!("{name}-tree"));
         let _ = std::fs::remove_dir_all(&tree);
         for line in labels.lines().skip(1) {
             let mut f = line.split(',');
@@ -79,6 +95,7 @@ pub fn photos_jpeg() -> Option<PathBuf> {
         }
         let opts = FolderOptions {
             overwrite: true,
+            restart_markers,
             ..FolderOptions::default()
         };
         pack_folder(&tree, out, &opts).map(drop)

@@ -65,6 +65,12 @@ struct FolderArgs {
     /// (e.g. data/photos-png) instead of one class per sub-folder.
     #[arg(long)]
     flat: bool,
+    /// Store each JPEG rewritten without loss (same pixels, checked) with a restart marker
+    /// after every MCU: files grow by about 6-8 %, and the loader then decodes only the MCUs
+    /// a sample's region covers instead of entropy-decoding the whole image (faster
+    /// region decode; see BENCHMARKS.md).
+    #[arg(long)]
+    restart_markers: bool,
     #[command(flatten)]
     output: Output,
 }
@@ -138,6 +144,7 @@ pub fn run(args: PackArgs) -> metaug::Result<()> {
                 limits: limits(&a.output),
                 flat: a.flat,
                 after_shard: target.shard_hook()?,
+                restart_markers: a.restart_markers,
                 ..FolderOptions::default()
             };
             let index = pack::pack_folder(&a.root, target.local(), &options)?;

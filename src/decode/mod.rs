@@ -25,6 +25,7 @@
 //! decode thread allocates nothing once its buffer has grown.
 
 pub mod region;
+pub mod restart;
 mod turbo;
 
 use std::io::Cursor;
@@ -41,6 +42,7 @@ use crate::shard::Record;
 pub use region::{
     decode_bytes_region, decode_bytes_region_into, decode_region, DecodeScale, RegionDecode,
 };
+pub use restart::{cuts_at_every_mcu, with_restart_markers};
 
 /// Bounds on what a decoder may accept and allocate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,10 @@
 //!   4:2:2, 4:4:0 and greyscale). What is saved:
 //!   the IDCT, upsampling and colour conversion of every iMCU outside the
 //!   region, and all decoding below it (rows above are entropy-decoded,
-//!   then skipped).
+//!   then skipped). A JPEG with a restart marker after every MCU (packed
+//!   with `--restart-markers`) is cut instead: only the region's MCUs,
+//!   widened to whole MCUs, are read at all ([`super::restart`]), with the
+//!   same bits.
 //! - **scaled** ([`DecodeScale::Auto`], opt-in, not exact): the image is
 //!   decoded at the largest scale `1/2^k` (k ≤ 3) at which the crop still
 //!   has at least the output's resolution along both axes, by
@@ -32,7 +35,7 @@
 //! (a raw record is borrowed in place).
 
 use super::{check_channels, convert_in_place, decode_bytes, decode_into, pixel_bytes};
-use super::{size_buffer, turbo};
+use super::{restart, size_buffer, turbo};
 use super::{DecodeLimits, Header, ImageView, Pixels};
 use crate::ops::{footprint, Geometry, Rect, Size, SourceWindow};
 use crate::shard::{Encoding, Record};
@@ -221,11 +224,21 @@ fn jpeg_into(
             shrink,
             origin: [0, 0],
         };
-        let rect = crop.unwrap_or(Rect::whole(window.frame()));
-        let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
-        let wanted = pixel_bytes(rect.height, rect.width, channels)?;
-        size_buffer(data, native, wanted, limits)?;
-        o.decode(shrink, crop, data)?;
+        let cut = match crop {
+            Some(c) => restart::decode_region(o, limits, shrink, c, channels, data)?,
+            None => None,
+        };
+        let rect = match cut {
+            Some(rect) => rect,
+            None => {
+                let rect = crop.unwrap_or(Rect::whole(window.frame()));
+                let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
+                let wanted = pixel_bytes(rect.height, rect.width, channels)?;
+                size_buffer(data, native, wanted, limits)?;
+                o.decode(shrink, crop, data)?;
+                rect
+            }
+        };
         let decoded = Header {
             height: rect.height,
             width: rect.width,

@@ -97,16 +97,20 @@ pub(crate) fn scaled(dim: u32, shrink: u8) -> u32 {
     (dim as u64).div_ceil(d) as u32
 }
 
-/// A TurboJPEG decompressor instance.
+/// A TurboJPEG instance: a decompressor, or a transformer.
 struct Handle(NonNull<libc::c_void>);
 
 impl Handle {
     fn new() -> Result<Handle> {
+        Handle::init(tj::TJINIT_TJINIT_DECOMPRESS, "decompressor")
+    }
+
+    fn init(kind: tj::TJINIT, what: &str) -> Result<Handle> {
         // SAFETY: tj3Init has no preconditions; it returns NULL on failure.
-        let raw = unsafe { tj::tj3Init(tj::TJINIT_TJINIT_DECOMPRESS as libc::c_int) };
-        NonNull::new(raw).map(Handle).ok_or_else(|| {
-            Error::Decode("jpeg: libjpeg-turbo could not start a decompressor".into())
-        })
+        let raw = unsafe { tj::tj3Init(kind as libc::c_int) };
+        NonNull::new(raw)
+            .map(Handle)
+            .ok_or_else(|| Error::Decode(format!("jpeg: libjpeg-turbo could not start a {what}")))
     }
 
     fn ptr(&self) -> tj::tjhandle {
@@ -255,7 +259,27 @@ pub(crate) fn open<T>(
     })
 }
 
-impl Opened<'_> {
+impl<'a> Opened<'a> {
+    /// The JPEG's bytes.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Reads and checks the header of another JPEG, `other`, on the same
+    /// decompressor (for a JPEG derived from this one, such as a region's
+    /// [virtual JPEG](super::restart)).
+    pub(crate) fn reopen<'b>(&self, other: &'b [u8], limits: &DecodeLimits) -> Result<Opened<'b>>
+    where
+        'a: 'b,
+    {
+        let header = read_header(self.h, other, limits)?;
+        Ok(Opened {
+            h: self.h,
+            bytes: other,
+            header,
+        })
+    }
+
     /// Decodes the JPEG (once per [`open`]) at scale `1 / 2^shrink` (0 to 3),
     /// the region `crop` of the scaled image (whole when `None`), into `out`
     /// as HWC `u8` with the header's colour channels (1 or 3). `crop.x` must
@@ -355,6 +379,56 @@ impl Opened<'_> {
         }
         Ok((region.height, region.width))
     }
+}
+
+/// `jpeg` losslessly transformed (every DCT coefficient kept, so the pixels
+/// are the same) into a baseline JPEG with a restart marker after every MCU
+/// and optimised Huffman tables, its other markers (EXIF, ICC) copied:
+/// what [`super::restart`] needs to decode a region without
+/// entropy-decoding the rest. The image must be within `limits` (checked
+/// from its header before the transform allocates).
+pub(crate) fn with_restart_markers(jpeg: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>> {
+    header(jpeg, limits)?;
+    let t = Handle::init(tj::TJINIT_TJINIT_TRANSFORM, "transformer")?;
+    let max_pixels = (limits.max_width as u64 * limits.max_height as u64).min(i32::MAX as u64);
+    t.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels as i32)?;
+    let mib = (limits.max_alloc >> 20).clamp(1, i32::MAX as u64);
+    t.set(tj::TJPARAM_TJPARAM_MAXMEMORY, mib as i32)?;
+    t.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
+    t.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+    t.set(tj::TJPARAM_TJPARAM_RESTARTBLOCKS, 1)?;
+    t.set(tj::TJPARAM_TJPARAM_OPTIMIZE, 1)?;
+    // SAFETY: tjtransform is a plain C struct; all zeros is "the whole
+    // image, no operation, no options, no callback".
+    let mut xf: tj::tjtransform = unsafe { std::mem::zeroed() };
+    xf.op = tj::TJXOP_TJXOP_NONE as libc::c_int;
+    let mut dst: *mut u8 = std::ptr::null_mut();
+    let mut len: tj::size_t = 0;
+    // SAFETY: live transformer; `jpeg` is only read; one transform, with
+    // one destination pointer and size, which TurboJPEG allocates because
+    // `dst` is NULL (TJPARAM_NOREALLOC is off).
+    let rc = unsafe {
+        tj::tj3Transform(
+            t.ptr(),
+            jpeg.as_ptr(),
+            jpeg.len() as tj::size_t,
+            1,
+            &mut dst,
+            &mut len,
+            &xf,
+        )
+    };
+    let result = t.check(rc).map(|()| {
+        // SAFETY: on success `dst` points at `len` bytes that TurboJPEG
+        // wrote; they are copied out before `dst` is freed below.
+        unsafe { std::slice::from_raw_parts(dst, len as usize) }.to_vec()
+    });
+    if !dst.is_null() {
+        // SAFETY: `dst` came from TurboJPEG's allocator (tj3Transform may
+        // leave one behind on failure too) and is not used after this.
+        unsafe { tj::tj3Free(dst.cast()) };
+    }
+    result
 }
 
 /// libjpeg's (Adobe-inverted) CMYK pixels at the start of `buf` to RGB at

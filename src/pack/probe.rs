@@ -50,7 +50,7 @@ impl ImageLimits {
 
     /// The loader decoder's limits: these dimensions and allocation, for a
     /// header already checked by [`ImageLimits::check`].
-    fn decode_limits(&self) -> DecodeLimits {
+    pub(crate) fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {
             max_width: self.max_width,
             max_height: self.max_height,
