@@ -24,6 +24,8 @@
 //! from record to record; conversions happen in place in that buffer, so a
 //! decode thread allocates nothing once its buffer has grown.
 
+mod convert;
+mod pixels;
 pub mod region;
 pub mod restart;
 mod turbo;
@@ -34,7 +36,6 @@ use image::codecs::jpeg::JpegDecoder;
 use image::codecs::png::PngDecoder;
 use image::{ColorType, ImageDecoder};
 
-use crate::ops::Size;
 use crate::{Error, Result};
 
 pub use crate::shard::Encoding;
@@ -43,6 +44,10 @@ pub use region::{
     decode_bytes_region, decode_bytes_region_into, decode_region, DecodeScale, RegionDecode,
 };
 pub use restart::{cuts_at_every_mcu, with_restart_markers};
+
+use convert::convert_in_place;
+pub use convert::luma;
+pub use pixels::{ImageView, Pixels};
 
 /// Bounds on what a decoder may accept and allocate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,113 +98,6 @@ impl DecodeLimits {
         l.max_image_height = Some(self.max_height);
         l.max_alloc = Some(self.max_alloc);
         l
-    }
-}
-
-/// A borrowed HWC `u8` image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ImageView<'a> {
-    /// Rows.
-    pub height: u32,
-    /// Columns.
-    pub width: u32,
-    /// Channels per pixel (1 or 3 for decoded images).
-    pub channels: u32,
-    /// `height × width × channels` bytes, row-major, channels interleaved.
-    pub data: &'a [u8],
-}
-
-impl<'a> ImageView<'a> {
-    /// A view, checked: `data.len()` must be `height × width × channels`.
-    pub fn new(height: u32, width: u32, channels: u32, data: &'a [u8]) -> Result<Self> {
-        let need = pixel_bytes(height, width, channels)?;
-        if data.len() as u64 != need {
-            return Err(Error::invalid(
-                "image",
-                format!(
-                    "{} bytes for {height}x{width}x{channels} pixels (expected {need})",
-                    data.len()
-                ),
-            ));
-        }
-        Ok(ImageView {
-            height,
-            width,
-            channels,
-            data,
-        })
-    }
-
-    /// Height and width.
-    pub fn size(&self) -> Size {
-        Size::new(self.height, self.width)
-    }
-}
-
-/// Decoded pixels: borrowed from the record when no work was needed, owned
-/// otherwise.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Pixels<'a> {
-    /// Raw pixels borrowed from the record (no copy).
-    Borrowed(ImageView<'a>),
-    /// Decoded or converted pixels.
-    Owned {
-        /// Rows.
-        height: u32,
-        /// Columns.
-        width: u32,
-        /// Channels per pixel.
-        channels: u32,
-        /// `height × width × channels` bytes, HWC.
-        data: Vec<u8>,
-    },
-}
-
-impl Pixels<'_> {
-    /// A view of the pixels.
-    pub fn view(&self) -> ImageView<'_> {
-        match self {
-            Pixels::Borrowed(v) => *v,
-            Pixels::Owned {
-                height,
-                width,
-                channels,
-                data,
-            } => ImageView {
-                height: *height,
-                width: *width,
-                channels: *channels,
-                data,
-            },
-        }
-    }
-
-    /// Whether the pixels are borrowed from the record (no copy was made).
-    pub fn is_borrowed(&self) -> bool {
-        matches!(self, Pixels::Borrowed(_))
-    }
-
-    /// The pixels, copied if they were borrowed.
-    pub fn into_owned(self) -> Pixels<'static> {
-        match self {
-            Pixels::Borrowed(v) => Pixels::Owned {
-                height: v.height,
-                width: v.width,
-                channels: v.channels,
-                data: v.data.to_vec(),
-            },
-            Pixels::Owned {
-                height,
-                width,
-                channels,
-                data,
-            } => Pixels::Owned {
-                height,
-                width,
-                channels,
-                data,
-            },
-        }
     }
 }
 
@@ -504,76 +402,9 @@ fn jpeg_decoder<'a>(
     Ok(d)
 }
 
-/// ITU-R BT.601 luma, PIL's integer formula (weights 0.299, 0.587, 0.114
-/// in 16-bit fixed point, rounded); at most 255 for any input.
-#[inline]
-pub fn luma(r: u8, g: u8, b: u8) -> u8 {
-    ((19_595 * r as u32 + 38_470 * g as u32 + 7_471 * b as u32 + 32_768) >> 16) as u8
-}
-
-/// Turns the decoder's native pixels at the start of `buf` into `channels`
-/// 8-bit channels at the start of `buf`. `buf` holds at least
-/// `max(native bytes, output bytes)`.
-fn convert_in_place(buf: &mut [u8], h: &Header, channels: u32) {
-    let n = h.height as usize * h.width as usize;
-    let sc = h.samples as usize;
-    if h.bytes_per_sample == 2 {
-        // Forward: byte k is written after bytes 2k, 2k+1 were read.
-        for k in 0..n * sc {
-            let v = u16::from_ne_bytes([buf[2 * k], buf[2 * k + 1]]);
-            buf[k] = ((v as u32 + 128) / 257) as u8;
-        }
-    }
-    let (cc, tc) = (h.color_channels as usize, channels as usize);
-    if sc == tc {
-        return; // same samples per pixel: grey -> grey or RGB -> RGB
-    }
-    let px = |buf: &[u8], p: usize| -> [u8; 3] {
-        let s = &buf[p * sc..p * sc + cc];
-        if cc == 1 {
-            [s[0]; 3]
-        } else {
-            [s[0], s[1], s[2]]
-        }
-    };
-    let put = |buf: &mut [u8], p: usize, rgb: [u8; 3]| {
-        if tc == 1 {
-            buf[p] = if cc == 1 {
-                rgb[0]
-            } else {
-                luma(rgb[0], rgb[1], rgb[2])
-            };
-        } else {
-            buf[p * 3..p * 3 + 3].copy_from_slice(&rgb);
-        }
-    };
-    if tc < sc {
-        // Shrinking: front to back never overwrites an unread pixel.
-        for p in 0..n {
-            let rgb = px(buf, p);
-            put(buf, p, rgb);
-        }
-    } else {
-        // Growing: back to front.
-        for p in (0..n).rev() {
-            let rgb = px(buf, p);
-            put(buf, p, rgb);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn luma_is_bt601() {
-        assert_eq!(luma(255, 255, 255), 255);
-        assert_eq!(luma(0, 0, 0), 0);
-        assert_eq!(luma(255, 0, 0), 76); // 0.299 * 255 = 76.2
-        assert_eq!(luma(0, 255, 0), 150); // 0.587 * 255 = 149.7
-        assert_eq!(luma(0, 0, 255), 29); // 0.114 * 255 = 29.1
-    }
 
     #[test]
     fn raw_is_borrowed_when_channels_match() {

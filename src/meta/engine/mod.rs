@@ -6,9 +6,11 @@
 
 pub mod allocator;
 pub mod float;
+mod index_map;
 mod ops;
 pub mod tape;
 pub mod tensor;
 
+pub use index_map::IndexMap;
 pub(crate) use ops::mean_cross_entropy;
-pub use ops::{softmax_rows, IndexMap};
+pub use ops::softmax_rows;

@@ -15,7 +15,7 @@
 use std::rc::Rc;
 
 use super::float::Float;
-use super::ops::IndexMap;
+use super::index_map::IndexMap;
 use super::tensor::Tensor;
 
 /// A handle to a node of a [`Tape`]: its value and its place in the graph.
