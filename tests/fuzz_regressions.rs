@@ -113,6 +113,9 @@ fn decode_seeds_are_valid_images() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
     for (name, encoding) in [
         ("jpeg-iron", Encoding::Jpeg),
+        ("jpeg-420-48x40-restart-every-mcu", Encoding::Jpeg),
+        ("jpeg-422-from-progressive-restart-every-mcu", Encoding::Jpeg),
+        ("jpeg-grey-48x40-restart-every-mcu", Encoding::Jpeg),
         ("png-fmnist", Encoding::Png),
         ("raw-fmnist", Encoding::Raw),
     ] {
@@ -131,5 +134,8 @@ fn decode_seeds_are_valid_images() {
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(pixels.view().height, shape[0], "{name}");
+        // The seeds cut at every MCU reach the virtual-JPEG path.
+        let cut = metaug::decode::cuts_at_every_mcu(&bytes[5..], &harness::FUZZ_DECODE_LIMITS);
+        assert_eq!(cut, name.contains("restart-every-mcu"), "{name}");
     }
 }

@@ -1,9 +1,11 @@
 //! `metaug inspect`: summarise a dataset; with `--verify`, check every record.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use metaug::decode::{cuts_at_every_mcu, DecodeLimits};
 use metaug::pack::{check_decodes, ImageLimits};
-use metaug::shard::{Dataset, OpenOptions, ReadMode, Record};
+use metaug::shard::{Dataset, Encoding, OpenOptions, ReadMode, Record};
 
 /// Arguments of `metaug inspect`.
 #[derive(clap::Args)]
@@ -38,9 +40,26 @@ pub fn run(args: InspectArgs) -> metaug::Result<()> {
     if !args.verify {
         return Ok(());
     }
-    let report = dataset.verify(decode_check);
+    // JPEG records whose regions the loader decodes through virtual JPEGs
+    // (packed with --restart-markers).
+    let cut = AtomicU64::new(0);
+    let limits = DecodeLimits::default();
+    let report = dataset.verify(|record| {
+        decode_check(record)?;
+        if record.encoding == Encoding::Jpeg && cuts_at_every_mcu(record.bytes, &limits) {
+            cut.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
     for e in &report.bad {
         println!("bad: {e}");
+    }
+    if dataset.index().encoding == Encoding::Jpeg {
+        println!(
+            "restart:  {} of {} JPEG records have a restart marker after every MCU (region decode reads only each sample's MCUs; see pack folder --restart-markers)",
+            cut.load(Ordering::Relaxed),
+            report.checked
+        );
     }
     if report.ok() {
         println!("verify:   all {} records OK", report.checked);
