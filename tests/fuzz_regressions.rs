@@ -114,7 +114,10 @@ fn decode_seeds_are_valid_images() {
     for (name, encoding) in [
         ("jpeg-iron", Encoding::Jpeg),
         ("jpeg-420-48x40-restart-every-mcu", Encoding::Jpeg),
-        ("jpeg-422-from-progressive-restart-every-mcu", Encoding::Jpeg),
+        (
+            "jpeg-422-from-progressive-restart-every-mcu",
+            Encoding::Jpeg,
+        ),
         ("jpeg-grey-48x40-restart-every-mcu", Encoding::Jpeg),
         ("png-fmnist", Encoding::Png),
         ("raw-fmnist", Encoding::Raw),

@@ -17,7 +17,9 @@
 //! [`with_restart_markers`] makes such a file from any JPEG without loss
 //! (a lossless transform: every DCT coefficient is kept, the pixels are
 //! checked to be the same), for `metaug pack folder --restart-markers`.
-//! Files are about 6 % larger (BENCHMARKS.md). The loader takes this path by
+//! Files are 6–8 % larger; the virtual JPEG pays for regions below about
+//! 60 % of the image and costs about 8 % on whole images (BENCHMARKS.md,
+//! `cargo bench --bench restart_markers`). The loader takes this path by
 //! itself for any baseline JPEG whose header asks for a restart interval of
 //! one MCU; everything else, and any file whose markers are not what the
 //! header promises, takes the crop path, which reports damage as before.

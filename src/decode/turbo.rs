@@ -139,6 +139,18 @@ impl Handle {
         self.check(unsafe { tj::tj3Set(self.ptr(), param as libc::c_int, value) })
     }
 
+    /// The library's own bounds from `limits`: pixels, memory in MiB (at
+    /// least 1; 0 would mean no limit) and progressive scans; and warnings
+    /// (a truncated or corrupt entropy stream) as errors.
+    fn bound(&self, limits: &DecodeLimits) -> Result<()> {
+        let max_pixels = (limits.max_width as u64 * limits.max_height as u64).min(i32::MAX as u64);
+        self.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels as i32)?;
+        let mib = (limits.max_alloc >> 20).clamp(1, i32::MAX as u64);
+        self.set(tj::TJPARAM_TJPARAM_MAXMEMORY, mib as i32)?;
+        self.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
+        self.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)
+    }
+
     fn get(&self, param: tj::TJPARAM) -> i32 {
         // SAFETY: live handle; tj3Get returns -1 for an unknown parameter.
         unsafe { tj::tj3Get(self.ptr(), param as libc::c_int) }
@@ -213,14 +225,7 @@ fn read_header(h: &Handle, bytes: &[u8], limits: &DecodeLimits) -> Result<JpegHe
         s @ 0..=6 => Some(s as usize),
         _ => None,
     };
-    // The library's own bounds: pixels, and memory in MiB (at least 1;
-    // 0 would mean no limit).
-    let max_pixels = (limits.max_width as u64 * limits.max_height as u64).min(i32::MAX as u64);
-    h.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels as i32)?;
-    let mib = (limits.max_alloc >> 20).clamp(1, i32::MAX as u64);
-    h.set(tj::TJPARAM_TJPARAM_MAXMEMORY, mib as i32)?;
-    h.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
-    h.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+    h.bound(limits)?;
     Ok(JpegHeader {
         height,
         width,
@@ -390,12 +395,7 @@ impl<'a> Opened<'a> {
 pub(crate) fn with_restart_markers(jpeg: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>> {
     header(jpeg, limits)?;
     let t = Handle::init(tj::TJINIT_TJINIT_TRANSFORM, "transformer")?;
-    let max_pixels = (limits.max_width as u64 * limits.max_height as u64).min(i32::MAX as u64);
-    t.set(tj::TJPARAM_TJPARAM_MAXPIXELS, max_pixels as i32)?;
-    let mib = (limits.max_alloc >> 20).clamp(1, i32::MAX as u64);
-    t.set(tj::TJPARAM_TJPARAM_MAXMEMORY, mib as i32)?;
-    t.set(tj::TJPARAM_TJPARAM_SCANLIMIT, SCAN_LIMIT)?;
-    t.set(tj::TJPARAM_TJPARAM_STOPONWARNING, 1)?;
+    t.bound(limits)?;
     t.set(tj::TJPARAM_TJPARAM_RESTARTBLOCKS, 1)?;
     t.set(tj::TJPARAM_TJPARAM_OPTIMIZE, 1)?;
     // SAFETY: tjtransform is a plain C struct; all zeros is "the whole

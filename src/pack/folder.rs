@@ -50,7 +50,9 @@ pub struct FolderOptions {
     pub after_shard: Option<ShardHook>,
     /// Store each JPEG rewritten without loss with a restart marker after
     /// every MCU ([`crate::decode::with_restart_markers`]): about 6–8 %
-    /// more bytes, and region decode reads only the region's MCUs. A JPEG
+    /// more bytes, and region decode reads only the region's MCUs, which
+    /// pays for regions below about 60 % of the image and costs about 8 %
+    /// for whole images (BENCHMARKS.md). A JPEG
     /// whose pixels the rewrite would change is stored as it is (none of
     /// the 300 photos of `shared/data/photos-jpeg` is).
     pub restart_markers: bool,
