@@ -36,7 +36,8 @@
 //! - the loader with region decode, exact and scale auto, over the same
 //!   photos packed with `--restart-markers` (virtual JPEGs of each sample's
 //!   MCUs, `decode::restart`), against the same ceiling of the original
-//!   files.
+//!   files; and the loader over both packings with ImageNet-style crops
+//!   (area 0.08–1, where the markers pay), restart markers over original.
 //!
 //! `cargo bench --bench loader` (about 5 min on 2 cores).
 
@@ -86,6 +87,23 @@ fn photos_loader_with(
     device: Device,
     region: RegionDecode,
 ) -> metaug::Result<Loader> {
+    photos_loader_policy(ds, epochs, device, region, Policy::default_policy())
+}
+
+/// torchvision's `RandomResizedCrop` range of areas (0.08–1) with a flip:
+/// the usual ImageNet recipe, whose crops are smaller than the default
+/// policy's.
+fn imagenet_crop_policy() -> Policy {
+    Policy::from_values((1.0, 0.08), (0.0, 10.0), 0.5, (0.0, 0.05), 0.5).expect("valid policy")
+}
+
+fn photos_loader_policy(
+    ds: &Arc<Dataset>,
+    epochs: u64,
+    device: Device,
+    region: RegionDecode,
+    policy: Policy,
+) -> metaug::Result<Loader> {
     Loader::builder(ds.clone())
         .region_decode(region)
         .batch_size(64)
@@ -94,7 +112,7 @@ fn photos_loader_with(
         .dtype(DType::F32)
         .layout(Layout::Nchw)
         .normalize(IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec())
-        .policy(Policy::default_policy())
+        .policy(policy)
         .threads(THREADS)
         .device(device)
         .seed(1)
@@ -175,8 +193,10 @@ fn region_decode_figures(pool: &rayon::ThreadPool, ds: &Arc<Dataset>, cut: Optio
         "loader, whole images (libjpeg-turbo)",
         "loader, region decode, photos packed with restart markers",
         "loader, region decode + scale auto, photos packed with restart markers",
+        "loader, region decode, ImageNet-style crops (area 0.08-1), original files",
+        "loader, region decode, ImageNet-style crops (area 0.08-1), restart markers",
     ];
-    let names = &names[..if cut.is_some() { 7 } else { 5 }];
+    let names = &names[..if cut.is_some() { 9 } else { 5 }];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..ROUNDS {
@@ -196,10 +216,19 @@ fn region_decode_figures(pool: &rayon::ThreadPool, ds: &Arc<Dataset>, cut: Optio
                     let mode = [RegionDecode::default(), auto, RegionDecode::WHOLE][k - 2];
                     loader_run(|| photos_loader_with(ds, PASSES, Device::Cpu, mode))
                 }
-                _ => {
+                5 | 6 => {
                     let mode = [RegionDecode::default(), auto][k - 5];
                     let cut = cut.expect("names stop at 5 without it");
                     loader_run(|| photos_loader_with(cut, PASSES, Device::Cpu, mode))
+                }
+                _ => {
+                    let set = if k == 7 {
+                        ds
+                    } else {
+                        cut.expect("names stop at 5 without it")
+                    };
+                    let (mode, policy) = (RegionDecode::default(), imagenet_crop_policy());
+                    loader_run(|| photos_loader_policy(set, PASSES, Device::Cpu, mode, policy))
                 }
             };
             w.push(n as f64 / secs);
@@ -242,6 +271,16 @@ region decode (issue 20), {THREADS} threads, 224x224x3 f32, default policy, {PAS
         "  region decode / whole images, loader: wall {r:.3} (rounds {})",
         fmt_ratios(&rs)
     );
+    if names.len() > 5 {
+        for (k, of, what) in [(5, 2, "default policy"), (8, 7, "ImageNet-style crops")] {
+            let (r, rs) = ratio(k, of, &wall);
+            let (c, _) = ratio(k, of, &cpu);
+            println!(
+                "  restart markers / original files, loader with region decode, {what}: wall {r:.3} (rounds {}), per CPU-second {c:.3}",
+                fmt_ratios(&rs)
+            );
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
