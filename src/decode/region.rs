@@ -35,7 +35,7 @@
 //! (a raw record is borrowed in place).
 
 use super::{check_channels, convert_in_place, decode_bytes, decode_into, pixel_bytes};
-use super::{restart, size_buffer, turbo};
+use super::{restart, turbo};
 use super::{DecodeLimits, Header, ImageView, Pixels};
 use crate::ops::{footprint, Geometry, Rect, Size, SourceWindow};
 use crate::shard::{Encoding, Record};
@@ -231,12 +231,8 @@ fn jpeg_into(
         let rect = match cut {
             Some(rect) => rect,
             None => {
-                let rect = crop.unwrap_or(Rect::whole(window.frame()));
-                let native = pixel_bytes(rect.height, rect.width, header.native_channels())?;
-                let wanted = pixel_bytes(rect.height, rect.width, channels)?;
-                size_buffer(data, native, wanted, limits)?;
-                o.decode(shrink, crop, data)?;
-                rect
+                o.decode_sized(shrink, crop, channels, limits, data)?;
+                crop.unwrap_or(Rect::whole(window.frame()))
             }
         };
         let decoded = Header {

@@ -216,11 +216,8 @@ pub(super) fn decode_region(
             return Ok(None);
         };
         let region = o.reopen(&v, limits)?;
-        let (sw, sh) = (turbo::scaled(vw, shrink), turbo::scaled(vh, shrink));
-        let native = super::pixel_bytes(sh, sw, region.header.native_channels())?;
-        let wanted = super::pixel_bytes(sh, sw, channels)?;
-        super::size_buffer(data, native, wanted, limits)?;
-        let (dh, dw) = region.decode(shrink, None, data)?;
+        debug_assert_eq!((region.header.width, region.header.height), (vw, vh));
+        let (dh, dw) = region.decode_sized(shrink, None, channels, limits, data)?;
         Ok(Some(Rect {
             x: (rect.c0 * mw) >> shrink,
             y: (rect.r0 * mh) >> shrink,

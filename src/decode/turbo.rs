@@ -285,6 +285,27 @@ impl<'a> Opened<'a> {
         })
     }
 
+    /// [`decode`](Self::decode) into `data`, first sized (within `limits`)
+    /// for the region's pixels at the decoder's native samples and at
+    /// `channels` output channels, whichever is larger.
+    pub(crate) fn decode_sized(
+        &self,
+        shrink: u8,
+        crop: Option<Rect>,
+        channels: u32,
+        limits: &DecodeLimits,
+        data: &mut Vec<u8>,
+    ) -> Result<(u32, u32)> {
+        let (height, width) = match crop {
+            Some(r) => (r.height, r.width),
+            None => self.header.scaled_size(shrink),
+        };
+        let native = super::pixel_bytes(height, width, self.header.native_channels())?;
+        let wanted = super::pixel_bytes(height, width, channels)?;
+        super::size_buffer(data, native, wanted, limits)?;
+        self.decode(shrink, crop, data)
+    }
+
     /// Decodes the JPEG (once per [`open`]) at scale `1 / 2^shrink` (0 to 3),
     /// the region `crop` of the scaled image (whole when `None`), into `out`
     /// as HWC `u8` with the header's colour channels (1 or 3). `crop.x` must
