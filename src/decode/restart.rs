@@ -22,10 +22,11 @@
 //! `cargo bench --bench restart_markers`). Most of that cost is not the
 //! markers: libjpeg-turbo turns its fast Huffman decoder off for any file
 //! with a restart interval, of whatever length, so an interval of one MCU
-//! (the finest cuts) costs only about 3 % more than one per MCU row. The loader takes this path by
-//! itself for any baseline JPEG whose header asks for a restart interval of
-//! one MCU; everything else, and any file whose markers are not what the
-//! header promises, takes the crop path, which reports damage as before.
+//! (the finest cuts) costs only about 3 % more than one per MCU row. The
+//! loader takes this path by itself for any baseline JPEG whose header asks
+//! for a restart interval of one MCU; everything else, and any file whose
+//! markers are not what the header promises, takes the crop path, which
+//! reports damage as before.
 
 use std::cell::RefCell;
 
