@@ -76,6 +76,7 @@ fn problem(arch: Arch) -> (TrainBatch<f32>, ValBatch<f32>, Inner) {
     let inner = Inner {
         alpha: 0.1,
         tau: 0.5,
+        family: metaug::meta::relaxed::Family::Independent,
         shape: AugmentShape {
             channels: 1,
             src: Size::new(28, 28),
@@ -149,7 +150,14 @@ fn bench(c: &mut Criterion, name: &str, model: &Model<f32>) {
         bch.iter_batched(
             || model.clone(),
             |mut m| {
-                let x = augment_hard_bytes(&bytes, &rows, &batch.keys, &phi, &inner.shape);
+                let x = augment_hard_bytes(
+                    &bytes,
+                    &rows,
+                    &batch.keys,
+                    &phi,
+                    inner.family,
+                    &inner.shape,
+                );
                 m.sgd_step(&x, &batch.labels, 0.1)
             },
             BatchSize::SmallInput,

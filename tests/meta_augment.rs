@@ -6,7 +6,9 @@ use metaug::harness::experiment::{load_fashion_mnist, phi_default};
 use metaug::meta::augment::{
     affine_with_jacobian, augment_forward, params_row, AugmentShape, SampleKey,
 };
-use metaug::meta::relaxed::{draws, hard_params, physical, relaxed_gates, sigmoid};
+use metaug::meta::relaxed::{
+    draws, hard_params, physical, relaxed_gates, relaxed_params, sigmoid, Family,
+};
 use metaug::meta::rng::SplitMix;
 use metaug::meta::{learn_policy, LearnConfig, Tensor};
 use metaug::ops::geometry::{affine_matrix, affine_matrix_f64, SampleParams};
@@ -89,7 +91,7 @@ fn forward_matches_the_contract_bit_for_bit_in_hard_mode() {
         .collect();
     let params: Vec<SampleParams> = keys
         .iter()
-        .map(|k| hard_params(&phi, &draws(k.seed, k.epoch, k.sample)))
+        .map(|k| hard_params(Family::Independent, &phi, &draws(k.seed, k.epoch, k.sample)))
         .collect();
     let rows: Vec<f32> = params.iter().flat_map(params_row).collect();
     let shape = AugmentShape {
@@ -261,7 +263,7 @@ fn relaxed_formulas_with_hard_gates_are_hard_mode() {
                 0.0
             }
         });
-        let hard = params_row(&hard_params(&phi32, &u));
+        let hard = params_row(&hard_params(Family::Independent, &phi32, &u));
         let relaxed = physical(&phi, gates, &u);
         for (a, b) in hard.iter().zip(relaxed) {
             assert!(
@@ -280,13 +282,69 @@ fn relaxed_gates_snap_to_the_hard_test_u_below_p_as_tau_vanishes() {
     let phi = phi_default();
     for s in 0..500u64 {
         let u = draws(4, 1, s);
-        let gates = relaxed_gates(&phi, 1e-9, &u);
+        let (gates, _) = relaxed_gates(Family::Independent, &phi, 1e-9, &u);
         for (g, (k, d)) in gates.iter().zip([(0, 0), (2, 5), (4, 7), (5, 8)]) {
             let p = sigmoid(phi[k]);
             if ((u[d] as f64) - p).abs() > 1e-6 {
                 assert_eq!(*g, if (u[d] as f64) < p { 1.0 } else { 0.0 });
             }
         }
+    }
+}
+
+/// In the one-op family, hard mode applies exactly one op or none, with
+/// the softmax's frequencies, and relaxed mode at τ → 0 picks the same op
+/// on the same draws and gives the hard parameters.
+#[test]
+fn one_op_family_picks_one_op_with_softmax_frequencies_in_both_modes() {
+    let mut phi = metaug::harness::experiment::phi_trivial();
+    // logits: crop 1, rotate −1, flip 0, noise 0.5 (identity 0)
+    for (k, l) in [(0, 1.0), (2, -1.0), (4, 0.0), (5, 0.5)] {
+        phi[k] = l;
+    }
+    let phi32 = phi.map(|v| v as f32);
+    let want = metaug::policy::one_op_shares([1.0, -1.0, 0.0, 0.5]);
+    let n = 20_000u64;
+    let mut counts = [0usize; 5];
+    for s in 0..n {
+        let u = draws(3, 0, s);
+        let hard = hard_params(Family::OneOp, &phi32, &u);
+        let applied = [
+            hard.geometry.area != 1.0 || hard.geometry.aspect != 1.0,
+            hard.geometry.angle != 0.0,
+            hard.flip != 0.0,
+            hard.sigma != 0.0,
+        ];
+        let ops: Vec<usize> = (0..4).filter(|&k| applied[k]).collect();
+        assert!(ops.len() <= 1, "sample {s}: {ops:?}");
+        counts[ops.first().map_or(0, |k| k + 1)] += 1;
+        // relaxed at τ → 0: one-hot on the same op, and the hard parameters
+        let (gates, _) = relaxed_gates(Family::OneOp, &phi, 1e-6, &u);
+        let chosen = metaug::policy::one_op_choice([1.0, -1.0, 0.0, 0.5], &u);
+        for (k, g) in gates.iter().enumerate() {
+            let one = chosen == Some(k);
+            assert!(
+                (g - if one { 1.0 } else { 0.0 }).abs() < 1e-6,
+                "sample {s}: {gates:?}"
+            );
+        }
+        let (relaxed, _) = relaxed_params(Family::OneOp, &phi, 1e-6, &u);
+        for (a, b) in params_row(&hard).iter().zip(relaxed) {
+            assert!((*a as f64 - b).abs() < 1e-5, "sample {s}");
+        }
+    }
+    for (c, p) in counts.iter().zip(want) {
+        let f = *c as f64 / n as f64;
+        // 5 standard errors of a binomial share
+        let se = (p * (1.0 - p) / n as f64).sqrt();
+        assert!((f - p).abs() < 5.0 * se, "{counts:?} against {want:?}");
+    }
+    // relaxed gates at τ = 0.5 are a sub-probability vector (the rest is
+    // the identity's share)
+    for s in 0..200 {
+        let (g, _) = relaxed_gates(Family::OneOp, &phi, 0.5, &draws(3, 1, s));
+        let sum: f64 = g.iter().sum();
+        assert!(g.iter().all(|&v| v > 0.0) && sum < 1.0, "{g:?}");
     }
 }
 
@@ -392,15 +450,21 @@ fn delayed_meta_learning_holds_phi_until_its_start_and_the_switch_control_is_a_f
     };
     let d = phi_default();
     assert_eq!(
-        train_switch(&set, &cfg, d, 12, phi_none()).model.params,
+        train_switch(&set, &cfg, Family::Independent, d, 12, phi_none())
+            .model
+            .params,
         fixed(d)
     );
     assert_eq!(
-        train_switch(&set, &cfg, d, 0, phi_none()).model.params,
+        train_switch(&set, &cfg, Family::Independent, d, 0, phi_none())
+            .model
+            .params,
         fixed(phi_none())
     );
     assert_ne!(
-        train_switch(&set, &cfg, d, 6, phi_none()).model.params,
+        train_switch(&set, &cfg, Family::Independent, d, 6, phi_none())
+            .model
+            .params,
         fixed(d)
     );
 }

@@ -121,6 +121,7 @@ fn the_exported_problem_recomputes_its_hypergradient_and_follows_its_conventions
     let inner = Inner {
         alpha,
         tau,
+        family: metaug::meta::relaxed::Family::Independent,
         shape: AugmentShape {
             channels: c,
             src: Size::new(h as u32, wi as u32),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use metaug::ops::philox::{PhiloxStream, STREAM_PARAMS};
 use metaug::ops::{Geometry, SampleParams};
-use metaug::policy::{self, draws, Policy, N_PHI};
+use metaug::policy::{self, draws, Family, Policy, N_PHI};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
@@ -147,6 +147,13 @@ fn file_round_trip_is_exact() {
         Policy {
             phi: [0.1, -2.0, 3.5, -7.25, f32::NEG_INFINITY, 1e-8, 4.0],
             tau: 0.123_456_79,
+            family: Family::Independent,
+        },
+        Policy::trivial_augment(),
+        Policy {
+            phi: [0.7, -2.0, f32::NEG_INFINITY, -1.5, -0.25, 1.0, -3.0],
+            tau: 0.25,
+            family: Family::OneOp,
         },
     ] {
         let path = dir.path().join("p.safetensors");
@@ -156,7 +163,15 @@ fn file_round_trip_is_exact() {
         for k in 0..N_PHI {
             assert_eq!(back.phi[k].to_bits(), pol.phi[k].to_bits());
         }
+        assert_eq!(back.family, pol.family);
         assert_eq!(Policy::from_arg(path.to_str().unwrap()).unwrap(), pol);
+        // independent policies keep version 1 files, byte for byte as before
+        // families; a one-op file is version 2, refused by older readers
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let v1 = text.contains(r#""version":"1""#);
+        assert_eq!(v1, pol.family == Family::Independent, "{text}");
+        assert_eq!(text.contains("family"), !v1, "{text}");
     }
     assert_eq!(Policy::from_arg("none").unwrap(), Policy::none());
     assert_eq!(
@@ -244,6 +259,30 @@ fn bad_files_are_rejected_with_a_reason() {
             "version",
             file(&phi(good_phi.clone()), &with("version", "2")),
             "version",
+        ),
+        (
+            "version 3",
+            file(&phi(good_phi.clone()), &with("version", "3")),
+            "version",
+        ),
+        (
+            "family in version 1",
+            file(&phi(good_phi.clone()), &with("family", "one-op")),
+            "family",
+        ),
+        (
+            "unknown family",
+            file(
+                &phi(good_phi.clone()),
+                &[
+                    ("format", "metaug-policy"),
+                    ("version", "2"),
+                    ("family", "two-ops"),
+                    ("ops", "crop,rotate,flip,noise"),
+                    ("tau", "0.5"),
+                ],
+            ),
+            "two-ops",
         ),
         (
             "ops",

@@ -36,6 +36,19 @@ pub enum PhiInitArg {
     Little,
     /// The default policy.
     Default,
+    /// TrivialAugment-style: every logit 0, min area 0.35, 30°, σ ≤ 0.1
+    /// (with `--family one-op`, TrivialAugment's uniform choice of one op).
+    Trivial,
+}
+
+/// `--family` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FamilyArg {
+    /// Each op on its own, with its own probability.
+    Independent,
+    /// One op per sample (TrivialAugment's structure), learned op weights
+    /// and magnitudes.
+    OneOp,
 }
 
 /// `--lr-schedule` values.
@@ -95,9 +108,14 @@ pub struct ExperimentArgs {
     pub lr_schedule: LrScheduleArg,
     /// Where learned policies start: `mid` (every op at p = ½, medium
     /// magnitudes), `little` (every op at p = 0.1, the default's
-    /// magnitudes) or `default` (the default policy).
+    /// magnitudes), `default` (the default policy) or `trivial`
+    /// (TrivialAugment-style magnitudes, every logit 0).
     #[arg(long, value_enum, default_value_t = PhiInitArg::Mid)]
     pub phi_init: PhiInitArg,
+    /// The family of the learned policy (and of the schedule control's
+    /// start): `independent` ops, or `one-op` per sample.
+    #[arg(long, value_enum, default_value_t = FamilyArg::Independent)]
+    pub family: FamilyArg,
     /// Validation images per meta step.
     #[arg(long, default_value_t = 256, value_parser = count_in(1, usize::MAX))]
     pub val_batch: usize,
@@ -141,6 +159,11 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         PhiInitArg::Mid => metaug::harness::experiment::phi_init(),
         PhiInitArg::Little => metaug::harness::experiment::phi_little(),
         PhiInitArg::Default => metaug::harness::experiment::phi_default(),
+        PhiInitArg::Trivial => metaug::harness::experiment::phi_trivial(),
+    };
+    let family = match args.family {
+        FamilyArg::Independent => metaug::policy::Family::Independent,
+        FamilyArg::OneOp => metaug::policy::Family::OneOp,
     };
     let model = match args.model {
         ModelArg::Cnn => ModelKind::Cnn,
@@ -181,6 +204,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     cfg.meta.knots = args.phi_knots;
     cfg.only = args.only.clone();
     cfg.meta.phi_init = phi_init;
+    cfg.meta.family = family;
     let results = run_experiment(&data, &cfg, &mut |line| eprintln!("{line}"))?;
     let table = markdown_table(&results);
     println!("{table}");
@@ -197,7 +221,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     };
     let body = format!(
         "`metaug experiment fashion-mnist{} --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
-         --tau {} --lr {} --lr-schedule {} --phi-init {} --val-batch {} --meta-start {} --neumann {} --phi-knots {}{}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
+         --tau {} --lr {} --lr-schedule {} --phi-init {} --family {} --val-batch {} --meta-start {} --neumann {} --phi-knots {}{}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
          images per class, full test set; {} step size; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
         data_flag,
@@ -211,6 +235,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.train.lr,
         name_of(args.lr_schedule),
         name_of(args.phi_init),
+        name_of(args.family),
         cfg.meta.val_batch,
         cfg.meta.meta_start,
         cfg.meta.neumann,

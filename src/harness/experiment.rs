@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-pub use crate::meta::presets::{phi_default, phi_init, phi_little, phi_none};
+pub use crate::meta::presets::{phi_default, phi_init, phi_little, phi_none, phi_trivial};
+use crate::meta::relaxed::Family;
 use crate::meta::relaxed::NUM_PHI;
 use crate::meta::rng::SplitMix;
 use crate::meta::tensor::Tensor;
@@ -221,18 +222,33 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// A policy in human units.
+/// A policy of the independent family in human units.
 pub fn describe(phi: &[f64; NUM_PHI]) -> String {
-    let h = crate::meta::relaxed::human_units(phi);
-    format!(
-        "crop p={:.2} min_area={:.2}; rotate p={:.2} max={:.1}°; flip p={:.2}; noise p={:.2} max_σ={:.3}",
-        h[0], h[1], h[2], h[3], h[4], h[5], h[6]
-    )
+    describe_in(Family::Independent, phi)
 }
 
-/// A learned φ(t) in human units: its one φ, or each knot at its point of
-/// training progress.
-pub fn describe_learned(knots: &[[f64; NUM_PHI]]) -> String {
+/// A policy of `family` in human units.
+pub fn describe_in(family: Family, phi: &[f64; NUM_PHI]) -> String {
+    let h = crate::meta::relaxed::human_units(phi);
+    match family {
+        Family::Independent => format!(
+            "crop p={:.2} min_area={:.2}; rotate p={:.2} max={:.1}°; flip p={:.2}; noise p={:.2} max_σ={:.3}",
+            h[0], h[1], h[2], h[3], h[4], h[5], h[6]
+        ),
+        Family::OneOp => {
+            let s = crate::policy::one_op_shares(crate::policy::LOGITS.map(|k| phi[k]));
+            format!(
+                "one op per sample: identity {:.2}, crop {:.2} (area {:.2}–1), rotate {:.2} (±{:.1}°), flip {:.2}, noise {:.2} (σ ≤ {:.3})",
+                s[0], s[1], h[1], s[2], h[3], s[3], s[4], h[6]
+            )
+        }
+    }
+}
+
+/// A learned φ(t) of `family` in human units: its one φ, or each knot at
+/// its point of training progress.
+pub fn describe_learned(family: Family, knots: &[[f64; NUM_PHI]]) -> String {
+    let describe = |phi: &[f64; NUM_PHI]| describe_in(family, phi);
     match knots {
         [phi] => describe(phi),
         _ => {
@@ -370,7 +386,8 @@ pub fn run_experiment(
             let t0 = Instant::now();
             let mut best: Option<(f64, f64, usize)> = None;
             for at in candidates {
-                let out = train_switch(&tr, &tc, cfg.meta.phi_init, at, phi_none());
+                let out =
+                    train_switch(&tr, &tc, cfg.meta.family, cfg.meta.phi_init, at, phi_none());
                 let (acc, v) = score(&out.model);
                 if best.is_none_or(|b| v > b.0) {
                     best = Some((v, acc, at));
@@ -378,7 +395,10 @@ pub fn run_experiment(
             }
             let secs = t0.elapsed().as_secs_f64();
             if let Some((v, acc, at)) = best {
-                let policy = format!("{} for {at} steps, then none", describe(&cfg.meta.phi_init));
+                let policy = format!(
+                    "{} for {at} steps, then none",
+                    describe_in(cfg.meta.family, &cfg.meta.phi_init)
+                );
                 record(4, acc, v, secs, policy, log);
             }
         }
@@ -394,7 +414,14 @@ pub fn run_experiment(
             let out = train(&tr, &va, &tc, phi_none(), Some(&mc), &mut |_, _| {});
             let secs = t0.elapsed().as_secs_f64();
             let (acc, v) = score(&out.model);
-            record(slot, acc, v, secs, describe_learned(&out.knots), log);
+            record(
+                slot,
+                acc,
+                v,
+                secs,
+                describe_learned(cfg.meta.family, &out.knots),
+                log,
+            );
         }
     }
     Ok(results)

@@ -142,7 +142,7 @@ pub fn problem_bytes(seed: u64) -> Result<Vec<u8>> {
         let params: Vec<f64> = b
             .draws
             .iter()
-            .flat_map(|u| relaxed_params(&p.phi, p.inner.tau, u).0)
+            .flat_map(|u| relaxed_params(p.inner.family, &p.phi, p.inner.tau, u).0)
             .collect();
         out.push((
             format!("train.{j}.params"),

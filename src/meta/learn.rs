@@ -38,6 +38,8 @@ pub struct LearnedPolicy {
     pub phi: [f32; NUM_PHI],
     /// The temperature it was learned at.
     pub tau: f32,
+    /// The family φ is read in.
+    pub family: crate::policy::Family,
     /// φ after every meta step.
     pub history: Vec<[f32; NUM_PHI]>,
 }
@@ -110,6 +112,7 @@ pub fn learn_policy(
     Ok(LearnedPolicy {
         phi: out.phi.map(|v| v as f32),
         tau: config.meta.tau as f32,
+        family: config.meta.family,
         history: out.history.iter().map(|p| p.map(|v| v as f32)).collect(),
     })
 }
@@ -120,6 +123,7 @@ impl LearnedPolicy {
         crate::policy::Policy {
             phi: self.phi,
             tau: self.tau,
+            family: self.family,
         }
     }
 }

@@ -48,6 +48,22 @@ pub fn phi_init() -> [f64; NUM_PHI] {
     ]
 }
 
+/// TrivialAugment-style magnitudes with every logit 0 (min area 0.35,
+/// 30°, σ ≤ 0.1): in the one-op family, TrivialAugment's uniform choice
+/// of identity and the four ops; in the independent family, every op at
+/// probability ½.
+pub fn phi_trivial() -> [f64; NUM_PHI] {
+    [
+        0.0,
+        logit(0.35),
+        0.0,
+        logit(30.0 / 180.0),
+        0.0,
+        0.0,
+        softplus_inv(0.1),
+    ]
+}
+
 /// A "little augmentation" start: every op at probability 0.1 with the
 /// default policy's magnitudes.
 pub fn phi_little() -> [f64; NUM_PHI] {

@@ -1,7 +1,9 @@
 //! φ and the Philox draws to per-sample physical parameters (CONTRACT.md,
 //! "Policy"): hard mode (gates in {0, 1}, as the loader samples) and relaxed
-//! mode (gates are relaxed Bernoulli samples, differentiable in φ), with the
-//! Jacobian of the relaxed map written by hand, and the map as a tape node.
+//! mode (gates differentiable in φ: relaxed Bernoulli samples in the
+//! independent family, a Gumbel-softmax sample over identity and the four
+//! ops in the one-op family), with the Jacobian of the relaxed map written
+//! by hand, and the map as a tape node.
 
 use std::f64::consts::PI;
 use std::rc::Rc;
@@ -11,6 +13,8 @@ use super::float::Float;
 use super::tape::{CustomOp, Tape, Var};
 use super::tensor::Tensor;
 use crate::ops::geometry::{Geometry, SampleParams};
+pub use crate::policy::Family;
+use crate::policy::{gumbel, GATE_DRAWS, IDENTITY_DRAW};
 
 /// Number of policy parameters φ (the policy module's).
 pub use crate::policy::N_PHI as NUM_PHI;
@@ -46,7 +50,8 @@ fn logistic(u: f32) -> f64 {
     (1.0 - u).ln() - u.ln()
 }
 
-const GATES: [(usize, usize); 4] = [(0, 0), (2, 5), (4, 7), (5, 8)]; // (φ index, draw index)
+/// φ's probability logits, `[crop, rotate, flip, noise]`.
+const LOGITS: [usize; 4] = crate::policy::LOGITS;
 
 /// The policy's human-unit values: `[p_crop, min_area, p_rotate,
 /// max_angle_degrees, p_flip, p_noise, max_sigma]`.
@@ -88,32 +93,73 @@ pub fn physical(phi: &[f64; NUM_PHI], gates: [f64; 4], u: &[f32; NUM_DRAWS]) -> 
 
 /// Hard mode (loader semantics): op k applies when `u_gate < sigmoid(logit)`;
 /// the loader's own [`Policy::hard_params`](crate::policy::Policy::hard_params).
-pub fn hard_params(phi: &[f32; NUM_PHI], u: &[f32; NUM_DRAWS]) -> SampleParams {
+pub fn hard_params(family: Family, phi: &[f32; NUM_PHI], u: &[f32; NUM_DRAWS]) -> SampleParams {
     crate::policy::Policy {
         phi: *phi,
         tau: crate::policy::DEFAULT_TAU,
+        family,
     }
     .hard_params(u)
 }
 
-/// Relaxed gates `sigmoid((logit + ln(1 − u) − ln u) / τ)` for crop, rotate,
-/// flip and noise.
-pub fn relaxed_gates(phi: &[f64; NUM_PHI], tau: f64, u: &[f32; NUM_DRAWS]) -> [f64; 4] {
-    GATES.map(|(k, d)| sigmoid((phi[k] + logistic(u[d])) / tau))
+/// Relaxed gates for crop, rotate, flip and noise, and their Jacobian
+/// `dg[i][j] = ∂gate_i/∂logit_j` (logits in [`crate::policy::LOGITS`]'
+/// order):
+/// - independent: `sigmoid((logit + ln(1 − u) − ln u) / τ)`, each on its
+///   gate draw (diagonal Jacobian);
+/// - one-op: components 1–4 of `softmax((ℓ + gumbel(u)) / τ)` over
+///   identity (ℓ = 0, draw `u10`) and the four ops, the relaxation of the
+///   hard mode's Gumbel-max choice on the same draws (so the sample is the
+///   same as τ → 0); `∂p_i/∂ℓ_j = p_i(δ_ij − p_j)/τ`.
+pub fn relaxed_gates(
+    family: Family,
+    phi: &[f64; NUM_PHI],
+    tau: f64,
+    u: &[f32; NUM_DRAWS],
+) -> ([f64; 4], [[f64; 4]; 4]) {
+    let mut dg = [[0.0; 4]; 4];
+    match family {
+        Family::Independent => {
+            let g: [f64; 4] = std::array::from_fn(|k| {
+                sigmoid((phi[LOGITS[k]] + logistic(u[GATE_DRAWS[k]])) / tau)
+            });
+            for k in 0..4 {
+                dg[k][k] = g[k] * (1.0 - g[k]) / tau;
+            }
+            (g, dg)
+        }
+        Family::OneOp => {
+            let z: [f64; 5] = std::array::from_fn(|i| match i {
+                0 => gumbel(u[IDENTITY_DRAW]) / tau,
+                k => (phi[LOGITS[k - 1]] + gumbel(u[GATE_DRAWS[k - 1]])) / tau,
+            });
+            let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e = z.map(|v| (v - m).exp());
+            let sum: f64 = e.iter().sum();
+            let g: [f64; 4] = std::array::from_fn(|k| e[k + 1] / sum);
+            for i in 0..4 {
+                for j in 0..4 {
+                    let delta = if i == j { g[i] } else { 0.0 };
+                    dg[i][j] = (delta - g[i] * g[j]) / tau;
+                }
+            }
+            (g, dg)
+        }
+    }
 }
 
 /// Relaxed mode: the physical parameters and their Jacobian
-/// `jac[q][k] = ∂param[q]/∂φ[k]`, for any τ > 0.
+/// `jac[q][k] = ∂param[q]/∂φ[k]`, for any τ > 0, in `family`.
 ///
 /// The crop size's clamp at 1 makes the centre non-differentiable where
 /// `area·aspect` or `area/aspect` crosses 1 (derivative taken as 0 beyond).
 pub fn relaxed_params(
+    family: Family,
     phi: &[f64; NUM_PHI],
     tau: f64,
     u: &[f32; NUM_DRAWS],
 ) -> ([f64; NUM_PARAMS], [[f64; NUM_PHI]; NUM_PARAMS]) {
-    let gates = relaxed_gates(phi, tau, u);
-    let dg = gates.map(|g| g * (1.0 - g) / tau);
+    let (gates, dg) = relaxed_gates(family, phi, tau, u);
     let [gc, gr, _, gn] = gates;
     let uf = u.map(|v| v as f64);
     // values, unrounded (the tape works in F; f32 rounding happens there)
@@ -138,14 +184,16 @@ pub fn relaxed_params(
         gn * sp * uf[9],
     ];
     let mut jac = [[0.0; NUM_PHI]; NUM_PARAMS];
-    // area
-    jac[0][0] = -dg[0] * uf[1] * (1.0 - s_min);
+    // area and aspect: through the crop gate (every logit it depends on)
+    // and the minimum area
+    for (j, &k) in LOGITS.iter().enumerate() {
+        jac[0][k] = -dg[0][j] * uf[1] * (1.0 - s_min);
+        jac[1][k] = aspect * ell * dg[0][j];
+    }
     jac[0][1] = gc * uf[1] * s_min * (1.0 - s_min);
-    // aspect
-    jac[1][0] = aspect * ell * dg[0];
     // centre through the crop size
     #[allow(clippy::needless_range_loop)]
-    for k in 0..2 {
+    for k in 0..NUM_PHI {
         let (da, dr) = (jac[0][k], jac[1][k]);
         if cw_raw < 1.0 {
             jac[2][k] = -kx * cw / 2.0 * (da / area + dr / aspect);
@@ -154,13 +202,13 @@ pub fn relaxed_params(
             jac[3][k] = -ky * ch / 2.0 * (da / area - dr / aspect);
         }
     }
-    // angle
-    jac[4][2] = dg[1] * max_rad * ka;
+    // angle, flip and sigma through their gates
+    for (j, &k) in LOGITS.iter().enumerate() {
+        jac[4][k] = dg[1][j] * max_rad * ka;
+        jac[5][k] = dg[2][j];
+        jac[6][k] = dg[3][j] * sp * uf[9];
+    }
     jac[4][3] = gr * PI * s3 * (1.0 - s3) * ka;
-    // flip
-    jac[5][4] = dg[2];
-    // sigma
-    jac[6][5] = dg[3] * sp * uf[9];
     jac[6][6] = gn * sigmoid(phi[6]) * uf[9];
     (values, jac)
 }
@@ -168,6 +216,7 @@ pub fn relaxed_params(
 /// The relaxed sampler as a tape node: φ `[7]` → parameters `[B, 7]`.
 struct RelaxedOp {
     inputs: [Var; 1],
+    family: Family,
     tau: f64,
     draws: Rc<[[f32; NUM_DRAWS]]>,
 }
@@ -189,7 +238,7 @@ impl<F: Float> CustomOp<F> for RelaxedOp {
         let phi = phi_array(inputs[0]);
         let mut g = [0f64; NUM_PHI];
         for (u, gp) in self.draws.iter().zip(gy.data().chunks(NUM_PARAMS)) {
-            let (_, jac) = relaxed_params(&phi, self.tau, u);
+            let (_, jac) = relaxed_params(self.family, &phi, self.tau, u);
             for (q, row) in jac.iter().enumerate() {
                 let d = gp[q].to_f64();
                 for k in 0..NUM_PHI {
@@ -210,17 +259,24 @@ fn phi_array<F: Float>(t: &Tensor<F>) -> [f64; NUM_PHI] {
 }
 
 impl<F: Float> Tape<F> {
-    /// Records relaxed sampling: `phi` (`[7]`) and each sample's draws to a
-    /// `[B, 7]` parameter tensor for [`Tape::augment`].
-    pub fn relaxed_params(&mut self, phi: Var, tau: f64, draws: Rc<[[f32; NUM_DRAWS]]>) -> Var {
+    /// Records relaxed sampling in `family`: `phi` (`[7]`) and each
+    /// sample's draws to a `[B, 7]` parameter tensor for [`Tape::augment`].
+    pub fn relaxed_params(
+        &mut self,
+        family: Family,
+        phi: Var,
+        tau: f64,
+        draws: Rc<[[f32; NUM_DRAWS]]>,
+    ) -> Var {
         let p = phi_array(self.value(phi));
         let mut out = Vec::with_capacity(draws.len() * NUM_PARAMS);
         for u in draws.iter() {
-            out.extend(relaxed_params(&p, tau, u).0.map(F::from_f64));
+            out.extend(relaxed_params(family, &p, tau, u).0.map(F::from_f64));
         }
         let value = Tensor::new(&[draws.len(), NUM_PARAMS], out);
         let op = RelaxedOp {
             inputs: [phi],
+            family,
             tau,
             draws,
         };

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use crate::meta::augment::{AugmentShape, SampleKey, NUM_PARAMS};
-use crate::meta::relaxed::{NUM_DRAWS, NUM_PHI};
+use crate::meta::relaxed::{Family, NUM_DRAWS, NUM_PHI};
 use crate::meta::rng::SplitMix;
 use crate::meta::tape::{Tape, Var};
 use crate::meta::tensor::Tensor;
@@ -102,27 +102,31 @@ pub fn check_augment(seed: u64) -> Vec<Check> {
             grad_error(&to_params, std::slice::from_ref(&p.params)),
         ),
     ];
-    for tau in [0.5, 1.0] {
-        let draws = p.draws.clone();
-        let relaxed = move |t: &mut Tape<f64>, v: &[Var]| {
-            let y = t.relaxed_params(v[0], tau, draws.clone());
-            project(t, y, 23)
+    for family in [Family::Independent, Family::OneOp] {
+        for tau in [0.5, 1.0] {
+            let draws = p.draws.clone();
+            let relaxed = move |t: &mut Tape<f64>, v: &[Var]| {
+                let y = t.relaxed_params(family, v[0], tau, draws.clone());
+                project(t, y, 23)
+            };
+            out.push(Check::rel(
+                format!("relaxed φ → parameters ({}, τ = {tau})", family.name()),
+                grad_error(&relaxed, std::slice::from_ref(&p.phi)),
+            ));
+        }
+    }
+    for family in [Family::Independent, Family::OneOp] {
+        let (keys, images, draws) = (p.keys.clone(), p.images.clone(), p.draws.clone());
+        let chain = move |t: &mut Tape<f64>, v: &[Var]| {
+            let img = t.constant(images.clone());
+            let par = t.relaxed_params(family, v[0], 0.5, draws.clone());
+            let y = t.augment(img, par, keys.clone(), shape);
+            project(t, y, 24)
         };
         out.push(Check::rel(
-            format!("relaxed φ → parameters (τ = {tau})"),
-            grad_error(&relaxed, std::slice::from_ref(&p.phi)),
+            format!("chain φ → augmented image ({})", family.name()),
+            grad_error(&chain, std::slice::from_ref(&p.phi)),
         ));
     }
-    let (keys, images, draws) = (p.keys.clone(), p.images.clone(), p.draws.clone());
-    let chain = move |t: &mut Tape<f64>, v: &[Var]| {
-        let img = t.constant(images.clone());
-        let par = t.relaxed_params(v[0], 0.5, draws.clone());
-        let y = t.augment(img, par, keys.clone(), shape);
-        project(t, y, 24)
-    };
-    out.push(Check::rel(
-        "chain φ → augmented image",
-        grad_error(&chain, std::slice::from_ref(&p.phi)),
-    ));
     out
 }

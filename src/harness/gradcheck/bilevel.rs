@@ -103,6 +103,7 @@ impl MetaProblem {
             inner: Inner {
                 alpha: 0.3,
                 tau: 0.5,
+                family: crate::meta::relaxed::Family::Independent,
                 shape,
                 model,
                 neumann: 1,
@@ -155,6 +156,15 @@ pub fn check_hypergradient(seed: u64) -> Vec<Check> {
         let p = MetaProblem::random_cnn(seed + k as u64, k);
         Check::rel(
             format!("MAML hypergradient through the CNN vs finite differences (k = {k})"),
+            rel_err(&p.exact(), &p.finite_difference()),
+        )
+    }));
+    // the one-op family: φ's logits through a Gumbel-softmax over the ops
+    out.extend((1..=2).map(|k| {
+        let mut p = MetaProblem::random_cnn(seed + 10 + k as u64, k);
+        p.inner.family = crate::meta::relaxed::Family::OneOp;
+        Check::rel(
+            format!("MAML hypergradient, CNN, one-op vs finite differences (k = {k})"),
             rel_err(&p.exact(), &p.finite_difference()),
         )
     }));
@@ -247,6 +257,7 @@ pub fn check_reptile_f32(seed: u64) -> Check {
     let inner = Inner {
         alpha: 0.1,
         tau: 0.5,
+        family: crate::meta::relaxed::Family::Independent,
         shape: AugmentShape {
             channels: 1,
             src: Size::new(28, 28),

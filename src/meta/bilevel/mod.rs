@@ -14,7 +14,7 @@ pub mod reptile;
 use crate::meta::augment::{AugmentShape, SampleKey};
 use crate::meta::float::Float;
 use crate::meta::model::Arch;
-use crate::meta::relaxed::{NUM_DRAWS, NUM_PHI};
+use crate::meta::relaxed::{Family, NUM_DRAWS, NUM_PHI};
 use crate::meta::tape::{Tape, Var};
 use crate::meta::tensor::Tensor;
 
@@ -48,6 +48,8 @@ pub struct Inner {
     pub alpha: f64,
     /// Relaxation temperature τ.
     pub tau: f64,
+    /// The policy family φ is read in.
+    pub family: Family,
     /// Augmentation shapes.
     pub shape: AugmentShape,
     /// The task model.
@@ -71,7 +73,7 @@ pub fn augmented_images<F: Float>(
     inner: &Inner,
 ) -> Var {
     let images = tape.constant(batch.images.clone());
-    let params = tape.relaxed_params(phi, inner.tau, batch.draws.clone());
+    let params = tape.relaxed_params(inner.family, phi, inner.tau, batch.draws.clone());
     tape.augment(images, params, batch.keys.clone(), inner.shape)
 }
 

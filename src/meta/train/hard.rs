@@ -3,7 +3,7 @@
 
 use crate::decode::ImageView;
 use crate::meta::augment::{augment_forward, params_row, AugmentShape, SampleKey, NUM_PARAMS};
-use crate::meta::relaxed::NUM_PHI;
+use crate::meta::relaxed::{Family, NUM_PHI};
 use crate::meta::tensor::Tensor;
 use crate::ops::{augment_into, OutputSpec};
 use crate::policy::Policy;
@@ -14,11 +14,12 @@ pub(super) fn never_applies(phi: &[f64; NUM_PHI]) -> bool {
     [0, 2, 4, 5].iter().all(|&k| phi[k] == f64::NEG_INFINITY)
 }
 
-/// The loader's policy for φ (hard mode does not use τ).
-fn hard_policy(phi: &[f64; NUM_PHI]) -> Policy {
+/// The loader's policy for φ in `family` (hard mode does not use τ).
+fn hard_policy(phi: &[f64; NUM_PHI], family: Family) -> Policy {
     Policy {
         phi: phi.map(|v| v as f32),
         tau: crate::policy::DEFAULT_TAU,
+        family,
     }
 }
 
@@ -59,6 +60,7 @@ pub fn augment_hard(
     images: &Tensor<f32>,
     keys: &[SampleKey],
     phi: &[f64; NUM_PHI],
+    family: Family,
     shape: &AugmentShape,
 ) -> Tensor<f32> {
     let n = keys.len();
@@ -69,10 +71,10 @@ pub fn augment_hard(
     match image_bytes(images) {
         Some(bytes) => {
             let rows: Vec<usize> = (0..n).collect();
-            augment_hard_bytes(&bytes, &rows, keys, phi, shape)
+            augment_hard_bytes(&bytes, &rows, keys, phi, family, shape)
         }
         None => {
-            let policy = hard_policy(phi);
+            let policy = hard_policy(phi, family);
             let params: Vec<f32> = keys
                 .iter()
                 .flat_map(|k| params_row(&policy.sample_hard(k.seed, k.epoch, k.sample)))
@@ -92,6 +94,7 @@ pub fn augment_hard_bytes(
     rows: &[usize],
     keys: &[SampleKey],
     phi: &[f64; NUM_PHI],
+    family: Family,
     shape: &AugmentShape,
 ) -> Tensor<f32> {
     assert_eq!(rows.len(), keys.len(), "one key per row");
@@ -101,7 +104,7 @@ pub fn augment_hard_bytes(
     let d_out = spec.sample_elements();
     let n = rows.len();
     let mut out = vec![0f32; n * d_out];
-    let policy = hard_policy(phi);
+    let policy = hard_policy(phi, family);
     let parallel = out.len() >= crate::meta::augment::PARALLEL_MIN_ELEMENTS;
     crate::meta::augment::for_each_chunk(
         &mut out,

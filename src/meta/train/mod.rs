@@ -38,7 +38,7 @@ use super::maml;
 use super::mlp::Activation;
 use super::model::cnn::CnnShape;
 use super::model::{Arch, Model};
-use super::relaxed::{draws, NUM_PHI};
+use super::relaxed::{draws, Family, NUM_PHI};
 use super::reptile;
 use super::rng::SplitMix;
 use super::schedule::PhiSchedule;
@@ -129,6 +129,10 @@ pub struct MetaConfig {
     pub radius: f64,
     /// φ at the start.
     pub phi_init: [f64; NUM_PHI],
+    /// The family the learned φ is read in ([`Family::OneOp`]: one op per
+    /// sample, TrivialAugment's structure, with learned op weights and
+    /// magnitudes).
+    pub family: Family,
     /// Fraction of the training steps taken before the first meta step
     /// (φ is held at `phi_init` until then, hard mode); 0 starts at once.
     pub meta_start: f64,
@@ -154,6 +158,7 @@ impl Default for MetaConfig {
             beta: 1.0,
             radius: 1e-2,
             phi_init: [0.0; NUM_PHI],
+            family: Family::Independent,
             meta_start: 0.0,
             neumann: 1,
             knots: 1,
@@ -321,7 +326,15 @@ pub fn train(
     meta: Option<&MetaConfig>,
     progress: &mut dyn FnMut(usize, &[f64; NUM_PHI]),
 ) -> Trained {
-    run(train, val, cfg, Fixed::Policy(phi), meta, None, progress)
+    run(
+        train,
+        val,
+        cfg,
+        Fixed::Policy(phi, Family::Independent),
+        meta,
+        None,
+        progress,
+    )
 }
 
 /// Trains with a TrivialAugment-style baseline instead of a policy: each
@@ -343,8 +356,8 @@ pub fn train_trivial_augment(train: &ImageSet, cfg: &TrainConfig) -> Trained {
 /// The fixed augmentation of a run without meta-learning.
 #[derive(Clone, Copy, Debug)]
 enum Fixed {
-    /// One policy for every sample.
-    Policy([f64; NUM_PHI]),
+    /// One policy for every sample, in its family.
+    Policy([f64; NUM_PHI], Family),
     /// TrivialAugment-style: one op per sample.
     Trivial,
 }
@@ -354,13 +367,15 @@ pub fn meta_start_step(meta: &MetaConfig, steps: usize) -> usize {
     ((meta.meta_start.clamp(0.0, 1.0) * steps as f64) as usize).min(steps)
 }
 
-/// A fixed two-phase schedule, no meta-learning: policy `first` for the
-/// first `at` steps, then `then` (hard mode both). The control of delayed
+/// A fixed two-phase schedule, no meta-learning: policy `first` (in
+/// `family`) for the first `at` steps, then `then` (hard mode both; `at`
+/// ≥ `cfg.steps` holds `first` throughout). The control of delayed
 /// meta-learning (`MetaConfig::meta_start`): the same start, without the
 /// learning.
 pub fn train_switch(
     train: &ImageSet,
     cfg: &TrainConfig,
+    family: Family,
     first: [f64; NUM_PHI],
     at: usize,
     then: [f64; NUM_PHI],
@@ -369,7 +384,7 @@ pub fn train_switch(
         train,
         train,
         cfg,
-        Fixed::Policy(first),
+        Fixed::Policy(first, family),
         None,
         Some((at, then)),
         &mut |_, _| {},
@@ -396,9 +411,14 @@ fn run(
         Arch::Mlp(act) => Model::mlp(&[train.dim(), cfg.hidden, train.classes], act, cfg.seed),
         Arch::Cnn(shape) => Model::cnn(shape, cfg.seed),
     };
+    let family = match (meta, fixed) {
+        (Some(m), _) => m.family,
+        (None, Fixed::Policy(_, family)) => family,
+        (None, Fixed::Trivial) => Family::Independent,
+    };
     let mut phi = match (meta, fixed) {
         (Some(m), _) => m.phi_init,
-        (None, Fixed::Policy(phi)) => phi,
+        (None, Fixed::Policy(phi, _)) => phi,
         (None, Fixed::Trivial) => {
             let off = f64::NEG_INFINITY;
             [off, 0.0, off, 0.0, off, off, 0.0]
@@ -432,6 +452,7 @@ fn run(
             let inner = Inner {
                 alpha: lr,
                 tau: m.tau,
+                family,
                 shape,
                 model: arch,
                 neumann: m.neumann,
@@ -489,8 +510,10 @@ fn run(
             (_, Fixed::Trivial) if meta.is_none() => {
                 trivial_augment_batch(train, bytes.as_deref(), &idx, &ks, &shape)
             }
-            (Some(b), _) if !never_applies(&phi) => augment_hard_bytes(b, &idx, &ks, &phi, &shape),
-            _ => augment_hard(&images, &ks, &phi, &shape),
+            (Some(b), _) if !never_applies(&phi) => {
+                augment_hard_bytes(b, &idx, &ks, &phi, family, &shape)
+            }
+            _ => augment_hard(&images, &ks, &phi, family, &shape),
         };
         model.sgd_step(&x, &labels, lr as f32);
     }

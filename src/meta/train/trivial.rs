@@ -4,7 +4,7 @@
 use super::hard::{augment_hard, augment_hard_bytes, never_applies};
 use super::ImageSet;
 use crate::meta::augment::{AugmentShape, SampleKey};
-use crate::meta::relaxed::NUM_PHI;
+use crate::meta::relaxed::{Family, NUM_PHI};
 use crate::meta::rng::SplitMix;
 use crate::meta::tensor::Tensor;
 
@@ -65,8 +65,16 @@ pub(super) fn trivial_augment_batch(
         let rows: Vec<usize> = members.iter().map(|&b| idx[b]).collect();
         let keys: Vec<SampleKey> = members.iter().map(|&b| ks[b]).collect();
         let x = match bytes {
-            Some(b) if !never_applies(phi) => augment_hard_bytes(b, &rows, &keys, phi, shape),
-            _ => augment_hard(&train.gather(&rows).0, &keys, phi, shape),
+            Some(b) if !never_applies(phi) => {
+                augment_hard_bytes(b, &rows, &keys, phi, Family::Independent, shape)
+            }
+            _ => augment_hard(
+                &train.gather(&rows).0,
+                &keys,
+                phi,
+                Family::Independent,
+                shape,
+            ),
         };
         d_out = x.len() / members.len();
         let buf = out.get_or_insert_with(|| vec![0.0; n * d_out]);
@@ -111,7 +119,14 @@ mod tests {
         for b in 0..n {
             let op = trivial_choice(&ks[b]);
             counts[op] += 1;
-            let want = augment_hard_bytes(&bytes, &[b], &ks[b..=b], &phis[op], &shape);
+            let want = augment_hard_bytes(
+                &bytes,
+                &[b],
+                &ks[b..=b],
+                &phis[op],
+                Family::Independent,
+                &shape,
+            );
             assert_eq!(
                 &out.data()[b * 64..(b + 1) * 64],
                 want.data(),
@@ -122,8 +137,21 @@ mod tests {
         assert!(counts.iter().all(|&c| (20..=60).contains(&c)), "{counts:?}");
         // the identity choice leaves the image as it is (normalised as the
         // loader does: not the raw pixels, but the same for every op-free row)
-        let none = augment_hard_bytes(&bytes, &[0], &ks[..1], &phis[0], &shape);
-        let plain = augment_hard(&set.gather(&[0]).0, &ks[..1], &phis[0], &shape);
+        let none = augment_hard_bytes(
+            &bytes,
+            &[0],
+            &ks[..1],
+            &phis[0],
+            Family::Independent,
+            &shape,
+        );
+        let plain = augment_hard(
+            &set.gather(&[0]).0,
+            &ks[..1],
+            &phis[0],
+            Family::Independent,
+            &shape,
+        );
         assert_eq!(none.data(), plain.data());
     }
 }

@@ -43,6 +43,7 @@ fn hand_written_pass_matches_the_tape() {
         let inner = Inner {
             alpha: 0.1,
             tau: 0.5,
+            family: crate::meta::relaxed::Family::Independent,
             shape: crate::meta::augment::AugmentShape {
                 channels: 1,
                 src: crate::ops::Size::new(3, 3),

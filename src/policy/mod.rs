@@ -7,22 +7,26 @@
 //! [`sigmoid`] (probabilities, crop minimum area, rotation `180·sigmoid`
 //! degrees) and [`softplus`] (noise σ in `[0, 1]` pixel units).
 //!
+//! A policy's [`Family`] says how the four logits choose a sample's ops:
+//! each op on its own (`Independent`, the design's policy: op `k` applies
+//! when `u_gate < sigmoid(logit_k)`), or exactly one op per sample
+//! (`OneOp`, TrivialAugment's structure: the op is drawn with probabilities
+//! `softmax(0, crop, rotate, flip, noise logits)`, the 0 being the
+//! identity's). The magnitudes mean the same in both.
+//!
 //! Per sample, twelve uniforms [`draws`] come from Philox stream
 //! [`STREAM_PARAMS`], blocks 0, 1, 2: `u0` crop gate, `u1` crop area, `u2`
 //! crop aspect, `u3`/`u4` crop centre, `u5` rotate gate, `u6` angle, `u7` flip
-//! gate, `u8` noise gate, `u9` noise σ (`u10`, `u11` unused).
-//! [`Policy::sample_hard`] turns them into [`SampleParams`] (op `k` applies
-//! when `u_gate < p_k`); the meta engine reuses [`draws`] and the maps for its
+//! gate, `u8` noise gate, `u9` noise σ, `u10` the identity's gate (one-op
+//! family only; `u11` unused). [`Policy::sample_hard`] turns them into
+//! [`SampleParams`]; the meta engine reuses [`draws`] and the maps for its
 //! relaxed mode.
 //!
-//! A policy is saved as a small safetensors file: tensor `phi` F32 `[7]` and
-//! metadata `format=metaug-policy`, `version=1`, `ops=crop,rotate,flip,noise`,
-//! `tau=...`.
+//! A policy is saved as a small safetensors file (the `file` module: tensor
+//! `phi` F32 `[7]` and metadata `format=metaug-policy`, `version`, `ops`,
+//! `tau`, and `family` for one-op policies).
 
-use std::collections::HashMap;
-use std::path::Path;
-
-use safetensors::{Dtype, SafeTensors};
+mod file;
 
 use crate::ops::geometry::{Geometry, SampleParams};
 use crate::ops::philox::{PhiloxStream, STREAM_PARAMS};
@@ -65,10 +69,77 @@ pub const LN_ASPECT_MIN: f32 = -0.287_682_1;
 /// `ln(16/9)`: the width of the log-aspect range (3/4 to 4/3).
 pub const LN_ASPECT_RANGE: f32 = 0.575_364_2;
 
-const FORMAT: &str = "metaug-policy";
-const VERSION: &str = "1";
-/// A policy file is a few hundred bytes; anything above this is not one.
-const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Index of the draw that is each op's gate, in [`LOGITS`]' order.
+pub const GATE_DRAWS: [usize; 4] = [0, 5, 7, 8];
+/// Index of the identity's gate draw in the one-op family.
+pub const IDENTITY_DRAW: usize = 10;
+
+/// How a policy's four probability logits choose the ops of a sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Each op applies on its own, op `k` with probability
+    /// `sigmoid(logit_k)` (the design's policy; any subset of the ops).
+    #[default]
+    Independent,
+    /// TrivialAugment's structure: every sample gets exactly one of
+    /// identity, crop, rotate, flip, noise, op `k` with probability
+    /// `softmax(0, logit_crop, logit_rotate, logit_flip, logit_noise)_k`,
+    /// drawn by Gumbel-max on the gate draws (`u10` for the identity), at
+    /// the policy's magnitudes. All logits 0 is TrivialAugment's uniform
+    /// choice; a `-inf` logit never chooses its op.
+    OneOp,
+}
+
+impl Family {
+    /// The family's name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Independent => "independent",
+            Family::OneOp => "one-op",
+        }
+    }
+
+    /// The family named `name` ([`Family::name`]), if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "independent" => Some(Family::Independent),
+            "one-op" => Some(Family::OneOp),
+            _ => None,
+        }
+    }
+}
+
+/// The Gumbel noise `−ln(−ln u)` of a uniform `u` in (0, 1), in f64.
+#[inline]
+pub fn gumbel(u: f32) -> f64 {
+    -(-(u as f64).ln()).ln()
+}
+
+/// The one-op family's choice for logits `[crop, rotate, flip, noise]` and
+/// a sample's draws: `None` for the identity, else the op's index in
+/// [`LOGITS`]' order. Gumbel-max: the largest `logit + gumbel(u_gate)`
+/// wins (the identity's logit is 0), so op `k` is chosen with probability
+/// `softmax(0, logits)_k`; ties go to the first.
+pub fn one_op_choice(logits: [f64; 4], u: &[f32; 12]) -> Option<usize> {
+    let mut best = (gumbel(u[IDENTITY_DRAW]), None);
+    for (k, (&l, &d)) in logits.iter().zip(&GATE_DRAWS).enumerate() {
+        let score = l + gumbel(u[d]);
+        if score > best.0 {
+            best = (score, Some(k));
+        }
+    }
+    best.1
+}
+
+/// The one-op family's probabilities `softmax(0, logits)`: identity first,
+/// then crop, rotate, flip, noise.
+pub fn one_op_shares(logits: [f64; 4]) -> [f64; 5] {
+    let z = [0.0, logits[0], logits[1], logits[2], logits[3]];
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e = z.map(|v| (v - m).exp());
+    let sum: f64 = e.iter().sum();
+    e.map(|v| v / sum)
+}
 
 /// `1 / (1 + exp(-x))` in f32 (`-inf` → 0, `+inf` → 1).
 #[inline]
@@ -131,8 +202,10 @@ pub fn crop_center(area: f32, aspect: f32, u3: f32, u4: f32) -> [f32; 2] {
 pub struct Policy {
     /// The 7 unconstrained parameters, in the order of [`PHI_NAMES`].
     pub phi: [f32; N_PHI],
-    /// Temperature of the relaxed Bernoulli gates (> 0).
+    /// Temperature of the relaxed gates (> 0).
     pub tau: f32,
+    /// How the logits choose a sample's ops.
+    pub family: Family,
 }
 
 impl Default for Policy {
@@ -184,6 +257,7 @@ impl Policy {
                 inverse_softplus(open("noise maximum sigma", noise.1, f64::INFINITY)?),
             ],
             tau,
+            family: Family::Independent,
         };
         p.validate()?;
         Ok(p)
@@ -213,18 +287,40 @@ impl Policy {
                 inverse_softplus(0.05),
             ],
             tau: DEFAULT_TAU,
+            family: Family::Independent,
         }
     }
 
-    /// Parses a `--policy` argument: `none`, `default`, or the path of a
-    /// policy file (write `./none` for a file named `none`).
+    /// TrivialAugment-style as a policy of the one-op family: each sample
+    /// gets one of identity, crop (area 0.35–1), rotate (±30°), flip, noise
+    /// (σ ≤ 0.1), uniformly (every logit 0), at a uniform magnitude; τ 0.5.
+    pub fn trivial_augment() -> Self {
+        Policy {
+            phi: [
+                0.0,
+                logit(0.35),
+                0.0,
+                logit(30.0 / 180.0),
+                0.0,
+                0.0,
+                inverse_softplus(0.1),
+            ],
+            tau: DEFAULT_TAU,
+            family: Family::OneOp,
+        }
+    }
+
+    /// Parses a `--policy` argument: `none`, `default`, `trivial`
+    /// ([`Policy::trivial_augment`]) or the path of a policy file (write
+    /// `./none` for a file named `none`).
     pub fn from_arg(arg: &str) -> Result<Self> {
         match arg {
             "none" => Ok(Policy::none()),
             "default" => Ok(Policy::default_policy()),
+            "trivial" => Ok(Policy::trivial_augment()),
             "" => Err(Error::invalid(
                 "policy",
-                "empty (expected none, default or a policy file)",
+                "empty (expected none, default, trivial or a policy file)",
             )),
             path => Policy::load(path),
         }
@@ -255,9 +351,38 @@ impl Policy {
         Ok(())
     }
 
+    /// Probability that op `k` (in [`LOGITS`]' order) applies to a sample:
+    /// `sigmoid(logit_k)` in the independent family, its share
+    /// [`one_op_shares`] in the one-op family.
+    pub fn op_probability(&self, k: usize) -> f32 {
+        match self.family {
+            Family::Independent => sigmoid(self.phi[LOGITS[k]]),
+            Family::OneOp => one_op_shares(self.logits())[k + 1] as f32,
+        }
+    }
+
+    /// The four probability logits, in [`LOGITS`]' order, in f64.
+    pub fn logits(&self) -> [f64; 4] {
+        LOGITS.map(|k| self.phi[k] as f64)
+    }
+
+    /// Which ops apply to a sample with draws `u`: `[crop, rotate, flip,
+    /// noise]` (at most one in the one-op family).
+    pub fn hard_gates(&self, u: &[f32; 12]) -> [bool; 4] {
+        match self.family {
+            Family::Independent => {
+                std::array::from_fn(|k| u[GATE_DRAWS[k]] < self.op_probability(k))
+            }
+            Family::OneOp => {
+                let chosen = one_op_choice(self.logits(), u);
+                std::array::from_fn(|k| chosen == Some(k))
+            }
+        }
+    }
+
     /// Probability of the crop.
     pub fn crop_p(&self) -> f32 {
-        sigmoid(self.phi[CROP_LOGIT_P])
+        self.op_probability(0)
     }
     /// Smallest crop area, as a fraction of the image.
     pub fn crop_min_area(&self) -> f32 {
@@ -265,7 +390,7 @@ impl Policy {
     }
     /// Probability of the rotation.
     pub fn rotate_p(&self) -> f32 {
-        sigmoid(self.phi[ROTATE_LOGIT_P])
+        self.op_probability(1)
     }
     /// Largest rotation angle, in degrees (`180·sigmoid(raw)`).
     pub fn rotate_max_degrees(&self) -> f32 {
@@ -273,11 +398,11 @@ impl Policy {
     }
     /// Probability of the horizontal flip.
     pub fn flip_p(&self) -> f32 {
-        sigmoid(self.phi[FLIP_LOGIT_P])
+        self.op_probability(2)
     }
     /// Probability of the noise.
     pub fn noise_p(&self) -> f32 {
-        sigmoid(self.phi[NOISE_LOGIT_P])
+        self.op_probability(3)
     }
     /// Largest noise σ, in `[0, 1]` pixel units (`softplus(raw)`).
     pub fn noise_max_sigma(&self) -> f32 {
@@ -289,25 +414,27 @@ impl Policy {
         self.hard_params(&draws(seed, epoch, sample))
     }
 
-    /// Hard mode from given [`draws`]: op `k` applies when `u_gate < p_k`.
+    /// Hard mode from given [`draws`]: the ops [`Policy::hard_gates`]
+    /// chooses apply, at magnitudes drawn as follows.
     /// - crop: `area = 1 - u1·(1 - s_min)`, `aspect = `[`crop_aspect`]`(u2)`,
     ///   else both 1; centre [`crop_center`] (0 without a crop);
     /// - rotate: `angle = radians(max_deg)·(2·u6 - 1)`, else 0;
     /// - flip: 1, else 0;
     /// - noise: `sigma = max_sigma·u9`, else 0.
     pub fn hard_params(&self, u: &[f32; 12]) -> SampleParams {
-        let (area, aspect) = if u[0] < self.crop_p() {
+        let [crop, rotate, flip, noise] = self.hard_gates(u);
+        let (area, aspect) = if crop {
             (1.0 - u[1] * (1.0 - self.crop_min_area()), crop_aspect(u[2]))
         } else {
             (1.0, 1.0)
         };
-        let angle = if u[5] < self.rotate_p() {
+        let angle = if rotate {
             self.rotate_max_degrees().to_radians() * (2.0 * u[6] - 1.0)
         } else {
             0.0
         };
-        let flip = if u[7] < self.flip_p() { 1.0 } else { 0.0 };
-        let sigma = if u[8] < self.noise_p() {
+        let flip = if flip { 1.0 } else { 0.0 };
+        let sigma = if noise {
             self.noise_max_sigma() * u[9]
         } else {
             0.0
@@ -327,8 +454,15 @@ impl Policy {
     /// The policy in human units, one op per line.
     pub fn describe(&self) -> String {
         let p = |v: f32| format!("p={v:.3}");
+        let head = match self.family {
+            Family::Independent => String::new(),
+            Family::OneOp => format!(
+                "one op per sample (family one-op); identity {}\n",
+                p(one_op_shares(self.logits())[0] as f32)
+            ),
+        };
         format!(
-            "crop    {}  area {:.3}..1 of the image, aspect 3/4..4/3\n\
+            "{head}crop    {}  area {:.3}..1 of the image, aspect 3/4..4/3\n\
              rotate  {}  angle within ±{:.2}°\n\
              flip    {}\n\
              noise   {}  σ up to {:.4} (pixel range 0..1)\n\
@@ -342,126 +476,6 @@ impl Policy {
             self.noise_max_sigma(),
             self.tau
         )
-    }
-
-    /// The policy file's bytes (safetensors).
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        self.validate()?;
-        let data: Vec<u8> = self.phi.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![N_PHI], &data)
-            .map_err(|e| Error::invalid("policy", e.to_string()))?;
-        let meta: HashMap<String, String> = [
-            ("format", FORMAT.to_string()),
-            ("version", VERSION.to_string()),
-            ("ops", OPS.to_string()),
-            ("tau", self.tau.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        safetensors::serialize([("phi", view)], Some(meta))
-            .map_err(|e| Error::invalid("policy", e.to_string()))
-    }
-
-    /// Parses a policy file's bytes; `path` names the file in errors.
-    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let bad = |what: String| Error::format(path, what);
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        let (_, meta) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        let empty = HashMap::new();
-        let meta = meta.metadata().as_ref().unwrap_or(&empty);
-        match meta.get("format").map(String::as_str) {
-            Some(FORMAT) => {}
-            Some("metaug-shard") => {
-                return Err(bad("this is a metaug shard, not a policy file".to_string()))
-            }
-            Some(other) => {
-                return Err(bad(format!(
-                    "format is {other:?}, not a metaug policy file ({FORMAT:?})"
-                )))
-            }
-            None => {
-                return Err(bad(
-                    "no `format` metadata: not a metaug policy file".to_string()
-                ))
-            }
-        }
-        if meta.get("version").map(String::as_str) != Some(VERSION) {
-            return Err(bad(format!(
-                "policy version {:?} is not supported (expected {VERSION})",
-                meta.get("version")
-            )));
-        }
-        if meta.get("ops").map(String::as_str) != Some(OPS) {
-            return Err(bad(format!(
-                "policy ops {:?} (expected {OPS:?})",
-                meta.get("ops")
-            )));
-        }
-        let tau: f32 = meta
-            .get("tau")
-            .ok_or_else(|| bad("no `tau` metadata".to_string()))?
-            .parse()
-            .map_err(|_| bad(format!("tau {:?} is not a number", meta["tau"])))?;
-        let names = st.names();
-        if names != ["phi"] {
-            return Err(bad(format!(
-                "expected exactly one tensor `phi`, found {names:?}"
-            )));
-        }
-        let t = st
-            .tensor("phi")
-            .map_err(|e| bad(format!("tensor phi: {e}")))?;
-        if t.dtype() != Dtype::F32 || t.shape() != [N_PHI] {
-            return Err(bad(format!(
-                "tensor phi is {:?} {:?} (expected F32 [{N_PHI}])",
-                t.dtype(),
-                t.shape()
-            )));
-        }
-        let mut phi = [0.0f32; N_PHI];
-        for (v, b) in phi.iter_mut().zip(t.data().chunks_exact(4)) {
-            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-        let policy = Policy { phi, tau };
-        policy.validate().map_err(|e| bad(e.to_string()))?;
-        Ok(policy)
-    }
-
-    /// Reads and validates a policy file.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
-        if len > MAX_FILE_BYTES {
-            return Err(Error::format(
-                path,
-                format!("{len} bytes is too large for a policy file"),
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Policy::from_bytes(&bytes, path)
-    }
-
-    /// Writes the policy file: to a temporary name beside it, synced, then
-    /// renamed, so that a reader never sees half a file.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        use std::io::Write;
-        let path = path.as_ref();
-        let bytes = self.to_bytes()?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        };
-        write().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
 }
 
