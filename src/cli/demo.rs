@@ -117,7 +117,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let policy_path = args.out.join("policy.safetensors");
     let plot_path = args.out.join("policy.png");
     policy.save(&policy_path)?;
-    plot_history(&learned.history, &plot_path)?;
+    plot_history(&learned.history, learned.family, &plot_path)?;
     println!(
         "      {} meta steps in {:.1} s; learned policy (started from p = 0.5 for every op):",
         learned.history.len(),

@@ -45,6 +45,12 @@ pub struct LearnPolicyArgs {
     /// Step size on φ.
     #[arg(long, default_value_t = 0.05, value_parser = parse_positive)]
     pub meta_lr: f64,
+    /// The policy family: `independent` (each op with its own probability,
+    /// starting at p ½) or `one-op` (one op per sample, TrivialAugment's
+    /// structure, starting at TrivialAugment-style: uniform op choice,
+    /// area 0.35–1, ±30°, σ ≤ 0.1).
+    #[arg(long, default_value = "independent", value_parser = ["independent", "one-op"])]
+    pub family: String,
     /// Temperature of the relaxed gates.
     #[arg(long, default_value_t = 0.5, value_parser = parse_positive)]
     pub tau: f64,
@@ -85,6 +91,12 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
     cfg.meta.meta_lr = args.meta_lr;
     cfg.meta.meta_start = args.meta_start;
     cfg.meta.tau = args.tau;
+    if let Some(family) = metaug::policy::Family::parse(&args.family) {
+        cfg.meta.family = family;
+    }
+    if cfg.meta.family == metaug::policy::Family::OneOp {
+        cfg.meta.phi_init = metaug::meta::presets::phi_trivial();
+    }
     let bar = progress_bar(args.steps as u64, "steps");
     let learned = learn_policy(&set.images, &set.labels, &cfg, &mut |step, _| {
         bar.set_position(step as u64 + 1)
@@ -99,7 +111,7 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
         policy.describe()
     );
     policy.save(&args.out)?;
-    plot_history(&learned.history, &args.plot)?;
+    plot_history(&learned.history, learned.family, &args.plot)?;
     println!("wrote {} and {}", args.out.display(), args.plot.display());
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::cli::args::{parse_size, progress_bar, DTypeArg, LayoutArg};
 pub struct PrecomputeArgs {
     /// Source dataset directory (with index.json), or s3://bucket/prefix (feature s3).
     dir: PathBuf,
-    /// Augmentation policy: none, default, or a policy file.
+    /// Augmentation policy: none, default, trivial (TrivialAugment-style, one op per sample), or a policy file.
     #[arg(long, default_value = "default")]
     policy: String,
     /// Augmented copies of each image.

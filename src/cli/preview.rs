@@ -15,7 +15,7 @@ use crate::cli::args::parse_size;
 pub struct PreviewArgs {
     /// Dataset directory (with index.json), or s3://bucket/prefix (feature s3).
     dir: PathBuf,
-    /// Augmentation policy: none, default, or a policy file.
+    /// Augmentation policy: none, default, trivial (TrivialAugment-style, one op per sample), or a policy file.
     #[arg(long, default_value = "default")]
     policy: String,
     /// Output PNG.

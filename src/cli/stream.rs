@@ -33,7 +33,7 @@ pub struct StreamArgs {
     /// Output layout.
     #[arg(long, value_enum, default_value_t = LayoutArg::Nchw)]
     layout: LayoutArg,
-    /// Augmentation policy: none, default, or a policy file.
+    /// Augmentation policy: none, default, trivial (TrivialAugment-style, one op per sample), or a policy file.
     #[arg(long, default_value = "default")]
     policy: String,
     /// Seed of the order, augmentation and noise.

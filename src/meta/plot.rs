@@ -8,7 +8,7 @@ use std::path::Path;
 
 use image::{Rgb, RgbImage};
 
-use super::relaxed::{human_units, NUM_PHI};
+use super::relaxed::{human_units_in, Family, NUM_PHI};
 use crate::{Error, Result};
 
 const WIDTH: u32 = 720;
@@ -196,19 +196,24 @@ fn panel(
     );
 }
 
-/// Draws the history of φ (one entry per meta step) as a PNG at `path`.
-pub fn plot_history(history: &[[f32; NUM_PHI]], path: &Path) -> Result<()> {
+/// Draws the history of φ of `family` (one entry per meta step) as a PNG
+/// at `path`; in the one-op family the top panel shows each op's share.
+pub fn plot_history(history: &[[f32; NUM_PHI]], family: Family, path: &Path) -> Result<()> {
     let h: Vec<[f64; NUM_PHI]> = history
         .iter()
-        .map(|p| human_units(&p.map(|v| v as f64)))
+        .map(|p| human_units_in(family, &p.map(|v| v as f64)))
         .collect();
     let col = |k: usize| h.iter().map(|r| r[k]).collect::<Vec<f64>>();
     let mut img = RgbImage::from_pixel(WIDTH, 4 * PANEL, WHITE);
     let steps = history.len();
+    let title = match family {
+        Family::Independent => "P",
+        Family::OneOp => "SHARE (ONE OP PER SAMPLE)",
+    };
     panel(
         &mut img,
         0,
-        "P",
+        title,
         &[
             ("CROP", col(0)),
             ("ROTATE", col(2)),

@@ -67,6 +67,20 @@ pub fn human_units(phi: &[f64; NUM_PHI]) -> [f64; NUM_PHI] {
     ]
 }
 
+/// [`human_units`] of a policy of `family`: in the one-op family the four
+/// probabilities are the ops' shares `softmax(0, logits)` (the identity
+/// has the rest).
+pub fn human_units_in(family: Family, phi: &[f64; NUM_PHI]) -> [f64; NUM_PHI] {
+    let mut h = human_units(phi);
+    if family == Family::OneOp {
+        let shares = crate::policy::one_op_shares(LOGITS.map(|k| phi[k]));
+        for (j, &k) in LOGITS.iter().enumerate() {
+            h[k] = shares[j + 1];
+        }
+    }
+    h
+}
+
 /// The physical parameters `[area, aspect, cx, cy, angle, flip, sigma]` for
 /// gates `[crop, rotate, flip, noise]`, φ's magnitudes and the draws (the
 /// formulas of both modes; hard mode has gates in {0, 1}).

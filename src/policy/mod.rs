@@ -506,6 +506,30 @@ mod tests {
         );
     }
 
+    /// `--policy trivial` is TrivialAugment-style: five equal shares, the
+    /// magnitudes of the baseline, described as one op per sample.
+    #[test]
+    fn trivial_policy_is_five_equal_shares() {
+        let p = Policy::from_arg("trivial").unwrap();
+        assert_eq!(p.family, Family::OneOp);
+        for k in 0..4 {
+            assert!((p.op_probability(k) - 0.2).abs() < 1e-6);
+        }
+        assert!((p.crop_min_area() - 0.35).abs() < 1e-6);
+        assert!((p.rotate_max_degrees() - 30.0).abs() < 1e-4);
+        assert!((p.noise_max_sigma() - 0.1).abs() < 1e-6);
+        assert!(p.describe().starts_with("one op per sample"), "{}", p.describe());
+        // a -inf logit is never chosen; all -inf leaves the identity
+        let mut q = p;
+        q.phi[ROTATE_LOGIT_P] = f32::NEG_INFINITY;
+        assert_eq!(q.op_probability(1), 0.0);
+        for k in LOGITS {
+            q.phi[k] = f32::NEG_INFINITY;
+        }
+        let u = draws(1, 2, 3);
+        assert_eq!(q.hard_gates(&u), [false; 4]);
+    }
+
     #[test]
     fn softplus_is_stable() {
         assert_eq!(softplus(100.0), 100.0);
