@@ -373,16 +373,27 @@ fn learn_policy_rejects_bad_input_and_learns_on_a_tiny_set() {
     cfg.meta.val_batch = 8;
     cfg.meta.every = 2;
     let mut calls = 0;
-    let out = learn_policy(
-        &Tensor::new(&[n, 1, 8, 8], data),
-        &labels,
-        &cfg,
-        &mut |_, _| calls += 1,
-    )
-    .expect("learns");
+    let images = Tensor::new(&[n, 1, 8, 8], data);
+    let out = learn_policy(&images, &labels, &cfg, &mut |_, _| calls += 1).expect("learns");
     assert_eq!(out.history.len(), calls);
     assert_eq!(calls, 6);
     assert!(out.phi.iter().all(|v| v.is_finite()));
+    assert_eq!(out.policy().family, Family::Independent);
+    // the one-op family: learned from TrivialAugment-style, moved by the
+    // meta steps, and its policy keeps the family
+    cfg.meta.family = Family::OneOp;
+    cfg.meta.phi_init = metaug::harness::experiment::phi_trivial();
+    let out = learn_policy(&images, &labels, &cfg, &mut |_, _| {}).expect("learns");
+    let policy = out.policy();
+    assert_eq!(policy.family, Family::OneOp);
+    assert!(out.phi.iter().all(|v| v.is_finite()));
+    let start = cfg.meta.phi_init.map(|v| v as f32);
+    assert!(
+        out.phi.iter().zip(start).any(|(a, b)| (a - b).abs() > 1e-4),
+        "{:?}",
+        out.phi
+    );
+    assert!(policy.describe().starts_with("one op per sample"));
 }
 
 #[test]

@@ -39,6 +39,21 @@ fn bad_meta_settings_are_clear_errors() {
             vec!["learn-policy", dir, "--meta-every", "0"],
             "--meta-every",
         ),
+        (
+            vec!["learn-policy", dir, "--family", "two-ops"],
+            "possible values: independent, one-op",
+        ),
+        (
+            vec![
+                "experiment",
+                "fashion-mnist",
+                "--data",
+                dir,
+                "--family",
+                "two-ops",
+            ],
+            "possible values: independent, one-op",
+        ),
         (vec!["experiment", "cifar"], "unknown experiment"),
         (
             vec![

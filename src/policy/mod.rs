@@ -518,7 +518,11 @@ mod tests {
         assert!((p.crop_min_area() - 0.35).abs() < 1e-6);
         assert!((p.rotate_max_degrees() - 30.0).abs() < 1e-4);
         assert!((p.noise_max_sigma() - 0.1).abs() < 1e-6);
-        assert!(p.describe().starts_with("one op per sample"), "{}", p.describe());
+        assert!(
+            p.describe().starts_with("one op per sample"),
+            "{}",
+            p.describe()
+        );
         // a -inf logit is never chosen; all -inf leaves the identity
         let mut q = p;
         q.phi[ROTATE_LOGIT_P] = f32::NEG_INFINITY;
