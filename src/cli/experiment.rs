@@ -94,7 +94,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value_t = 1, value_parser = count_in(1, MAX_INNER_STEPS))]
     pub inner_steps: usize,
     /// Adam step size on φ.
-    #[arg(long, default_value_t = 0.05, value_parser = parse_positive)]
+    #[arg(long, default_value_t = 0.005, value_parser = parse_positive)]
     pub meta_lr: f64,
     /// Relaxation temperature τ.
     #[arg(long, default_value_t = 0.5, value_parser = parse_positive)]
@@ -110,11 +110,11 @@ pub struct ExperimentArgs {
     /// magnitudes), `little` (every op at p = 0.1, the default's
     /// magnitudes), `default` (the default policy) or `trivial`
     /// (TrivialAugment-style magnitudes, every logit 0).
-    #[arg(long, value_enum, default_value_t = PhiInitArg::Mid)]
+    #[arg(long, value_enum, default_value_t = PhiInitArg::Trivial)]
     pub phi_init: PhiInitArg,
     /// The family of the learned policy (and of the schedule control's
     /// start): `independent` ops, or `one-op` per sample.
-    #[arg(long, value_enum, default_value_t = FamilyArg::Independent)]
+    #[arg(long, value_enum, default_value_t = FamilyArg::OneOp)]
     pub family: FamilyArg,
     /// Validation images per meta step.
     #[arg(long, default_value_t = 256, value_parser = count_in(1, usize::MAX))]
