@@ -44,10 +44,10 @@ fn gpu_batches_match_the_cpu_loader() {
 fn emulated_gpu_batches_match_the_cpu_loader() {
     let emu = cuda_common::emulator(0x5EED);
     batches_match_the_cpu_loader(Some(emu.clone()));
-    eprintln!(
+    cuda_common::report(&format!(
         "emulated_gpu_batches_match_the_cpu_loader: {} kernel launches on the emulator",
         emu.launches()
-    );
+    ));
     assert!(emu.launches() >= 18);
 }
 

@@ -88,6 +88,25 @@ pub fn case_checked() {
     CASES.with(|c| c.set(c.get() + 1));
 }
 
+/// Prints an emulated test's report line, and appends it to the file named by
+/// `METAUG_EMULATED_REPORT` when that is set (CI sums the launches and cases
+/// from it without running the tests a second time to see their output).
+pub fn report(line: &str) {
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("METAUG_EMULATED_REPORT") {
+        use std::io::Write;
+        // One short write per line, in append mode: lines from parallel
+        // tests do not interleave.
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("METAUG_EMULATED_REPORT {path:?}: {e}"));
+        file.write_all(format!("{line}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("METAUG_EMULATED_REPORT {path:?}: {e}"));
+    }
+}
+
 /// Runs `body` on a fresh emulator with a random (printed) schedule, and
 /// reports how many launches it ran.
 pub fn run_emulated(test: &str, body: impl FnOnce(Emulator, &mut StdRng)) {
@@ -96,11 +115,11 @@ pub fn run_emulated(test: &str, body: impl FnOnce(Emulator, &mut StdRng)) {
     let emu = emulator(schedule);
     let before = CASES.with(Cell::get);
     body(emu.clone(), &mut rng);
-    eprintln!(
+    report(&format!(
         "{test} (emulated, schedule {schedule:#x}): {} kernel launches, {} checked cases",
         emu.launches(),
         CASES.with(Cell::get) - before
-    );
+    ));
     assert!(emu.launches() > 0, "{test}: no kernel ran on the emulator");
 }
 
