@@ -9,7 +9,7 @@
 mod common;
 
 use metaug::decode::{
-    decode_bytes, decode_bytes_region, DecodeLimits, DecodeScale, Encoding, RegionDecode,
+    decode_bytes, decode_bytes_region, DecodeLimits, DecodeScale, Encoding, Pixels, RegionDecode,
 };
 use metaug::ops::philox::STREAM_NOISE;
 use metaug::ops::{
@@ -17,6 +17,7 @@ use metaug::ops::{
     OutputSpec, PhiloxStream, SampleParams, Size,
 };
 use metaug::policy::Policy;
+use rayon::prelude::*;
 
 /// A photo: its file name, bytes and declared shape.
 type Photo = (String, Vec<u8>, [u32; 3]);
@@ -66,9 +67,24 @@ fn policies() -> Vec<(&'static str, Policy)> {
     ]
 }
 
-/// Augments `bytes` from a full decode and from a region decode; returns
-/// both outputs and the decoded pixel counts (full, region).
+/// The whole image decoded, with `channels` channels.
+fn full_decode(bytes: &[u8], shape: [u32; 3], channels: u32) -> Pixels<'_> {
+    decode_bytes(
+        bytes,
+        Encoding::Jpeg,
+        shape,
+        channels,
+        &DecodeLimits::default(),
+    )
+    .unwrap()
+}
+
+/// Augments `full` (the whole decode of `bytes`, with `spec.channels`
+/// channels, decoded once per photo by the caller) and the region decode of
+/// `bytes`; returns both outputs and the decoded pixel counts (full, region).
+#[allow(clippy::too_many_arguments)]
 fn both(
+    full: &Pixels,
     bytes: &[u8],
     shape: [u32; 3],
     params: &SampleParams,
@@ -78,7 +94,7 @@ fn both(
     reference: bool,
 ) -> (Vec<u8>, Vec<u8>, u64, u64) {
     let limits = DecodeLimits::default();
-    let full = decode_bytes(bytes, Encoding::Jpeg, shape, spec.channels, &limits).unwrap();
+    assert_eq!(full.view().channels, spec.channels);
     let mut a = vec![0u8; spec.sample_bytes()];
     let mut b = vec![0u8; spec.sample_bytes()];
     let (region, window) = decode_bytes_region(
@@ -122,36 +138,49 @@ fn region_decode_is_bit_exact_on_every_photo() {
         // grey output (RGB -> luma after the region decode)
         OutputSpec::new(Size::new(32, 32), 1),
     ];
-    let (mut full_px, mut region_px, mut cases) = (0u64, 0u64, 0u64);
-    for (p, (name, policy)) in policies().into_iter().enumerate() {
-        for (k, (file, bytes, shape)) in photos.iter().enumerate() {
-            // fresh seeds for every photo and policy, two per spec
-            for (s, spec) in specs.iter().enumerate() {
-                for r in 0..2u64 {
-                    let seed = 0x5eed ^ (p as u64) << 40 ^ (k as u64) << 8 ^ (s as u64) << 4 ^ r;
-                    let params = policy.sample_hard(seed, 3, k as u64);
-                    let noise = PhiloxStream::new(seed, 3, k as u64, STREAM_NOISE);
-                    let (a, b, f, g) = both(
-                        bytes,
-                        *shape,
-                        &params,
-                        noise,
-                        spec,
-                        RegionDecode::default(),
-                        false,
-                    );
-                    assert!(
-                        a == b,
-                        "{file}: policy {name}, spec {s}, seed {seed:#x}: region decode differs \
-                         from full decode ({params:?})"
-                    );
-                    full_px += f;
-                    region_px += g;
-                    cases += 1;
+    let policies = policies();
+    // The photos in parallel (rayon): this is the suite's longest test, and
+    // it would otherwise run on one core after the others have finished.
+    let (full_px, region_px, cases) = photos
+        .par_iter()
+        .enumerate()
+        .map(|(k, (file, bytes, shape))| {
+            let (mut full_px, mut region_px, mut cases) = (0u64, 0u64, 0u64);
+            let (rgb, grey) = (full_decode(bytes, *shape, 3), full_decode(bytes, *shape, 1));
+            for (p, (name, policy)) in policies.iter().enumerate() {
+                // fresh seeds for every photo and policy, two per spec
+                for (s, spec) in specs.iter().enumerate() {
+                    let full = if spec.channels == 1 { &grey } else { &rgb };
+                    for r in 0..2u64 {
+                        let seed =
+                            0x5eed ^ (p as u64) << 40 ^ (k as u64) << 8 ^ (s as u64) << 4 ^ r;
+                        let params = policy.sample_hard(seed, 3, k as u64);
+                        let noise = PhiloxStream::new(seed, 3, k as u64, STREAM_NOISE);
+                        let (a, b, f, g) = both(
+                            full,
+                            bytes,
+                            *shape,
+                            &params,
+                            noise,
+                            spec,
+                            RegionDecode::default(),
+                            false,
+                        );
+                        assert!(
+                            a == b,
+                            "{file}: policy {name}, spec {s}, seed {seed:#x}: region decode \
+                             differs from full decode ({params:?})"
+                        );
+                        full_px += f;
+                        region_px += g;
+                        cases += 1;
+                    }
                 }
             }
-        }
-    }
+            (full_px, region_px, cases)
+        })
+        .reduce(|| (0, 0, 0), |x, y| (x.0 + y.0, x.1 + y.1, x.2 + y.2));
+    assert_eq!(cases, 300 * 6 * 3 * 2);
     eprintln!(
         "{cases} samples bit-exact; decoded {:.3} of the full images' pixels",
         region_px as f64 / full_px as f64
@@ -170,50 +199,58 @@ fn region_decode_of_photos_cut_at_every_mcu_is_bit_exact() {
     let spec = OutputSpec::new(Size::new(61, 83), 3)
         .with_dtype(DType::U8)
         .with_layout(Layout::Nhwc);
-    let (mut bytes_before, mut bytes_after) = (0usize, 0usize);
-    let (mut cut_px, mut crop_px, mut cases) = (0u64, 0u64, 0u64);
-    for (k, (file, bytes, shape)) in photos.iter().enumerate() {
-        let cut = metaug::decode::with_restart_markers(bytes, &limits)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{file}: restart markers changed the pixels"));
-        assert!(metaug::decode::cuts_at_every_mcu(&cut, &limits), "{file}");
-        bytes_before += bytes.len();
-        bytes_after += cut.len();
-        let full = decode_bytes(bytes, Encoding::Jpeg, *shape, 3, &limits).unwrap();
-        for (p, (name, policy)) in policies().into_iter().enumerate() {
-            let seed = 0xc07 ^ (p as u64) << 40 ^ (k as u64) << 8;
-            let params = policy.sample_hard(seed, 1, k as u64);
-            let noise = PhiloxStream::new(seed, 1, k as u64, STREAM_NOISE);
-            let mut want = vec![0u8; spec.sample_bytes()];
-            augment_into(full.view(), &params, noise, &spec, &mut want);
-            let (_, got, _, g) = both(
-                &cut,
-                *shape,
-                &params,
-                noise,
-                &spec,
-                RegionDecode::default(),
-                false,
-            );
-            assert!(
-                got == want,
-                "{file}: policy {name}, seed {seed:#x}: the virtual JPEG's sample differs \
-                 from the original's full decode ({params:?})"
-            );
-            let (_, _, _, c) = both(
-                bytes,
-                *shape,
-                &params,
-                noise,
-                &spec,
-                RegionDecode::default(),
-                false,
-            );
-            cut_px += g;
-            crop_px += c;
-            cases += 1;
-        }
-    }
+    // The photos in parallel, as in the test above.
+    let (bytes_before, bytes_after, cut_px, crop_px, cases) = photos
+        .par_iter()
+        .enumerate()
+        .map(|(k, (file, bytes, shape))| {
+            let cut = metaug::decode::with_restart_markers(bytes, &limits)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{file}: restart markers changed the pixels"));
+            assert!(metaug::decode::cuts_at_every_mcu(&cut, &limits), "{file}");
+            let (mut cut_px, mut crop_px, mut cases) = (0u64, 0u64, 0u64);
+            let full = full_decode(bytes, *shape, 3);
+            for (p, (name, policy)) in policies().into_iter().enumerate() {
+                let seed = 0xc07 ^ (p as u64) << 40 ^ (k as u64) << 8;
+                let params = policy.sample_hard(seed, 1, k as u64);
+                let noise = PhiloxStream::new(seed, 1, k as u64, STREAM_NOISE);
+                // `want`: the original's full decode, augmented
+                let (want, got, _, g) = both(
+                    &full,
+                    &cut,
+                    *shape,
+                    &params,
+                    noise,
+                    &spec,
+                    RegionDecode::default(),
+                    false,
+                );
+                assert!(
+                    got == want,
+                    "{file}: policy {name}, seed {seed:#x}: the virtual JPEG's sample differs \
+                     from the original's full decode ({params:?})"
+                );
+                let (_, _, _, c) = both(
+                    &full,
+                    bytes,
+                    *shape,
+                    &params,
+                    noise,
+                    &spec,
+                    RegionDecode::default(),
+                    false,
+                );
+                cut_px += g;
+                crop_px += c;
+                cases += 1;
+            }
+            (bytes.len(), cut.len(), cut_px, crop_px, cases)
+        })
+        .reduce(
+            || (0, 0, 0, 0, 0),
+            |x, y| (x.0 + y.0, x.1 + y.1, x.2 + y.2, x.3 + y.3, x.4 + y.4),
+        );
+    assert_eq!(cases, 300 * 6);
     eprintln!(
         "{cases} samples bit-exact; files {:.3} of the originals' bytes; decoded {:.3} of the \
          crop path's pixels",
@@ -232,6 +269,7 @@ fn region_decode_matches_the_scalar_reference() {
         let params = policy.sample_hard(99, 0, k as u64);
         let noise = PhiloxStream::new(99, 0, k as u64, STREAM_NOISE);
         let (a, b, _, _) = both(
+            &full_decode(bytes, *shape, spec.channels),
             bytes,
             *shape,
             &params,
@@ -261,7 +299,8 @@ fn scaled_decode_is_close_and_smaller() {
             ..policy.sample_hard(7, 0, k as u64)
         };
         let noise = PhiloxStream::new(7, 0, k as u64, STREAM_NOISE);
-        let (a, b, f, g) = both(bytes, *shape, &params, noise, &spec, auto, false);
+        let full = full_decode(bytes, *shape, spec.channels);
+        let (a, b, f, g) = both(&full, bytes, *shape, &params, noise, &spec, auto, false);
         if f > g * 3 {
             scaled += 1;
         }
