@@ -126,13 +126,13 @@ fn both(
         augment_into(full.view(), params, noise, spec, &mut a);
         augment_window_into(region.view(), &window, params, noise, spec, &mut b);
     }
-    let (fv, rv) = (full.view(), region.view());
-    (
-        a,
-        b,
-        fv.height as u64 * fv.width as u64,
-        rv.height as u64 * rv.width as u64,
-    )
+    (a, b, pixel_count(full), pixel_count(&region))
+}
+
+/// How many pixels a decode holds.
+fn pixel_count(pixels: &Pixels) -> u64 {
+    let v = pixels.view();
+    v.height as u64 * v.width as u64
 }
 
 #[test]
@@ -245,9 +245,8 @@ fn region_decode_of_photos_cut_at_every_mcu_is_bit_exact() {
                 // the crop path's region of the original, for its pixel count
                 let (crop, _) =
                     region_decode(bytes, *shape, &params, &spec, RegionDecode::default());
-                let c = crop.view();
                 cut_px += g;
-                crop_px += c.height as u64 * c.width as u64;
+                crop_px += pixel_count(&crop);
                 cases += 1;
             }
             (bytes.len(), cut.len(), cut_px, crop_px, cases)
