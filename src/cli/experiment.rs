@@ -96,6 +96,10 @@ pub struct ExperimentArgs {
     /// Adam step size on φ.
     #[arg(long, default_value_t = 0.005, value_parser = parse_positive)]
     pub meta_lr: f64,
+    /// Adam step size on φ's magnitudes (smallest crop area, largest angle,
+    /// largest σ); without it, `--meta-lr`.
+    #[arg(long, value_parser = parse_positive)]
+    pub magnitude_lr: Option<f64>,
     /// Relaxation temperature τ.
     #[arg(long, default_value_t = 0.5, value_parser = parse_positive)]
     pub tau: f64,
@@ -196,6 +200,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     cfg.meta.every = args.meta_every;
     cfg.meta.inner_steps = args.inner_steps;
     cfg.meta.meta_lr = args.meta_lr;
+    cfg.meta.magnitude_lr = args.magnitude_lr;
     cfg.meta.tau = args.tau;
     cfg.skip_grid = args.skip_grid;
     cfg.meta.val_batch = args.val_batch;
@@ -219,8 +224,11 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
     } else {
         format!(" --only {}", args.only.join(","))
     };
+    let magnitude_flag = args
+        .magnitude_lr
+        .map_or(String::new(), |m| format!(" --magnitude-lr {m}"));
     let body = format!(
-        "`metaug experiment fashion-mnist{} --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {} \
+        "`metaug experiment fashion-mnist{} --model {} --steps {} --seeds {} --meta-every {} --inner-steps {} --meta-lr {}{} \
          --tau {} --lr {} --lr-schedule {} --phi-init {} --family {} --val-batch {} --meta-start {} --neumann {} --phi-knots {}{}{}` ({}, SGD lr {}, batch {}, {} train / {} val \
          images per class, full test set; {} step size; meta step every {} steps, k = {}, τ = {}, Adam lr {}; time is wall \
          time relative to one no-augmentation run, the grid counted as its 16 runs).\n\n{}",
@@ -231,6 +239,7 @@ pub fn run(args: ExperimentArgs) -> metaug::Result<()> {
         cfg.meta.every,
         cfg.meta.inner_steps,
         cfg.meta.meta_lr,
+        magnitude_flag,
         cfg.meta.tau,
         cfg.train.lr,
         name_of(args.lr_schedule),

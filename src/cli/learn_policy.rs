@@ -45,6 +45,10 @@ pub struct LearnPolicyArgs {
     /// Step size on φ.
     #[arg(long, default_value_t = 0.05, value_parser = parse_positive)]
     pub meta_lr: f64,
+    /// Step size on φ's magnitudes (smallest crop area, largest angle,
+    /// largest σ); without it, `--meta-lr`.
+    #[arg(long, value_parser = parse_positive)]
+    pub magnitude_lr: Option<f64>,
     /// The policy family: `independent` (each op with its own probability,
     /// starting at p ½) or `one-op` (one op per sample, TrivialAugment's
     /// structure, starting at TrivialAugment-style: uniform op choice,
@@ -89,6 +93,7 @@ pub fn run(args: LearnPolicyArgs) -> Result<()> {
     cfg.meta.every = args.meta_every;
     cfg.meta.inner_steps = args.inner_steps;
     cfg.meta.meta_lr = args.meta_lr;
+    cfg.meta.magnitude_lr = args.magnitude_lr;
     cfg.meta.meta_start = args.meta_start;
     cfg.meta.tau = args.tau;
     if let Some(family) = metaug::policy::Family::parse(&args.family) {

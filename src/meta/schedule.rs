@@ -24,13 +24,13 @@ pub struct PhiSchedule {
 }
 
 impl PhiSchedule {
-    /// `knots` knots (clamped to `1..=MAX_KNOTS`), each at `phi`, moved by
-    /// Adam with step size `lr`.
-    pub fn new(phi: [f64; NUM_PHI], knots: usize, lr: f64) -> Self {
+    /// `knots` knots (clamped to `1..=MAX_KNOTS`), each at `phi`, each moved
+    /// by its own copy of `adam` (fresh moments, `adam`'s step sizes).
+    pub fn new(phi: [f64; NUM_PHI], knots: usize, adam: Adam) -> Self {
         let k = knots.clamp(1, MAX_KNOTS);
         PhiSchedule {
             knots: vec![phi; k],
-            adams: vec![Adam::new(lr); k],
+            adams: vec![adam; k],
         }
     }
 
@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn schedule_interpolates_its_knots() {
         let mut rng = SplitMix::new(3);
-        let mut s = PhiSchedule::new([0.0; NUM_PHI], 4, 0.1);
+        let mut s = PhiSchedule::new([0.0; NUM_PHI], 4, Adam::new(0.1));
         for knot in &mut s.knots {
             *knot = random_phi(&mut rng);
         }
@@ -134,7 +134,7 @@ mod tests {
                 .sum()
         };
         for _ in 0..20 {
-            let mut s = PhiSchedule::new([0.0; NUM_PHI], 5, 0.01);
+            let mut s = PhiSchedule::new([0.0; NUM_PHI], 5, Adam::new(0.01));
             for knot in &mut s.knots {
                 *knot = random_phi(&mut rng);
             }
@@ -177,7 +177,7 @@ mod tests {
     fn one_knot_is_adam_on_phi() {
         let mut rng = SplitMix::new(7);
         let start = random_phi(&mut rng);
-        let mut s = PhiSchedule::new(start, 1, 0.05);
+        let mut s = PhiSchedule::new(start, 1, Adam::new(0.05));
         let mut phi = start;
         let mut adam = Adam::new(0.05);
         for i in 0..50 {

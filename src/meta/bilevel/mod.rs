@@ -121,8 +121,8 @@ pub fn phi_array<F: Float>(t: &Tensor<F>) -> [f64; NUM_PHI] {
 /// Adam on φ.
 #[derive(Clone, Debug)]
 pub struct Adam {
-    /// Step size.
-    pub lr: f64,
+    /// Step size of each entry of φ.
+    pub lr: [f64; NUM_PHI],
     /// First-moment decay.
     pub beta1: f64,
     /// Second-moment decay.
@@ -137,6 +137,12 @@ pub struct Adam {
 impl Adam {
     /// Adam with step size `lr` and the usual `β = (0.9, 0.999)`, `ε = 1e-8`.
     pub fn new(lr: f64) -> Self {
+        Adam::per_entry([lr; NUM_PHI])
+    }
+
+    /// Adam with step size `lr[k]` for entry `k` of φ (say a larger one for
+    /// the magnitudes than for the op logits), otherwise as [`Adam::new`].
+    pub fn per_entry(lr: [f64; NUM_PHI]) -> Self {
         Adam {
             lr,
             beta1: 0.9,
@@ -160,7 +166,7 @@ impl Adam {
         std::array::from_fn(|k| {
             self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g[k];
             self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * g[k] * g[k];
-            -self.lr * (self.m[k] / c1) / ((self.v[k] / c2).sqrt() + self.eps)
+            -self.lr[k] * (self.m[k] / c1) / ((self.v[k] / c2).sqrt() + self.eps)
         })
     }
 

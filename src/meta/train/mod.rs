@@ -26,17 +26,17 @@
 
 use std::rc::Rc;
 
+mod config;
 mod hard;
 mod trivial;
 
+pub use config::{LrSchedule, MetaConfig, Method, ModelKind, TrainConfig};
 pub use hard::{augment_hard, augment_hard_bytes, image_bytes};
 pub use trivial::trivial_augment_phis;
 
 use super::augment::{AugmentShape, SampleKey};
 use super::bilevel::{Inner, TrainBatch, ValBatch};
 use super::maml;
-use super::mlp::Activation;
-use super::model::cnn::CnnShape;
 use super::model::{Arch, Model};
 use super::relaxed::{draws, Family, NUM_PHI};
 use super::reptile;
@@ -96,162 +96,6 @@ impl ImageSet {
     /// All images flattened to `[N, D]`.
     pub fn flat(&self) -> Tensor<f32> {
         self.images.clone().reshape(&[self.len(), self.dim()])
-    }
-}
-
-/// Which meta-learning method adapts φ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// Exact second-order hypergradient, Adam on φ.
-    Maml,
-    /// First-order estimate, Reptile interpolation.
-    Reptile,
-}
-
-/// Settings of online policy learning.
-#[derive(Clone, Debug)]
-pub struct MetaConfig {
-    /// The method.
-    pub method: Method,
-    /// One meta step every `every` training steps.
-    pub every: usize,
-    /// Inner steps `k` per meta step.
-    pub inner_steps: usize,
-    /// Adam step size on φ.
-    pub meta_lr: f64,
-    /// Relaxation temperature τ.
-    pub tau: f64,
-    /// Validation batch size of a meta step.
-    pub val_batch: usize,
-    /// Reptile interpolation factor β.
-    pub beta: f64,
-    /// Reptile finite-difference radius `‖εv‖`.
-    pub radius: f64,
-    /// φ at the start.
-    pub phi_init: [f64; NUM_PHI],
-    /// The family the learned φ is read in ([`Family::OneOp`]: one op per
-    /// sample, TrivialAugment's structure, with learned op weights and
-    /// magnitudes).
-    pub family: Family,
-    /// Fraction of the training steps taken before the first meta step
-    /// (φ is held at `phi_init` until then, hard mode); 0 starts at once.
-    pub meta_start: f64,
-    /// Neumann terms for the inverse Hessian at the current weights
-    /// ([`Inner::neumann`]); 1: the plain `k`-step hypergradient.
-    pub neumann: usize,
-    /// Knots of the learned φ(t) over the run ([`PhiSchedule`]): 1 learns
-    /// one φ for every step; `K` > 1 learns φ at `K` evenly spaced points of
-    /// training progress, linear between them, each meta step moving the
-    /// two knots around its step.
-    pub knots: usize,
-}
-
-impl Default for MetaConfig {
-    fn default() -> Self {
-        MetaConfig {
-            method: Method::Maml,
-            every: 4,
-            inner_steps: 1,
-            meta_lr: 0.05,
-            tau: 0.5,
-            val_batch: 256,
-            beta: 1.0,
-            radius: 1e-2,
-            phi_init: [0.0; NUM_PHI],
-            family: Family::Independent,
-            meta_start: 0.0,
-            neumann: 1,
-            knots: 1,
-        }
-    }
-}
-
-/// The task model trained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ModelKind {
-    /// Conv 3×3 (16) → ReLU → pool, conv 3×3 (32) → ReLU → pool, linear
-    /// ([`CnnShape::fashion_mnist`]'s widths, for the images' size): the
-    /// experiment's model.
-    Cnn,
-    /// One hidden ReLU layer of [`TrainConfig::hidden`] units: the
-    /// default of a bare [`TrainConfig`] (and of `learn-policy`), the
-    /// cheaper model.
-    #[default]
-    Mlp,
-}
-
-impl ModelKind {
-    /// The architecture for images `(C, H, W)` and `classes` classes.
-    pub fn arch(self, (c, h, w): (usize, usize, usize), classes: usize) -> Arch {
-        match self {
-            ModelKind::Mlp => Arch::Mlp(Activation::Relu),
-            ModelKind::Cnn => Arch::Cnn(CnnShape {
-                height: h,
-                width: w,
-                channels: c,
-                classes,
-                ..CnnShape::fashion_mnist()
-            }),
-        }
-    }
-}
-
-/// Settings of one training run.
-#[derive(Clone, Debug)]
-pub struct TrainConfig {
-    /// The task model.
-    pub model: ModelKind,
-    /// SGD steps.
-    pub steps: usize,
-    /// Batch size.
-    pub batch: usize,
-    /// SGD step size (also the inner step size α of the meta step); the
-    /// peak of the schedule.
-    pub lr: f64,
-    /// How the step size moves over the run.
-    pub lr_schedule: LrSchedule,
-    /// Hidden width of the MLP.
-    pub hidden: usize,
-    /// Seed of the initialisation, the batch order and the Philox draws.
-    pub seed: u64,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            model: ModelKind::default(),
-            steps: 400,
-            batch: 128,
-            lr: 0.1,
-            lr_schedule: LrSchedule::Constant,
-            hidden: 256,
-            seed: 0,
-        }
-    }
-}
-
-/// The SGD step size over a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LrSchedule {
-    /// `lr` at every step.
-    #[default]
-    Constant,
-    /// `lr · ½(1 + cos(π t / T))`: from `lr` at the first step towards 0 at
-    /// the last, so that the last steps are small and the final weights
-    /// settle instead of stopping at one point of a noisy walk.
-    Cosine,
-}
-
-impl TrainConfig {
-    /// The step size at `step` (0-based) of `self.steps`.
-    pub fn lr_at(&self, step: usize) -> f64 {
-        match self.lr_schedule {
-            LrSchedule::Constant => self.lr,
-            LrSchedule::Cosine => {
-                let t = step as f64 / self.steps.max(1) as f64;
-                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
-            }
-        }
     }
 }
 
@@ -424,7 +268,7 @@ fn run(
             [off, 0.0, off, 0.0, off, off, 0.0]
         }
     };
-    let mut schedule = meta.map(|m| PhiSchedule::new(m.phi_init, m.knots, m.meta_lr));
+    let mut schedule = meta.map(|m| PhiSchedule::new(m.phi_init, m.knots, m.adam()));
     let mut history = Vec::new();
     let mut batches = Batches::new(train.len(), cfg.seed);
     let mut rng = SplitMix::new(cfg.seed ^ 0xA11CE);
@@ -535,31 +379,5 @@ fn relaxed_batch(images: Tensor<f32>, labels: Vec<usize>, ks: Vec<SampleKey>) ->
         labels,
         keys: Rc::from(ks),
         draws: Rc::from(d),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The cosine schedule starts at `lr`, is half-way at the middle, ends
-    /// near 0 and never rises; the constant one is `lr` throughout.
-    #[test]
-    fn cosine_step_size_falls_from_lr_to_zero() {
-        let cfg = TrainConfig {
-            steps: 100,
-            lr: 0.2,
-            lr_schedule: LrSchedule::Cosine,
-            ..TrainConfig::default()
-        };
-        assert_eq!(cfg.lr_at(0), 0.2);
-        assert!((cfg.lr_at(50) - 0.1).abs() < 1e-12);
-        assert!(cfg.lr_at(99) > 0.0 && cfg.lr_at(99) < 0.2 * 1e-3);
-        assert!((1..100).all(|t| cfg.lr_at(t) < cfg.lr_at(t - 1)));
-        let flat = TrainConfig {
-            lr_schedule: LrSchedule::Constant,
-            ..cfg
-        };
-        assert!((0..100).all(|t| flat.lr_at(t) == 0.2));
     }
 }
