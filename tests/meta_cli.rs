@@ -25,6 +25,14 @@ fn bad_meta_settings_are_clear_errors() {
         (vec!["learn-policy", dir, "--meta-lr=-0.1"], "--meta-lr"),
         (vec!["learn-policy", dir, "--meta-lr", "inf"], "--meta-lr"),
         (
+            vec!["learn-policy", dir, "--magnitude-lr", "0"],
+            "--magnitude-lr",
+        ),
+        (
+            vec!["experiment", "fashion-mnist", "--magnitude-lr", "nan"],
+            "--magnitude-lr",
+        ),
+        (
             vec!["learn-policy", dir, "--inner-steps", "0"],
             "inner-steps",
         ),
