@@ -25,7 +25,8 @@ pub struct PhiSchedule {
 
 impl PhiSchedule {
     /// `knots` knots (clamped to `1..=MAX_KNOTS`), each at `phi`, each moved
-    /// by its own copy of `adam` (fresh moments, `adam`'s step sizes).
+    /// by its own copy of `adam` (its step sizes; pass a new one, as its
+    /// moments are copied too).
     pub fn new(phi: [f64; NUM_PHI], knots: usize, adam: Adam) -> Self {
         let k = knots.clamp(1, MAX_KNOTS);
         PhiSchedule {
