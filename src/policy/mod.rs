@@ -60,6 +60,9 @@ pub const NOISE_LOGIT_P: usize = 5;
 pub const NOISE_RAW_MAX_SIGMA: usize = 6;
 /// Indices of the four probability logits (the entries that may be `-inf`).
 pub const LOGITS: [usize; 4] = [CROP_LOGIT_P, ROTATE_LOGIT_P, FLIP_LOGIT_P, NOISE_LOGIT_P];
+/// Indices of the magnitudes in φ: the smallest crop area, the largest
+/// angle, the largest noise σ (the entries that are not in [`LOGITS`]).
+pub const MAGNITUDES: [usize; 3] = [CROP_RAW_MIN_AREA, ROTATE_RAW_MAX_ANGLE, NOISE_RAW_MAX_SIGMA];
 /// The ops of a policy, in order, as written in the file's `ops` metadata.
 pub const OPS: &str = "crop,rotate,flip,noise";
 /// Default relaxation temperature τ.

@@ -6,6 +6,7 @@ use crate::meta::mlp::Activation;
 use crate::meta::model::cnn::CnnShape;
 use crate::meta::model::Arch;
 use crate::meta::relaxed::{Family, NUM_PHI};
+use crate::policy::MAGNITUDES;
 
 /// Which meta-learning method adapts φ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,14 +73,6 @@ impl MetaConfig {
         Adam::per_entry(lr)
     }
 }
-
-/// φ's magnitude entries: the smallest crop area, the largest angle, the
-/// largest noise σ (the rest are the op logits).
-const MAGNITUDES: [usize; 3] = [
-    crate::policy::CROP_RAW_MIN_AREA,
-    crate::policy::ROTATE_RAW_MAX_ANGLE,
-    crate::policy::NOISE_RAW_MAX_SIGMA,
-];
 
 impl Default for MetaConfig {
     fn default() -> Self {
